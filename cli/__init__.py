@@ -1,0 +1,1 @@
+"""The `fluxmix` command line (imported as fluxmix.cli)."""

@@ -1,0 +1,142 @@
+"""One exception tree for everything fluxmix raises on purpose.
+
+    FluxmixError
+     ├── UserError                  bad input from the operator: exit 2, one line, nothing written
+     │    ├── ScenarioError         a scenario/spec file cannot be read (size, YAML, structure)
+     │    │    └── ValidationError  pre-flight validation found problems (carries all of them)
+     │    ├── BadReferenceError     a reference that is of no known form
+     │    ├── NotFoundError         a well-formed reference that names nothing
+     │    ├── AmbiguousReferenceError  a hash prefix that matches several blobs
+     │    ├── InvalidNameError      a name or tag outside the allowed patterns
+     │    └── TagConflictError      an immutable tag asked to hold other bytes
+     ├── StoreError                 the store is damaged or unusable: exit 1
+     │    └── CorruptBlobError      a blob whose bytes no longer match its name
+     ├── GearError                  a gear failed in start/handle/stop
+     ├── TransportError             a wire could not carry a message
+     │    └── NatsUnavailableError  no NATS server could be reached or started
+     ├── ActivationError            a scenario could not be brought up (the old one keeps running)
+     └── MixerApiError              the mixer's HTTP API refused or could not be reached
+
+The CLI maps UserError to exit status 2 and every other FluxmixError to 1, printing
+`str(error)` as one line (ValidationError prints one line per problem).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FluxmixError(Exception):
+    """Root of every error fluxmix raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UserError(FluxmixError):
+    """The operator gave us something we refuse; nothing was changed."""
+
+    exit_code = 2
+
+
+class ScenarioError(UserError):
+    """A scenario or spec file cannot be read as a document of the right shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation finding: where (`wires[3].to`) and why, in plain words."""
+
+    location: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}" if self.location else self.reason
+
+
+class ValidationError(ScenarioError):
+    """Every problem pre-flight validation found, so the operator fixes them in one pass."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self.lines()[0] if len(self.problems) == 1 else f"{source}: {len(self.problems)} problems")
+
+    def lines(self) -> list[str]:
+        """One self-contained line per problem, each naming the file."""
+        return [f"{self.source}: {p}" for p in self.problems]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+class BadReferenceError(UserError):
+    """A reference string that is none of name, name:tag, sha256:…, or a path."""
+
+
+class NotFoundError(UserError):
+    """A well-formed reference that does not resolve in the store."""
+
+
+class AmbiguousReferenceError(UserError):
+    """A hash prefix that matches more than one blob."""
+
+
+class InvalidNameError(UserError):
+    """A name or tag outside the allowed character set (guards the store directory)."""
+
+
+class TagConflictError(UserError):
+    """A tag already holds other bytes; tags are immutable."""
+
+
+class StoreError(FluxmixError):
+    """The store is damaged or cannot be used."""
+
+
+class CorruptBlobError(StoreError):
+    """A blob whose bytes no longer hash to its name; it is never used."""
+
+
+class GearError(FluxmixError):
+    """A gear failed; carries the gear name so logs and journals can say which."""
+
+    def __init__(self, gear: str, message: str) -> None:
+        self.gear = gear
+        super().__init__(f"gear '{gear}': {message}")
+
+
+class TransportError(FluxmixError):
+    """A wire could not carry a message."""
+
+
+class NatsUnavailableError(TransportError):
+    """No NATS server could be reached or started."""
+
+
+class ActivationError(FluxmixError):
+    """A scenario could not be brought up; the previous one keeps (or resumes) running."""
+
+
+class MixerApiError(FluxmixError):
+    """The mixer's HTTP API could not be reached or refused the request."""
+
+
+__all__ = [
+    "FluxmixError",
+    "UserError",
+    "ScenarioError",
+    "Problem",
+    "ValidationError",
+    "BadReferenceError",
+    "NotFoundError",
+    "AmbiguousReferenceError",
+    "InvalidNameError",
+    "TagConflictError",
+    "StoreError",
+    "CorruptBlobError",
+    "GearError",
+    "TransportError",
+    "NatsUnavailableError",
+    "ActivationError",
+    "MixerApiError",
+]

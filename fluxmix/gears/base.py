@@ -1,0 +1,121 @@
+"""The gear contract: what a processing unit declares and how the runtime drives it.
+
+A gear declares its ports and a JSON Schema for its config, so a scenario is validated before
+anything runs. The runtime then calls `start()`, `handle(port, message)` for each message on
+an input port (one at a time per gear), and `stop()`. A source (a gear with no inputs) overrides
+`run()`, which loops until `ctx.stopping` is set. Gears never see transports: they `emit()`
+through their context and the runtime fans the message out to every wire on that port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Protocol
+
+from fluxmix.message import Message
+
+ERROR_PORT = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    name: str
+    description: str = ""
+    required: bool = False  # inputs only: validation refuses a scenario that leaves it unwired
+
+
+class GearContext(Protocol):
+    """What the runtime gives a gear. Implemented by the mixer's runtime and by test harnesses."""
+
+    scenario_name: str
+    scenario_hash: str
+    gear_name: str
+    log: logging.Logger
+    stopping: asyncio.Event  # set when the gear must stop producing (sources check it)
+
+    async def emit(
+        self,
+        port: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        position: int | str | None = None,
+    ) -> None:
+        """Send `body` on output `port` to every wire connected to it; waits under backpressure.
+
+        A source passes `position` (e.g. its seq) so the message id is deterministic across
+        restarts. Inside `handle()` ids derive from the input message automatically.
+        Emitting on an unwired port is a no-op.
+        """
+        ...
+
+    def is_wired(self, port: str) -> bool: ...
+
+    async def load_checkpoint(self) -> Any | None:
+        """The value last saved by this gear (keyed by scenario name + gear name), or None."""
+        ...
+
+    async def save_checkpoint(self, value: Any) -> None:
+        """Persist a source's position after everything emitted before it is safely on its wires."""
+        ...
+
+
+class Gear:
+    """Base class of every gear type. Subclasses set the ClassVars and override what they need."""
+
+    type: ClassVar[str]
+    description: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Port, ...]] = ()
+    outputs: ClassVar[tuple[Port, ...]] = ()
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
+
+    def __init__(self, name: str, config: Mapping[str, Any], ctx: GearContext) -> None:
+        self.name = name
+        self.config = dict(config)
+        self.ctx = ctx
+
+    # ---- declarations (classmethods: used by validation without instantiating) ----
+
+    @classmethod
+    def input_ports(cls, config: Mapping[str, Any]) -> tuple[Port, ...]:
+        return cls.inputs
+
+    @classmethod
+    def output_ports(cls, config: Mapping[str, Any]) -> tuple[Port, ...]:
+        """Declared outputs, plus the implicit `error` port of every gear that handles input.
+
+        Gears whose outputs depend on config (e.g. `route`) override this.
+        """
+        outs = cls.outputs
+        if cls.input_ports(config) and all(p.name != ERROR_PORT for p in outs):
+            outs = outs + (Port(ERROR_PORT, "messages that kept failing"),)
+        return outs
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Semantic checks beyond the JSON Schema (e.g. an expression that does not parse).
+
+        Returns (path relative to `config`, reason) pairs; the schema has already passed.
+        """
+        return []
+
+    @classmethod
+    def is_source(cls) -> bool:
+        return cls.run is not Gear.run
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Acquire resources (open files, connect). Raising here fails the activation."""
+
+    async def handle(self, port: str, message: Message) -> None:
+        """Process one message from input `port`. Raising counts as a failure of that message."""
+        raise NotImplementedError(f"gear type {self.type!r} has inputs but does not handle messages")
+
+    async def run(self) -> None:
+        """Sources only: produce until `self.ctx.stopping` is set, then return."""
+
+    async def stop(self) -> None:
+        """Release resources. Called after inputs are drained (or run() returned)."""

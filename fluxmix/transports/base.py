@@ -1,0 +1,102 @@
+"""The transport interface: a long-lived Broker per transport kind, a Wire per scenario wire.
+
+The mixer keeps one Broker of each kind for its whole life (a NATS connection outlives every
+activation); each activation asks it for a Wire per scenario wire. The runtime sends on a wire
+and lets the wire drive the downstream gear through a `Delivery`, so each transport decides how
+to retry and when to acknowledge, while the contract stays the same:
+
+- `send()` waits under backpressure; it never drops and never buffers without bound.
+- `flush()` returns once everything sent is as safe as the transport makes it
+  (in the queue for memory, acknowledged by JetStream for standard).
+- `consume()` calls `delivery.handle(msg)`, then `delivery.flush_downstream()`, and only then
+  acknowledges. A message whose handling keeps failing goes to `delivery.dead_letter()`.
+- `drain()` stops taking new work, finishes what is in hand, and returns how many messages it
+  handled while draining. A memory wire empties its queue first; a durable wire leaves the rest
+  in its stream for the next consumer.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any, Awaitable, Callable, ClassVar
+
+from fluxmix.message import Message
+from fluxmix.scenario import Scenario, WireSpec
+
+
+@dataclass(slots=True)
+class WireStats:
+    sent: int = 0
+    received: int = 0  # handled by the downstream gear (successfully or dead-lettered)
+    failed: int = 0  # handling attempts that raised
+    redelivered: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0  # never silently: every drop is counted here and logged
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a wire hands messages to its downstream gear (built by the runtime)."""
+
+    handle: Callable[[Message], Awaitable[None]]
+    dead_letter: Callable[[Message, BaseException], Awaitable[None]]
+    flush_downstream: Callable[[], Awaitable[None]]
+
+
+class Wire(abc.ABC):
+    """One scenario wire, for one activation."""
+
+    def __init__(self, spec: WireSpec) -> None:
+        self.spec = spec
+        self.stats = WireStats()
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> None: ...
+
+    @abc.abstractmethod
+    async def flush(self) -> None: ...
+
+    @abc.abstractmethod
+    async def consume(self, delivery: Delivery) -> None:
+        """Run until `drain()` or `close()`; returns when consuming has stopped."""
+
+    @abc.abstractmethod
+    async def drain(self) -> int: ...
+
+    async def close(self) -> None:
+        """Release resources without draining (used when an activation is abandoned)."""
+
+    def status(self) -> dict[str, Any]:
+        """Counters plus transport-specific state (queue depth, consumer lag, ...)."""
+        return {"transport": self.spec.transport, **self.stats.as_dict()}
+
+
+class Broker(abc.ABC):
+    """A transport kind, alive for the mixer's whole life."""
+
+    kind: ClassVar[str]
+
+    async def connect(self) -> None:
+        """Idempotent; called before the first activation that uses this kind."""
+
+    async def prepare(self, scenario: Scenario, scenario_hash: str, wires: list[WireSpec]) -> None:
+        """Create what the wires need (streams, consumers). Failing here fails the activation
+        before the old scenario is touched."""
+
+    @abc.abstractmethod
+    def wire(self, scenario: Scenario, scenario_hash: str, spec: WireSpec) -> Wire: ...
+
+    async def close(self) -> None:
+        """Called once when the mixer exits."""
+
+    def status(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @property
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz; a disconnected NATS broker says why."""
+        return True, ""

@@ -1,0 +1,1 @@
+"""The content-addressed store of scenarios and specs (imported as fluxmix.store)."""
