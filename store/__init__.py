@@ -1,1 +1,468 @@
-"""The content-addressed store of scenarios and specs (imported as fluxmix.store)."""
+"""The content-addressed store of scenarios and specs (imported as fluxmix.store).
+
+Blobs are files named by the SHA-256 of their bytes; an index database maps (kind, name, tag)
+to a blob; tags are immutable SemVer. The mixer's state (active scenario, last known good,
+journal, checkpoints) lives in the same database so gc knows what the mixer still needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import platformdirs
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from fluxmix.errors import (
+    AmbiguousReferenceError,
+    BadReferenceError,
+    InvalidNameError,
+    NotFoundError,
+    TagConflictError,
+)
+
+from . import _state
+from ._blobs import BlobStore, sha256_hex
+from ._index import Index, MixerStateRow, TagRow
+from ._refs import (
+    KINDS,
+    HashRef,
+    NameRef,
+    PathRef,
+    Ref,
+    canonical_tag,
+    check_hex,
+    check_kind,
+    check_name,
+    highest_tag,
+    latest_tag,
+    next_tag,
+    parse_ref,
+    parse_store_ref,
+    short_hash,
+    sort_tags_desc,
+    tag_version,
+)
+from ._state import JournalEntry, MixerState
+
+DEFAULT_GC_GRACE_SECONDS = 3600  # as git's gc.pruneExpire: never race a concurrent import
+_WRITE_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One tag in the index."""
+
+    kind: str
+    name: str
+    tag: str
+    hash: str
+    size: int
+    imported_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What an import did; created False means the tag already held these exact bytes."""
+
+    kind: str
+    name: str
+    tag: str
+    hash: str
+    size: int
+    created: bool
+    imported_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A reference resolved to a blob; name/tag are filled when the index knows the hash."""
+
+    kind: str
+    name: str | None
+    tag: str | None
+    hash: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.tag}" if self.name and self.tag else f"sha256:{self.hash}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """ok is False when any blob is corrupt or any tag points at a missing blob."""
+
+    ok: bool
+    blobs_checked: int
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[Entry] = field(default_factory=list)
+    orphans: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """removed: hashes deleted (or that would be, with dry_run); kept: blobs left in place."""
+
+    removed: list[str]
+    bytes_freed: int
+    kept: int
+    temp_files_removed: int = 0
+    dry_run: bool = False
+
+
+def default_home() -> Path:
+    """$FLUXMIX_HOME, else the platform's user data directory."""
+    env = os.environ.get("FLUXMIX_HOME")
+    return Path(env) if env else Path(platformdirs.user_data_dir("fluxmix"))
+
+
+def open_store(home: str | os.PathLike[str] | None = None, *, url: str | None = None) -> Store:
+    """Open (creating if needed) the store at home: arg > $FLUXMIX_HOME > user data dir.
+
+    The index URL is: arg > $FLUXMIX_STORE_URL > sqlite:///<home>/index.sqlite3.
+    """
+    return Store(Path(home) if home is not None else default_home(), url=url)
+
+
+class Store:
+    """Blobs + index + mixer state. Safe to use from several processes at once."""
+
+    def __init__(self, home: Path, *, url: str | None = None) -> None:
+        self.home = Path(home).expanduser().absolute()
+        if not self.home.exists():
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.blobs = BlobStore(self.home / "blobs")
+        self.url = url or os.environ.get("FLUXMIX_STORE_URL") or f"sqlite:///{self.home / 'index.sqlite3'}"
+        self._index = Index(self.url)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose the engine (closes pooled connections; the next process sees no stale locks)."""
+        self._index.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store(home={str(self.home)!r}, url={self.url!r})"
+
+    # -- blobs ---------------------------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes, return their hex sha256 (equals `sha256sum`); atomic and idempotent."""
+        return self.blobs.put(bytes(data))
+
+    def get_blob(self, hex: str) -> bytes:  # noqa: A002 - the brief's name
+        """The blob's bytes, re-hashed: CorruptBlobError if they changed, NotFoundError if absent."""
+        return self.blobs.get(hex)
+
+    def has_blob(self, hex: str) -> bool:  # noqa: A002
+        return self.blobs.has(hex)
+
+    def blob_path(self, hex: str) -> Path:  # noqa: A002
+        """Where the blob lives (for diagnostics; read it with get_blob, which verifies)."""
+        return self.blobs.path_for(hex)
+
+    # -- import --------------------------------------------------------------------------------
+
+    def import_bytes(
+        self, kind: str, data: bytes, *, name: str, tag: str | None = None, version: str | None = None
+    ) -> ImportResult:
+        """Store `data` under kind/name/tag; the tag is tag > declared version > next minor.
+
+        Nothing is validated beyond names and tags: callers (fluxmix.loading) validate content.
+        The tag is checked before the blob is written and again inside the write transaction,
+        so a refused import leaves no index row (at most an unreferenced blob, which gc removes).
+        """
+        check_kind(kind)
+        check_name(name)
+        data = bytes(data)
+        if tag is not None:
+            wanted: str | None = canonical_tag(tag)
+        elif version is not None:
+            try:
+                wanted = canonical_tag(version)
+            except InvalidNameError as error:
+                raise InvalidNameError(f"declared version of {name}: {error}") from None
+        else:
+            wanted = None
+        digest = sha256_hex(data)
+
+        # Cheap pre-check so that a refused tag writes nothing at all.
+        with self._index.read() as session:
+            early = self._decide(session, kind, name, wanted, digest)
+        if isinstance(early, ImportResult):
+            if self.blobs.has(digest):
+                self.blobs.put(data)  # freshen (and heal a damaged copy)
+                return early
+        self.blobs.put(data)
+
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                with self._index.write() as session:
+                    decision = self._decide(session, kind, name, wanted, digest)
+                    if isinstance(decision, ImportResult):
+                        return decision
+                    row = TagRow(
+                        kind=kind, name=name, tag=decision, hash=digest, size=len(data), imported_at=_state.now()
+                    )
+                    session.add(row)
+                    session.flush()
+                    return ImportResult(kind, name, decision, digest, len(data), True, row.imported_at)
+            except IntegrityError:
+                # Only reachable on servers without BEGIN IMMEDIATE (a concurrent insert won); decide again.
+                if attempt == _WRITE_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _decide(self, session: Any, kind: str, name: str, wanted: str | None, digest: str) -> ImportResult | str:
+        """An ImportResult when nothing is to be written (no-op), else the tag to create."""
+        if wanted is not None:
+            row = session.get(TagRow, (kind, name, wanted))
+            if row is None:
+                return wanted
+            if row.hash == digest:
+                return _import_result(row, created=False)
+            raise TagConflictError(
+                f"tag {wanted} of {_label(kind, name)} already holds {short_hash(row.hash)}; bump the version"
+            )
+        rows = {r.tag: r for r in session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.name == name))}
+        highest = highest_tag(list(rows))
+        if highest is not None and rows[highest].hash == digest:
+            return _import_result(rows[highest], created=False)
+        return next_tag(list(rows))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def resolve(self, ref: str | Ref, kind: str = "scenario") -> Resolved:
+        """A NameRef or HashRef (or its text) -> Resolved; paths are fluxmix.loading's job."""
+        check_kind(kind)
+        parsed = parse_store_ref(ref) if isinstance(ref, str) else ref
+        if isinstance(parsed, PathRef):
+            raise BadReferenceError(
+                f"{str(parsed.path)!r} is a file path, not a store reference; import it first "
+                f"(fluxmix {kind} import) or use name:tag or sha256:<hex>"
+            )
+        if isinstance(parsed, HashRef):
+            return self._resolve_hash(parsed, kind)
+        if isinstance(parsed, NameRef):
+            return self._resolve_name(parsed, kind)
+        raise BadReferenceError(f"not a reference: {ref!r}")
+
+    def _resolve_name(self, ref: NameRef, kind: str) -> Resolved:
+        check_name(ref.name)
+        with self._index.read() as session:
+            rows = {
+                r.tag: r for r in session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.name == ref.name))
+            }
+        if not rows:
+            raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(kind)}")
+        tag = latest_tag(list(rows)) if ref.tag is None else canonical_tag(ref.tag)
+        row = rows.get(tag) if tag is not None else None
+        if row is None:
+            available = ", ".join(sort_tags_desc(list(rows))[:10])
+            raise NotFoundError(f"{kind} {ref.name} has no tag {tag}; available: {available}")
+        return Resolved(kind, row.name, row.tag, row.hash)
+
+    def _resolve_hash(self, ref: HashRef, kind: str) -> Resolved:
+        if ref.is_full:
+            if not self.blobs.has(ref.prefix):
+                raise NotFoundError(f"sha256:{ref.prefix} is not in the store")
+            digest = ref.prefix
+        else:
+            matches = self.blobs.find_prefix(ref.prefix)
+            if not matches:
+                raise NotFoundError(f"no blob in the store starts with sha256:{ref.prefix}")
+            if len(matches) > 1:
+                shown = ", ".join(short_hash(m) for m in matches[:5])
+                raise AmbiguousReferenceError(
+                    f"sha256:{ref.prefix} matches {len(matches)} blobs ({shown}); give more hex digits"
+                )
+            digest = matches[0]
+        with self._index.read() as session:
+            tags = list(session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.hash == digest)))
+        if tags:
+            best = max(tags, key=lambda r: (tag_version(r.tag), r.name))
+            return Resolved(kind, best.name, best.tag, digest)
+        return Resolved(kind, None, None, digest)
+
+    def _known_names_hint(self, kind: str) -> str:
+        names = self.names(kind)
+        if not names:
+            return f" (the store has no {kind}s yet)"
+        return f"; known: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}"
+
+    def entries(self, kind: str, name: str | None = None) -> list[Entry]:
+        """Tags of a kind (optionally one name): name ascending, tag SemVer descending."""
+        check_kind(kind)
+        query = select(TagRow).where(TagRow.kind == kind)
+        if name is not None:
+            query = query.where(TagRow.name == check_name(name))
+        with self._index.read() as session:
+            rows = [_entry(r) for r in session.scalars(query)]
+        rows.sort(key=lambda e: tag_version(e.tag), reverse=True)
+        rows.sort(key=lambda e: e.name)  # stable: versions stay descending within a name
+        return rows
+
+    def names(self, kind: str) -> list[str]:
+        check_kind(kind)
+        with self._index.read() as session:
+            return sorted(set(session.scalars(select(TagRow.name).where(TagRow.kind == kind))))
+
+    def untag(self, kind: str, name: str, tag: str) -> Entry:
+        """Remove one tag from the index; the blob stays until gc finds nothing else uses it."""
+        check_kind(kind)
+        check_name(name)
+        canonical = canonical_tag(tag)
+        with self._index.write() as session:
+            row = session.get(TagRow, (kind, name, canonical))
+            if row is None:
+                raise NotFoundError(f"{kind} {name} has no tag {canonical}")
+            entry = _entry(row)
+            session.execute(
+                delete(TagRow).where(TagRow.kind == kind, TagRow.name == name, TagRow.tag == canonical)
+            )
+        return entry
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Re-hash every blob and check every tag points at an intact blob; orphans are info only."""
+        with self._index.read() as session:
+            tags = [_entry(r) for r in session.scalars(select(TagRow))]
+            referenced = self._referenced(session)
+        corrupt: list[str] = []
+        intact: set[str] = set()
+        checked = 0
+        for blob in self.blobs.iter_blobs():
+            checked += 1
+            if self.blobs.check(blob):
+                intact.add(blob.hash)
+            elif blob.path.exists():
+                corrupt.append(blob.hash)
+        corrupt_set = set(corrupt)
+        missing = [e for e in tags if e.hash not in intact and e.hash not in corrupt_set]
+        orphans = len(intact - referenced)
+        return VerifyReport(not corrupt and not missing, checked, corrupt, missing, orphans)
+
+    def gc(self, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
+        """Delete blobs nothing references (tags, active, last known good, journal) once older than the grace.
+
+        The grace period protects a concurrent import that wrote its blob but not yet its index
+        row; put_blob freshens an existing blob's mtime for the same reason.
+        """
+        cutoff = time.time() - max(0.0, grace_seconds)
+        with self._index.read() as session:
+            referenced = self._referenced(session)
+        removed: list[str] = []
+        freed = 0
+        kept = 0
+        for blob in self.blobs.iter_blobs():
+            if blob.hash in referenced or blob.mtime > cutoff:
+                kept += 1
+                continue
+            removed.append(blob.hash)
+            freed += blob.size
+            if not dry_run:
+                self.blobs.remove(blob.path)
+        temps = 0
+        for path, mtime in self.blobs.iter_temp_files():
+            if mtime <= cutoff:
+                temps += 1
+                if not dry_run:
+                    self.blobs.remove(path)
+        return GcReport(removed, freed, kept, temps, dry_run)
+
+    def _referenced(self, session: Any) -> set[str]:
+        hashes = set(session.scalars(select(TagRow.hash)))
+        state = session.get(MixerStateRow, 1)
+        if state is not None:
+            hashes.update(h for h in (state.active_hash, state.last_known_good_hash) if h)
+        hashes |= _state.journal_hashes(session)
+        return hashes
+
+    # -- mixer state ---------------------------------------------------------------------------
+
+    def mixer_state(self) -> MixerState:
+        with self._index.read() as session:
+            return _state.read_state(session)
+
+    def set_active(self, hash: str | None, ref: str | None, *, known_good: bool) -> None:  # noqa: A002
+        """Record what runs now; known_good also makes it the rollback target."""
+        with self._index.write() as session:
+            _state.write_active(session, hash, ref, known_good=known_good)
+
+    def record_activation(self, entry: JournalEntry) -> int:
+        """Append an activation attempt to the journal; returns its id."""
+        with self._index.write() as session:
+            return _state.add_journal(session, entry)
+
+    def journal(self, limit: int = 50) -> list[JournalEntry]:
+        """Newest first."""
+        with self._index.read() as session:
+            return _state.read_journal(session, limit)
+
+    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None:
+        with self._index.read() as session:
+            return _state.read_checkpoint(session, scenario_name, gear)
+
+    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
+        """Store a JSON value (None deletes it)."""
+        with self._index.write() as session:
+            _state.write_checkpoint(session, scenario_name, gear, value)
+
+
+def _entry(row: TagRow) -> Entry:
+    return Entry(row.kind, row.name, row.tag, row.hash, row.size, row.imported_at)
+
+
+def _import_result(row: TagRow, *, created: bool) -> ImportResult:
+    return ImportResult(row.kind, row.name, row.tag, row.hash, row.size, created, row.imported_at)
+
+
+def _label(kind: str, name: str) -> str:
+    return name if kind == "scenario" else f"{kind} {name}"
+
+
+__all__ = [
+    "KINDS",
+    "DEFAULT_GC_GRACE_SECONDS",
+    "Store",
+    "open_store",
+    "default_home",
+    "Entry",
+    "ImportResult",
+    "Resolved",
+    "Ref",
+    "NameRef",
+    "HashRef",
+    "PathRef",
+    "parse_ref",
+    "canonical_tag",
+    "check_hex",
+    "JournalEntry",
+    "MixerState",
+    "VerifyReport",
+    "GcReport",
+]

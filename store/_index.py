@@ -1,0 +1,224 @@
+"""The index database: SQLAlchemy 2.x models and an engine that is safe with several processes.
+
+SQLite's default deferred BEGIN makes two read-then-write processes fail with "database is
+locked" even with a busy timeout (measured: hundreds of failures). Write transactions therefore
+start with BEGIN IMMEDIATE (SQLAlchemy's pysqlite recipe), which takes the write lock up front and
+lets the busy timeout queue writers; reads stay deferred so they never wait on a writer in WAL mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+from fluxmix.errors import StoreError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 30.0
+_BEGIN_OPTION = "fluxmix_begin"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MetaRow(Base):
+    """Key/value facts about the database itself (schema_version, for future migrations)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class TagRow(Base):
+    """(kind, name, tag) -> hash: one immutable tag."""
+
+    __tablename__ = "tags"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MixerStateRow(Base):
+    """The mixer's single state row (id 1): what runs now and what last ran well."""
+
+    __tablename__ = "mixer_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    active_hash: Mapped[str | None] = mapped_column(String(64))
+    active_ref: Mapped[str | None] = mapped_column(Text)
+    last_known_good_hash: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JournalRow(Base):
+    """One activation attempt, whatever its outcome."""
+
+    __tablename__ = "journal"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    trigger: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(Text)
+    from_hash: Mapped[str | None] = mapped_column(String(64))
+    to_hash: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    problems: Mapped[list[str]] = mapped_column(JSON)
+    phases: Mapped[dict[str, float]] = mapped_column(JSON)
+    drained: Mapped[int] = mapped_column(Integer)
+    gap_seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class CheckpointRow(Base):
+    """(scenario name, gear) -> a JSON value the gear saved to resume where it left off."""
+
+    __tablename__ = "checkpoints"
+    scenario_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gear: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Index:
+    """Owns the engine; hands out read and write sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.engine = _create_engine(url)
+        self._writer = self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+        try:
+            self._prepare(parsed.database)
+        except Exception:
+            self.engine.dispose()
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A consistent snapshot for reading (deferred BEGIN: never blocks writers in WAL)."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A serialised write transaction: BEGIN IMMEDIATE, so read-then-write is race free."""
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _prepare(self, database: str | None) -> None:
+        """Make the database usable; cheap when it already is (one read of the schema version)."""
+        if self.is_sqlite and database and database != ":memory:":
+            self._ensure_wal()
+        version = self._schema_version()
+        if version is None:
+            with self._writer.begin() as conn:
+                Base.metadata.create_all(conn)
+                with Session(conn) as session:
+                    if session.get(MetaRow, "schema_version") is None:
+                        session.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+                        session.flush()
+            version = self._schema_version()
+        if version is None or version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store index {self.url} has schema version {version}, newer than this fluxmix "
+                f"understands ({SCHEMA_VERSION}); upgrade fluxmix"
+            )
+
+    def _schema_version(self) -> int | None:
+        try:
+            with self.read() as session:
+                value = session.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
+        except OperationalError as error:
+            if "no such table" in str(error) or "does not exist" in str(error):
+                return None
+            raise StoreError(f"store index {self.url} cannot be read: {error.orig}") from error
+        return None if value is None else int(value)
+
+    def _ensure_wal(self) -> None:
+        """Switch to WAL once; the mode is persistent in the file, so later opens only read it."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+        except Exception as error:
+            raise StoreError(f"store index {self.url} cannot be opened: {error}") from error
+        finally:
+            raw.close()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    in_memory = not parsed.database or parsed.database == ":memory:"
+    kwargs: dict[str, Any] = {
+        "connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    }
+    if in_memory:
+        kwargs["poolclass"] = StaticPool
+    engine = create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy own BEGIN (pysqlite would emit its own, deferred, and only before DML).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # Busy timeout first: everything after it (WAL switch included) may have to wait.
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE"):
+            raise ValueError(f"unknown BEGIN mode {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine

@@ -1,0 +1,236 @@
+"""Names, SemVer tags and reference strings: everything a user types to point at a blob.
+
+Validation here is the store's first line of defence: names and tags are checked against
+ASCII-only patterns before they reach the index, and hex digests before they become paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+from urllib.parse import unquote
+
+import semver
+
+from fluxmix.errors import BadReferenceError, InvalidNameError
+
+KINDS: tuple[str, ...] = ("scenario", "spec")
+
+NAME_PATTERN = "[a-z0-9][a-z0-9._-]{0,63}"
+_NAME_RE = re.compile(NAME_PATTERN, re.ASCII)
+# Only what SemVer allows, plus the optional leading v: the semver regex alone uses \d,
+# which also matches non-ASCII digits.
+_TAG_CHARS_RE = re.compile(r"[vV]?[0-9A-Za-z.+-]{5,127}", re.ASCII)
+HEX_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_HEX_PREFIX_RE = re.compile(r"[0-9a-f]{1,64}", re.ASCII)
+MIN_PREFIX = 12
+HASH_PREFIX = "sha256:"
+LATEST = "latest"
+_FORMS = "name, name:tag, name:latest, sha256:<12 to 64 hex digits>, or a file path"
+
+
+@dataclass(frozen=True, slots=True)
+class NameRef:
+    """`name[:tag]` in the index; tag None means latest."""
+
+    name: str
+    tag: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.tag or LATEST}"
+
+
+@dataclass(frozen=True, slots=True)
+class HashRef:
+    """`sha256:<hex>`: a blob named directly; prefix is 12..64 lowercase hex digits."""
+
+    prefix: str
+
+    @property
+    def is_full(self) -> bool:
+        return len(self.prefix) == 64
+
+    def __str__(self) -> str:
+        return f"{HASH_PREFIX}{self.prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class PathRef:
+    """A file on disk; reading and importing it is fluxmix.loading's job, not the store's."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+Ref = Union[NameRef, HashRef, PathRef]
+
+
+def short_hash(hex_digest: str) -> str:
+    """The 12-digit spelling used in messages (`sha256:ab12cd34ef56…`)."""
+    return f"{HASH_PREFIX}{hex_digest[:12]}…"
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise InvalidNameError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_name(name: str, *, what: str = "name") -> str:
+    """Return `name` if it matches NAME_PATTERN (ASCII only), else InvalidNameError."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid {what} {_show(name)}: use 1-64 characters of lowercase a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def canonical_tag(text: str) -> str:
+    """`1.2.3`, `v1.2.3`, `V1.2.3` -> `v1.2.3`; pre-releases kept; build metadata refused.
+
+    Build metadata is refused because SemVer ignores it when ordering: `v1.0.0+a` and
+    `v1.0.0+b` would be two tags that neither sort nor compare apart.
+    """
+    if not isinstance(text, str) or not _TAG_CHARS_RE.fullmatch(text):
+        raise InvalidNameError(_tag_reason(text, "is not a SemVer version (expected vMAJOR.MINOR.PATCH[-pre], e.g. v1.2.0)"))
+    bare = text[1:] if text[0] in "vV" else text
+    if "+" in bare:
+        build = bare.split("+", 1)[1]
+        raise InvalidNameError(
+            _tag_reason(
+                text,
+                f"has build metadata (+{build}), which SemVer ignores when ordering versions; "
+                f"use a pre-release (-{build}) or a new version instead",
+            )
+        )
+    try:
+        version = semver.Version.parse(bare)
+    except ValueError:
+        raise InvalidNameError(
+            _tag_reason(text, "is not a SemVer version (expected vMAJOR.MINOR.PATCH[-pre], e.g. v1.2.0)")
+        ) from None
+    return f"v{version}"
+
+
+def tag_version(tag: str) -> semver.Version:
+    """The SemVer value of a canonical tag, for ordering."""
+    return semver.Version.parse(tag[1:])
+
+
+def is_release(tag: str) -> bool:
+    return tag_version(tag).prerelease is None
+
+
+def sort_tags_desc(tags: list[str]) -> list[str]:
+    """Highest SemVer first: v1.10.0 > v1.9.0 > v1.9.0-rc.1."""
+    return sorted(tags, key=tag_version, reverse=True)
+
+
+def latest_tag(tags: list[str]) -> str | None:
+    """The highest release; pre-releases only count when no release exists."""
+    if not tags:
+        return None
+    releases = [t for t in tags if is_release(t)]
+    return max(releases or tags, key=tag_version)
+
+
+def next_tag(tags: list[str]) -> str:
+    """The next minor after the highest tag (pre-releases included); v0.1.0 for the first."""
+    if not tags:
+        return "v0.1.0"
+    return f"v{max(map(tag_version, tags)).bump_minor()}"
+
+
+def highest_tag(tags: list[str]) -> str | None:
+    return max(tags, key=tag_version) if tags else None
+
+
+def check_hex(text: str) -> str:
+    """A full SHA-256 hex digest (optionally `sha256:`-prefixed, any case) -> 64 lowercase hex.
+
+    Every blob path is built from the result, so nothing else can reach the filesystem.
+    """
+    if isinstance(text, str):
+        bare = text[len(HASH_PREFIX):] if text[:len(HASH_PREFIX)].lower() == HASH_PREFIX else text
+        bare = bare.lower()
+        if HEX_RE.fullmatch(bare):
+            return bare
+    raise BadReferenceError(f"invalid hash {_show(text)}: expected 64 hex digits (sha256)")
+
+
+def parse_ref(text: str) -> Ref:
+    """Classify a reference string.
+
+    Order: `sha256:` -> HashRef; `file://`, a `/`, or an existing file -> PathRef;
+    otherwise `name[:tag]` (tag `latest` -> None).
+    """
+    if not isinstance(text, str) or text == "":
+        raise BadReferenceError(f"empty reference: expected {_FORMS}")
+    if text[:len(HASH_PREFIX)].lower() == HASH_PREFIX:
+        return parse_hash_ref(text)
+    if text.startswith("file://"):
+        path = unquote(text[len("file://"):])
+        if not path:
+            raise BadReferenceError(f"bad reference {_show(text)}: file:// needs a path")
+        return PathRef(Path(path))
+    if "/" in text or os.sep in text or _is_file(text):
+        return PathRef(Path(text))
+    return parse_name_ref(text)
+
+
+def parse_store_ref(text: str) -> NameRef | HashRef | PathRef:
+    """Like parse_ref, but a bare word is always a store name, even if a file of that name exists.
+
+    The store resolves names; a local file that happens to share a name must not shadow it.
+    """
+    if isinstance(text, str) and text and text[:len(HASH_PREFIX)].lower() != HASH_PREFIX:
+        if "/" not in text and os.sep not in text and not text.startswith("file://"):
+            return parse_name_ref(text)
+    return parse_ref(text)
+
+
+def parse_hash_ref(text: str) -> HashRef:
+    digits = text[len(HASH_PREFIX):].lower()
+    if not _HEX_PREFIX_RE.fullmatch(digits) or len(digits) < MIN_PREFIX:
+        raise BadReferenceError(
+            f"bad reference {_show(text)}: expected sha256: followed by {MIN_PREFIX} to 64 hex digits (0-9, a-f)"
+        )
+    return HashRef(digits)
+
+
+def parse_name_ref(text: str) -> NameRef:
+    name, sep, tag = text.partition(":")
+    if not _NAME_RE.fullmatch(name):
+        raise BadReferenceError(
+            f"bad reference {_show(text)}: name {_show(name)} must be 1-64 characters of lowercase a-z, 0-9, "
+            f"'.', '_', '-' (starting with a letter or digit); valid forms: {_FORMS}"
+        )
+    if not sep or tag == LATEST:
+        return NameRef(name, None)
+    try:
+        return NameRef(name, canonical_tag(tag))
+    except InvalidNameError as error:
+        raise BadReferenceError(f"bad reference {_show(text)}: {error}; or use {name}:latest") from None
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return os.path.isfile(text)
+    except (ValueError, OSError):
+        return False
+
+
+def _show(value: object) -> str:
+    """repr() keeps control characters and lookalikes visible in one-line messages; long input is cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _tag_reason(text: object, reason: str) -> str:
+    return f"invalid tag {_show(text)}: {reason}"

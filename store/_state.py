@@ -1,0 +1,157 @@
+"""The mixer's own state, kept in the index database: active/last-known-good, journal, checkpoints.
+
+It lives next to the tags so that gc can see which blobs the mixer still needs, and so that one
+transaction model (and one file to back up) covers everything fluxmix remembers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ._index import CheckpointRow, JournalRow, MixerStateRow
+from ._refs import check_hex
+
+Outcome = Literal["activated", "rejected", "rolled-back", "unchanged", "failed"]
+OUTCOMES: tuple[str, ...] = ("activated", "rejected", "rolled-back", "unchanged", "failed")
+_STATE_ID = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MixerState:
+    """What the mixer runs now (to resume after a restart) and what last ran well (to roll back to)."""
+
+    active_hash: str | None = None
+    active_ref: str | None = None
+    last_known_good_hash: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One activation attempt: what was asked, what happened, why, and how long each phase took."""
+
+    ts: datetime
+    trigger: str
+    ref: str | None
+    from_hash: str | None
+    to_hash: str | None
+    outcome: Outcome
+    reason: str
+    problems: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    drained: int = 0
+    gap_seconds: float | None = None
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (timestamps as ISO 8601 UTC)."""
+        data = asdict(self)
+        data["ts"] = self.ts.isoformat()
+        return data
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _optional_hex(value: str | None) -> str | None:
+    return None if value is None else check_hex(value)
+
+
+def read_state(session: Session) -> MixerState:
+    row = session.get(MixerStateRow, _STATE_ID)
+    if row is None:
+        return MixerState()
+    return MixerState(row.active_hash, row.active_ref, row.last_known_good_hash, row.updated_at)
+
+
+def write_active(session: Session, hash_: str | None, ref: str | None, *, known_good: bool) -> None:
+    digest = _optional_hex(hash_)
+    row = session.get(MixerStateRow, _STATE_ID)
+    if row is None:
+        row = MixerStateRow(id=_STATE_ID)
+        session.add(row)
+    row.active_hash = digest
+    row.active_ref = ref
+    if known_good and digest is not None:
+        row.last_known_good_hash = digest
+    row.updated_at = now()
+
+
+def add_journal(session: Session, entry: JournalEntry) -> int:
+    if entry.outcome not in OUTCOMES:
+        raise ValueError(f"journal outcome {entry.outcome!r} is not one of {', '.join(OUTCOMES)}")
+    if entry.ts.tzinfo is None:
+        raise ValueError("journal timestamps must be timezone-aware")
+    row = JournalRow(
+        ts=entry.ts,
+        trigger=entry.trigger,
+        ref=entry.ref,
+        from_hash=_optional_hex(entry.from_hash),
+        to_hash=_optional_hex(entry.to_hash),
+        outcome=entry.outcome,
+        reason=entry.reason,
+        problems=[str(p) for p in entry.problems],
+        phases={str(k): float(v) for k, v in entry.phases.items()},
+        drained=int(entry.drained),
+        gap_seconds=None if entry.gap_seconds is None else float(entry.gap_seconds),
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def read_journal(session: Session, limit: int) -> list[JournalEntry]:
+    rows = session.scalars(select(JournalRow).order_by(JournalRow.id.desc()).limit(max(0, limit)))
+    return [
+        JournalEntry(
+            ts=r.ts,
+            trigger=r.trigger,
+            ref=r.ref,
+            from_hash=r.from_hash,
+            to_hash=r.to_hash,
+            outcome=r.outcome,  # type: ignore[arg-type]
+            reason=r.reason,
+            problems=list(r.problems or []),
+            phases=dict(r.phases or {}),
+            drained=r.drained,
+            gap_seconds=r.gap_seconds,
+            id=r.id,
+        )
+        for r in rows
+    ]
+
+
+def journal_hashes(session: Session) -> set[str]:
+    hashes: set[str] = set()
+    for from_hash, to_hash in session.execute(select(JournalRow.from_hash, JournalRow.to_hash)):
+        hashes.update(h for h in (from_hash, to_hash) if h)
+    return hashes
+
+
+def read_checkpoint(session: Session, scenario_name: str, gear: str) -> Any | None:
+    row = session.get(CheckpointRow, (scenario_name, gear))
+    return None if row is None else row.value
+
+
+def write_checkpoint(session: Session, scenario_name: str, gear: str, value: Any) -> None:
+    # Fail here, in the caller's frame, rather than at flush with a driver error.
+    json.dumps(value, allow_nan=False)
+    row = session.get(CheckpointRow, (scenario_name, gear))
+    if value is None:
+        if row is not None:
+            session.execute(
+                delete(CheckpointRow).where(CheckpointRow.scenario_name == scenario_name, CheckpointRow.gear == gear)
+            )
+        return
+    if row is None:
+        session.add(CheckpointRow(scenario_name=scenario_name, gear=gear, value=value, updated_at=now()))
+    else:
+        row.value = value
+        row.updated_at = now()
