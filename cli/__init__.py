@@ -1,1 +1,5 @@
-"""The `fluxmix` command line (imported as fluxmix.cli)."""
+"""The `fluxmix` command line (imported as fluxmix.cli; the console script calls `main`)."""
+
+from fluxmix.cli.main import main
+
+__all__ = ["main"]

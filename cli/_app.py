@@ -34,6 +34,8 @@ def _guarded(ctx: click.Context, invoke: Any) -> Any:
             raise
         report_error(error)
         raise click.exceptions.Exit(error.exit_code) from None
+    except BrokenPipeError:  # the reader went away (`fluxmix ... | head`): not an error to report
+        raise
     except OSError as error:  # unreadable file, full disk, permission: the user's environment, not a bug
         if _debug(ctx):
             raise

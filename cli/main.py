@@ -1,0 +1,232 @@
+"""The `fluxmix` root command: global options, lazy sub-commands, and the output helpers they share.
+
+Sub-command modules are imported only when their command runs (a lazy group, as click's docs
+suggest), so `fluxmix gears` never loads SQLAlchemy and `fluxmix-mixer`, which shares this package,
+does not pay for the store CLI at start-up. The store itself is opened on first use for the same
+reason, and closed when the root context closes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from fluxmix.cli._app import FluxmixGroup
+
+if TYPE_CHECKING:
+    from fluxmix.gears.catalog import Catalog
+    from fluxmix.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit status of a process whose reader went away, as a shell reports a SIGPIPE death (128 + 13).
+EXIT_BROKEN_PIPE = 141
+
+# command name -> "module:attribute"; the modules are imported only when the command is used.
+SUBCOMMANDS: dict[str, str] = {
+    "scenario": "fluxmix.cli.scenario:scenario",
+    "spec": "fluxmix.cli.scenario:spec",
+    "store": "fluxmix.cli.store_cmd:store",
+    "gears": "fluxmix.cli.gears_cmd:gears",
+    "mixer": "fluxmix.cli.mixer:mixer",
+}
+
+
+class App:
+    """Per-invocation state handed to every command; opens the store and the catalog on first use."""
+
+    def __init__(self, home: Path | None) -> None:
+        self.home = home
+        self._store: Store | None = None
+        self._catalog: Catalog | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from fluxmix.store import open_store
+
+            self._store = open_store(self.home)
+        return self._store
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            from fluxmix.gears.catalog import Catalog
+
+            self._catalog = Catalog.default()
+        return self._catalog
+
+    def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
+
+
+pass_app = click.make_pass_decorator(App, ensure=True)
+
+
+class RootGroup(FluxmixGroup):
+    """Resolves sub-commands from SUBCOMMANDS on demand.
+
+    A sub-command whose module is not installed yet (`mixer` before the daemon lands) is simply
+    not offered; once the module exists, an error inside it surfaces instead of being hidden.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Flush inside the command so a reader that went away (`| head -1`) ends us quietly."""
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, target in SUBCOMMANDS.items() if _module_exists(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target):
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+def _module_exists(target: str) -> bool:
+    module = target.partition(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(
+    cls=RootGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FLUXMIX_HOME",
+    show_envvar=True,
+    help="Store directory (blobs, index, mixer state). Default: the platform's user data dir.",
+)
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error (or FLUXMIX_DEBUG=1).")
+@click.version_option(package_name="fluxmix", prog_name="fluxmix")
+@click.pass_context
+def root(ctx: click.Context, store_dir: Path | None, debug: bool) -> None:
+    """Import, inspect and validate fluxmix scenarios and specs in the content-addressed store.
+
+    References: NAME[:TAG] (TAG `latest` or omitted = highest SemVer tag), sha256:HEX (or a unique
+    prefix of 12+ hex digits), or a path to a file.
+    """
+    app = App(store_dir)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so bytes still buffered cannot fail again at shutdown (Python docs' recipe)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file descriptor (click's test runner): nothing to protect
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (`fluxmix`)."""
+    root.main(args=argv, prog_name="fluxmix")
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers shared by the sub-command modules
+# ---------------------------------------------------------------------------------------------
+
+
+def echo_json(value: Any) -> None:
+    """Machine output: indented JSON with stable keys, datetimes in ISO 8601 UTC."""
+    click.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def as_utc(value: datetime) -> datetime:
+    """The store may hand back naive datetimes (SQLite drops the zone); they are UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def iso_utc(value: datetime) -> str:
+    return as_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def human_time(value: datetime) -> str:
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def human_size(size: int) -> str:
+    """1023 B, 1.5 KiB, 12.0 MiB: short enough for a table column."""
+    if size < 1024:
+        return f"{size} B"
+    amount = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        amount /= 1024
+        if amount < 1024 or unit == "TiB":
+            return f"{amount:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def short_hash(hex_digest: str) -> str:
+    return hex_digest[:12]
+
+
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Left-aligned columns separated by two spaces; no trailing blanks (friendly to `cut`/`awk`)."""
+    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
+        click.echo(line.rstrip())
+
+
+__all__ = [
+    "App",
+    "EXIT_BROKEN_PIPE",
+    "as_utc",
+    "echo_json",
+    "echo_table",
+    "human_size",
+    "human_time",
+    "iso_utc",
+    "main",
+    "pass_app",
+    "root",
+    "short_hash",
+]
