@@ -1,0 +1,214 @@
+"""`fluxmix mixer status|journal|activate|reload`: talk to a running mixer's HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+
+from fluxmix.cli._app import FluxmixGroup
+from fluxmix.errors import MixerApiError
+from fluxmix.mixer.client import DEFAULT_URL, MixerClient
+
+OK_OUTCOMES = ("activated", "unchanged")
+
+
+def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer (for scripts).")(func)
+    func = click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+                        help="Seconds to wait for the mixer (an activation may drain for a while).")(func)
+    func = click.option("--token", envvar="FLUXMIX_API_TOKEN", metavar="TOKEN",
+                        help="Bearer token of the mixer's API (env FLUXMIX_API_TOKEN).")(func)
+    func = click.option("--url", envvar="FLUXMIX_MIXER_URL", default=DEFAULT_URL, show_default=True,
+                        help="The mixer's API (env FLUXMIX_MIXER_URL).")(func)
+    return func
+
+
+def _client(url: str, token: str | None, timeout: float) -> MixerClient:
+    return MixerClient(url, token=token or None, timeout=timeout)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces (numbers right-aligned)."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(r[i]) for r in cells) and bool(cells) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(list(headers))] + [line(r) for r in cells])
+
+
+def _is_number(text: str) -> bool:
+    return text.replace(".", "", 1).isdigit() or text == "-"
+
+
+def _short(digest: str | None) -> str:
+    return digest[:12] if digest else "-"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes) + [f"{secs}s"]
+    return " ".join(parts[:2])
+
+
+def _when(ts: str | None) -> str:
+    if not ts:
+        return "-"
+    try:
+        return datetime.fromisoformat(ts).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return ts
+
+
+@click.group(cls=FluxmixGroup)
+def mixer() -> None:
+    """Query and steer a running fluxmix-mixer through its HTTP API."""
+
+
+@mixer.command(name="status")
+@_api_options
+def status_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Show the active scenario, its gears and wires, and the last reload."""
+    data = _client(url, token, timeout).get("/status")
+    if as_json:
+        _print_json(data)
+        return
+    click.echo(render_status(data))
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    ready = "ready" if data.get("ready") else f"not ready: {data.get('reason')}"
+    scenario = data.get("scenario")
+    facts: list[tuple[str, str]] = [("state", f"{data.get('state')} ({ready})")]
+    if scenario:
+        facts.append(("scenario", f"{scenario.get('name')}:{scenario.get('tag') or '-'}  sha256:{_short(scenario.get('hash'))}"))
+    else:
+        facts.append(("scenario", "none"))
+    if data.get("following"):
+        facts.append(("following", str(data["following"])))
+    if data.get("watching"):
+        facts.append(("watching", str(data["watching"])))
+    facts.append(("uptime", _duration(float(data.get("uptime_seconds") or 0))))
+    last = data.get("last_reload")
+    if last:
+        facts.append(("last reload", f"{_when(last.get('ts'))}  {last.get('outcome')} ({last.get('trigger')})  {last.get('reason') or ''}".rstrip()))
+    width = max(len(k) for k, _ in facts)
+    lines += [f"{k.ljust(width)}  {v}" for k, v in facts]
+    gears = data.get("gears") or {}
+    if gears:
+        lines.append("")
+        lines.append(table(
+            ["GEAR", "TYPE", "STATE", "HANDLED", "ERRORS", "EMITTED"],
+            [[name, g.get("type"), g.get("state"), g.get("handled"), g.get("errors"), g.get("emitted")] for name, g in gears.items()],
+        ))
+    wires = data.get("wires") or {}
+    if wires:
+        lines.append("")
+        lines.append(table(
+            ["WIRE", "TRANSPORT", "SENT", "RECEIVED", "QUEUED", "FAILED", "DEAD", "DROPPED"],
+            [
+                [key, w.get("transport"), w.get("sent"), w.get("received"), _first(w, "in_queue", "queued", "pending"),
+                 w.get("failed"), w.get("dead_lettered"), w.get("dropped")]
+                for key, w in wires.items()
+            ],
+        ))
+    brokers = data.get("brokers") or {}
+    for kind, info in brokers.items():
+        details = ", ".join(f"{k}={v}" for k, v in info.items() if k != "kind" and not isinstance(v, (dict, list)))
+        lines.append(f"broker {kind}: {details}" if details else f"broker {kind}")
+    return "\n".join(lines)
+
+
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in data:
+            return data[key]
+    return None
+
+
+@mixer.command(name="journal")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@_api_options
+def journal_cmd(limit: int, url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """List activation attempts, newest first."""
+    data = _client(url, token, timeout).get(f"/journal?limit={limit}")
+    if as_json:
+        _print_json(data)
+        return
+    entries = data.get("entries", [])
+    if not entries:
+        click.echo("no activations yet")
+        return
+    click.echo(table(
+        ["ID", "TIME", "TRIGGER", "OUTCOME", "FROM", "TO", "GAP", "REASON"],
+        [
+            [e.get("id"), _when(e.get("ts")), e.get("trigger"), e.get("outcome"), _short(e.get("from_hash")),
+             _short(e.get("to_hash")), "-" if e.get("gap_seconds") is None else f"{e['gap_seconds']:.3f}s",
+             e.get("reason")]
+            for e in entries
+        ],
+    ))
+
+
+@mixer.command(name="activate")
+@click.argument("ref")
+@_api_options
+def activate_cmd(ref: str, url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Activate REF (name:tag, name, sha256:..., or a scenario file on this machine)."""
+    if _looks_like_path(ref):
+        ref = str(Path(ref.removeprefix("file://")).expanduser().resolve())
+    status, body = _client(url, token, timeout).post("/activate", {"ref": ref})
+    _report_attempt(status, body, as_json)
+
+
+@mixer.command(name="reload")
+@_api_options
+def reload_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Re-read what the mixer follows (a file is re-read, name:latest re-resolved)."""
+    status, body = _client(url, token, timeout).post("/reload")
+    _report_attempt(status, body, as_json)
+
+
+def _looks_like_path(ref: str) -> bool:
+    if ref.startswith("sha256:"):
+        return False
+    return ref.startswith("file://") or "/" in ref or os.path.isfile(ref)
+
+
+def _report_attempt(status: int, body: Any, as_json: bool) -> None:
+    if not isinstance(body, dict) or "outcome" not in body:
+        reason = body.get("error") if isinstance(body, dict) else str(body)
+        raise MixerApiError(f"the mixer answered {status}: {reason}")
+    if as_json:
+        _print_json(body)
+    else:
+        click.echo(
+            f"{body['outcome']}: {body.get('reason') or '-'}  "
+            f"({_short(body.get('from_hash'))} -> {_short(body.get('to_hash'))}, trigger {body.get('trigger')})"
+        )
+        phases = body.get("phases") or {}
+        if phases:
+            click.echo("phases: " + ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
+        if body.get("gap_seconds") is not None:
+            click.echo(f"gap: {body['gap_seconds']:.3f}s, drained: {body.get('drained', 0)}")
+    if body["outcome"] not in OK_OUTCOMES:
+        raise MixerApiError("\n".join([f"activation {body['outcome']}: {body.get('reason')}"] + list(body.get("problems") or [])))
+
+
+__all__ = ["mixer", "render_status", "table"]

@@ -1,0 +1,119 @@
+"""`fluxmix-mixer`: the daemon's command line. Parses flags into MixerSettings and runs serve()."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from fluxmix import __version__
+from fluxmix.cli._app import FluxmixCommand
+from fluxmix.mixer.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from fluxmix.mixer.settings import MixerSettings, nats_settings, parse_listen, split_urls
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command(cls=FluxmixCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "-s",
+    "--scenario",
+    "ref",
+    metavar="REF",
+    default="",
+    help="Scenario to run: a file path (imported, then watched), name:tag, name (latest), or sha256:HASH. "
+    "Empty: resume the last active scenario.",
+)
+@click.option("--store", "home", type=click.Path(file_okay=False, path_type=Path), envvar="FLUXMIX_HOME",
+              help="Store directory (default: $FLUXMIX_HOME, else the platform's user data directory).")
+@click.option("--http", "http", metavar="HOST:PORT", default="127.0.0.1:8470", show_default=True,
+              help="Address of the HTTP API (a non-loopback address should come with --api-token).")
+@click.option("--no-http", is_flag=True, help="Do not start the HTTP API.")
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Reload when the scenario file (when -s is a path) changes.")
+@click.option("--follow-latest", metavar="SECONDS", type=click.FloatRange(min=0.1), default=None,
+              help="Poll the store and activate a new highest tag when following name or name:latest.")
+@click.option("--nats-url", "nats_urls", metavar="URL", multiple=True, envvar="FLUXMIX_NATS_URL",
+              help="NATS server(s); repeat or separate with commas. Default: an embedded nats-server "
+              "when a scenario has a standard wire.")
+@click.option("--nats-replicas", type=click.IntRange(min=1), default=1, show_default=True,
+              help="JetStream stream replicas (3 for a three-node cluster).")
+@click.option("--nats-creds", type=_FILE, envvar="FLUXMIX_NATS_CREDS", help="NATS credentials file (JWT + NKey).")
+@click.option("--nats-user", envvar="FLUXMIX_NATS_USER", help="NATS user (with --nats-password).")
+@click.option("--nats-password", envvar="FLUXMIX_NATS_PASSWORD", help="NATS password.")
+@click.option("--nats-token", envvar="FLUXMIX_NATS_TOKEN", help="NATS authentication token.")
+@click.option("--nats-tls-ca", type=_FILE, help="CA bundle to verify the NATS server.")
+@click.option("--nats-tls-cert", type=_FILE, help="Client certificate for NATS mutual TLS.")
+@click.option("--nats-tls-key", type=_FILE, help="Key of --nats-tls-cert.")
+@click.option("--memory-queue-size", type=click.IntRange(1, 1_000_000), default=1024, show_default=True,
+              help="Default queue size of memory wires (a wire's queue_size overrides it).")
+@click.option("--stop-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="How long a stop or reload may take to drain before giving up.")
+@click.option("--api-token", envvar="FLUXMIX_API_TOKEN", metavar="TOKEN",
+              help="Bearer token required by POST /activate and POST /reload.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              envvar="FLUXMIX_LOG_FORMAT", help="text for people, json for log collectors (one object per line).")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True,
+              envvar="FLUXMIX_LOG_LEVEL")
+@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks of errors.")
+@click.version_option(__version__, prog_name="fluxmix-mixer")
+def main(
+    ref: str,
+    home: Path | None,
+    http: str,
+    no_http: bool,
+    watch: bool,
+    follow_latest: float | None,
+    nats_urls: tuple[str, ...],
+    nats_replicas: int,
+    nats_creds: Path | None,
+    nats_user: str | None,
+    nats_password: str | None,
+    nats_token: str | None,
+    nats_tls_ca: Path | None,
+    nats_tls_cert: Path | None,
+    nats_tls_key: Path | None,
+    memory_queue_size: int,
+    stop_timeout: float,
+    api_token: str | None,
+    log_format: str,
+    log_level: str,
+    debug: bool,
+) -> None:
+    """Run scenarios from the fluxmix store; reload on file change, SIGHUP or API call.
+
+    SIGTERM/SIGINT drain and stop, then exit 0. A bad scenario at startup exits 2.
+    """
+    from fluxmix.mixer.daemon import serve
+
+    host, port = parse_listen(http)
+    settings = MixerSettings(
+        ref=ref.strip() or None,
+        home=home,
+        http_host=host,
+        http_port=port,
+        http_enabled=not no_http,
+        watch=watch,
+        follow_latest=follow_latest,
+        nats=nats_settings(
+            split_urls(nats_urls),
+            replicas=nats_replicas,
+            creds=nats_creds,
+            user=nats_user,
+            password=nats_password,
+            token=nats_token,
+            tls_ca=nats_tls_ca,
+            tls_cert=nats_tls_cert,
+            tls_key=nats_tls_key,
+        ),
+        memory_queue_size=memory_queue_size,
+        stop_timeout=stop_timeout,
+        api_token=api_token or None,
+        log_format=log_format,
+        log_level=log_level.lower(),
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    code = asyncio.run(serve(settings))
+    if code:
+        raise click.exceptions.Exit(code)

@@ -1,0 +1,445 @@
+"""The `fluxmix-mixer` process: startup resolution, reload triggers, HTTP API, graceful stop.
+
+One asyncio loop runs everything: the Activator (which owns runtimes), the file watcher, the
+optional `name:latest` poller, signal handlers and the aiohttp API. Every trigger goes through
+`Mixer.activate()`, which runs one activation at a time, so a file save, a SIGHUP and an API
+call arriving together are applied in order instead of racing.
+
+Startup errors the operator can fix (a bad file, an unknown reference, a busy port) are raised
+as FluxmixError before anything runs, so the CLI prints one line and exits non-zero. After
+startup nothing a scenario does makes the process exit: the Activator keeps the last known good
+scenario and the journal says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fluxmix import __version__
+from fluxmix.errors import ActivationError, FluxmixError, ScenarioError
+from fluxmix.gears.catalog import Catalog
+from fluxmix.mixer.metrics import RetiredCounters
+from fluxmix.mixer.settings import MixerSettings, is_loopback
+from fluxmix.mixer.watch import FileWatcher
+from fluxmix.transports.registry import Brokers
+
+log = logging.getLogger("fluxmix.mixer")
+
+OK_OUTCOMES = ("activated", "unchanged")
+
+
+class NothingToReload(ActivationError):
+    """POST /reload or SIGHUP while the mixer follows no reference."""
+
+
+def normalize_ref(ref: str) -> str:
+    """Path references become absolute, so the journal and `active_ref` mean the same thing
+    whatever the mixer's working directory is later; other references pass unchanged (a bad
+    one is left for the Activator to reject and journal)."""
+    from fluxmix.store import PathRef, parse_ref
+
+    try:
+        parsed = parse_ref(ref)
+    except FluxmixError:
+        return ref
+    if isinstance(parsed, PathRef):
+        return str(Path(os.path.expanduser(str(parsed.path))).resolve())
+    return ref
+
+
+def path_of(ref: str | None) -> Path | None:
+    if not ref:
+        return None
+    from fluxmix.store import PathRef, parse_ref
+
+    try:
+        parsed = parse_ref(ref)
+    except FluxmixError:
+        return None
+    return Path(parsed.path) if isinstance(parsed, PathRef) else None
+
+
+def preflight(store: Any, catalog: Catalog, ref: str, shown: str) -> None:
+    """Check the startup reference before anything starts; raises UserError (exit 2) with the
+    file, field and reason. A path is parsed and validated (spec references included) but not
+    imported: the activation imports it."""
+    from fluxmix.loading import MAX_DOCUMENT_BYTES, parse_scenario, resolve_scenario
+
+    path = path_of(ref)
+    if path is None:
+        resolve_scenario(store, ref, catalog=catalog)  # NotFoundError, ValidationError, CorruptBlobError
+        return
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as error:
+        raise ScenarioError(f"{shown}: cannot read: {error.strerror or error}") from None
+    parse_scenario(data, shown, catalog=catalog, store=store)
+
+
+class Mixer:
+    """The daemon's state and its one entry point for activations."""
+
+    def __init__(self, settings: MixerSettings, store: Any, catalog: Catalog, brokers: Brokers, activator: Any) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.brokers = brokers
+        self.activator = activator
+        self.started_at = datetime.now(timezone.utc)
+        self._t0 = time.monotonic()
+        self.phase = "starting"  # starting | serving | stopping
+        self.following: str | None = None  # the reference SIGHUP / watch / poll re-read
+        self.outcomes: Counter[str] = Counter()
+        self.retired = RetiredCounters()
+        self._last_entry: Any = None
+        self._lock = asyncio.Lock()
+        self._watch_lock = asyncio.Lock()
+        self.watcher: FileWatcher | None = None
+        self._last_polled_hash: str | None = None
+
+    # ---- activations ----
+
+    async def activate(self, ref: str, *, trigger: str) -> Any:
+        """Activate `ref` (serialised with every other trigger); returns the journal entry."""
+        ref = normalize_ref(ref)
+        async with self._lock:
+            if self.phase == "stopping":
+                raise ActivationError("the mixer is stopping")
+            before = self.activator.current
+            started = time.monotonic()
+            entry = await self.activator.activate(ref, trigger=trigger)
+            self._record(entry, before, ref, time.monotonic() - started)
+        await self.sync_watch()
+        return entry
+
+    async def resume(self) -> Any:
+        async with self._lock:
+            started = time.monotonic()
+            entry = await self.activator.resume()
+            if entry is None:
+                log.info(
+                    "no active scenario to resume: idle, waiting for an activation "
+                    "(POST /activate, `fluxmix mixer activate REF`, or restart with -s REF)"
+                )
+                return None
+            self._record(entry, None, self.store.mixer_state().active_ref, time.monotonic() - started)
+        await self.sync_watch()
+        return entry
+
+    async def reload(self, *, trigger: str) -> Any:
+        """Re-read what the mixer follows: a path is re-read, `name`/`name:latest` re-resolved."""
+        ref = self.following or self.store.mixer_state().active_ref
+        if not ref:
+            raise NothingToReload("nothing to reload: no scenario has been activated")
+        return await self.activate(ref, trigger=trigger)
+
+    def _record(self, entry: Any, before: Any, ref: str | None, elapsed: float) -> None:
+        self._last_entry = entry
+        self.outcomes[entry.outcome] += 1
+        current = self.activator.current
+        if before is not None and current is not before:
+            try:
+                self.retired.fold(before.status())
+            except Exception:  # metrics must never break an activation
+                log.exception("could not read the counters of the replaced runtime")
+        if entry.outcome in OK_OUTCOMES and ref:
+            self.following = ref
+        fields = {
+            "trigger": entry.trigger,
+            "ref": entry.ref,
+            "outcome": entry.outcome,
+            "from_hash": _short(entry.from_hash),
+            "to_hash": _short(entry.to_hash),
+        }
+        if entry.outcome in OK_OUTCOMES:
+            log.info("activation %s: %s", entry.outcome, entry.reason or ref, extra=fields)
+        else:
+            log.error("activation %s: %s", entry.outcome, entry.reason, extra={**fields, "problems": list(entry.problems)})
+            for problem in entry.problems:
+                log.error("  %s", problem)
+        if entry.outcome == "activated" or (entry.outcome == "rolled-back" and current is not None):
+            self._log_ready(elapsed)
+
+    def _log_ready(self, elapsed: float) -> None:
+        loaded = self.activator.current_loaded
+        if loaded is None:
+            return
+        scenario = loaded.scenario
+        log.info(
+            "ready: %s:%s (%s), %d gears, %d wires, in %.3fs",
+            loaded.name,
+            loaded.tag or "-",
+            _short(loaded.hash),
+            len(scenario.gears),
+            len(scenario.wires),
+            elapsed,
+            extra={
+                "scenario": loaded.name,
+                "tag": loaded.tag,
+                "hash": loaded.hash,
+                "gears": len(scenario.gears),
+                "wires": len(scenario.wires),
+                "ready_seconds": round(elapsed, 6),
+            },
+        )
+
+    # ---- triggers: file watch and name:latest polling ----
+
+    async def sync_watch(self) -> None:
+        """Watch the followed file when it is a path (and --watch), nothing otherwise."""
+        async with self._watch_lock:
+            wanted = path_of(self.following) if self.settings.watch and self.phase != "stopping" else None
+            if wanted is not None:
+                wanted = wanted.resolve()
+            if self.watcher is not None and self.watcher.path == wanted:
+                return
+            if self.watcher is not None:
+                await self.watcher.stop()
+                self.watcher = None
+            if wanted is not None:
+                self.watcher = FileWatcher(wanted, self._file_changed, debounce_ms=self.settings.watch_debounce_ms)
+                await self.watcher.start()
+
+    async def _file_changed(self, path: Path) -> None:
+        if self.phase == "stopping" or path_of(self.following) is None:
+            return
+        await self.activate(str(path), trigger="watch")
+
+    async def follow_latest(self, every: float) -> None:
+        """Poll the store: a new highest tag of a followed `name`/`name:latest` is activated."""
+        from fluxmix.store import NameRef, parse_ref
+
+        while True:
+            await asyncio.sleep(every)
+            ref = self.following
+            try:
+                parsed = parse_ref(ref) if ref else None
+                if not isinstance(parsed, NameRef) or parsed.tag is not None:
+                    continue
+                resolved = self.store.resolve(parsed)
+            except FluxmixError as error:
+                log.warning("polling %s failed: %s", ref, error)
+                continue
+            loaded = self.activator.current_loaded
+            if (loaded is None or resolved.hash != loaded.hash) and resolved.hash != self._last_polled_hash:
+                self._last_polled_hash = resolved.hash
+                log.info("new latest tag for %s: %s", parsed.name, resolved.tag)
+                try:
+                    await self.activate(ref, trigger="tag")  # type: ignore[arg-type]
+                except ActivationError as error:
+                    log.warning("%s", error)
+
+    # ---- what the API reports ----
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self._t0
+
+    def last_entry(self) -> Any:
+        return getattr(self.activator, "last_reload", None) or self._last_entry
+
+    def state(self) -> str:
+        if self.phase != "serving":
+            return self.phase
+        runtime = self.activator.current
+        if runtime is not None:
+            return str(runtime.state)
+        last = self.last_entry()
+        if last is not None and last.outcome not in OK_OUTCOMES:
+            return "failed"
+        return "idle"
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): running, or idle by choice; otherwise why not."""
+        if self.phase == "starting":
+            return False, "starting"
+        if self.phase == "stopping":
+            return False, "stopping"
+        runtime = self.activator.current
+        if runtime is None:
+            last = self.last_entry()
+            if last is not None and last.outcome not in OK_OUTCOMES:
+                return False, f"no scenario is running: last activation {last.outcome}: {last.reason}"
+            return True, "idle"
+        if runtime.state != "running":
+            return False, f"scenario is {runtime.state}"
+        ok, why = self.brokers.ready
+        if not ok:
+            return False, why
+        return True, "running"
+
+    def snapshot(self) -> dict[str, Any]:
+        loaded = self.activator.current_loaded
+        runtime = self.activator.current
+        scenario = None
+        if loaded is not None:
+            scenario = {
+                "name": loaded.name,
+                "tag": loaded.tag,
+                "hash": loaded.hash,
+                "ref": self.following,
+                "version": loaded.scenario.version,
+                "description": loaded.scenario.description,
+                "path": str(loaded.path) if loaded.path else None,
+            }
+        status = runtime.status() if runtime is not None else {"gears": {}, "wires": {}}
+        return {"scenario": scenario, "runtime": status, "brokers": self.brokers.status()}
+
+    def status(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        ready, reason = self.readiness()
+        last = self.last_entry()
+        return {
+            "state": self.state(),
+            "ready": ready,
+            "reason": reason,
+            "scenario": snap["scenario"],
+            "following": self.following,
+            "watching": str(self.watcher.path) if self.watcher is not None else None,
+            "gears": snap["runtime"].get("gears", {}),
+            "wires": snap["runtime"].get("wires", {}),
+            "brokers": snap["brokers"],
+            "uptime_seconds": round(self.uptime, 3),
+            "started_at": self.started_at.isoformat(),
+            "last_reload": last.as_dict() if last is not None else None,
+            "store": str(self.store.home),
+            "pid": os.getpid(),
+            "version": __version__,
+        }
+
+    # ---- stop ----
+
+    async def shutdown(self) -> None:
+        """Drain and stop the running scenario (after any activation in progress)."""
+        self.phase = "stopping"
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+        try:
+            await asyncio.wait_for(self._lock.acquire(), self.settings.stop_timeout)
+        except asyncio.TimeoutError:
+            log.warning("an activation is still in progress after %ss; stopping anyway", self.settings.stop_timeout)
+        else:
+            self._lock.release()
+        before = self.activator.current
+        await self.activator.shutdown()
+        if before is not None:
+            try:
+                self.retired.fold(before.status())
+            except Exception:
+                pass
+
+
+def _short(digest: str | None) -> str | None:
+    return digest[:12] if digest else None
+
+
+async def serve(settings: MixerSettings) -> int:
+    """Run the mixer until SIGTERM/SIGINT; returns the process exit status.
+
+    Raises FluxmixError for startup problems (before any gear or server has started)."""
+    from fluxmix.mixer.activation import Activator
+    from fluxmix.mixer.http import start_http
+    from fluxmix.store import open_store
+
+    t0 = time.monotonic()
+    loop = asyncio.get_running_loop()
+    store = open_store(settings.home)
+    runner = None
+    brokers: Brokers | None = None
+    try:
+        catalog = Catalog.default()
+        ref = (settings.ref or "").strip()
+        startup_ref = normalize_ref(ref) if ref else ""
+        if startup_ref:
+            preflight(store, catalog, startup_ref, shown=ref)
+        brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
+        activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout)
+        mixer = Mixer(settings, store, catalog, brokers, activator)
+
+        stop = asyncio.Event()
+        interrupts = 0
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def spawn(coro: Any, name: str) -> None:
+            task = loop.create_task(coro, name=name)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def on_stop(signame: str) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1 and signame == "SIGINT":
+                log.error("second interrupt: exiting now without draining")
+                logging.shutdown()
+                os._exit(130)
+            if not stop.is_set():
+                log.info("%s received: draining and stopping (up to %ss; press Ctrl-C again to force)", signame, settings.stop_timeout)
+                stop.set()
+
+        async def on_hup() -> None:
+            if mixer.phase != "serving":
+                log.warning("SIGHUP ignored while %s", mixer.phase)
+                return
+            log.info("SIGHUP received: reloading %s", mixer.following or "the active scenario")
+            try:
+                await mixer.reload(trigger="signal")
+            except ActivationError as error:
+                log.warning("%s", error)
+
+        loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(on_hup(), "sighup"))
+
+        if settings.http_enabled:
+            if not is_loopback(settings.http_host) and not settings.api_token:
+                log.warning(
+                    "the HTTP API listens on %s without --api-token: anyone who can reach it can activate scenarios",
+                    settings.http_host,
+                )
+            runner = await start_http(mixer, settings.http_host, settings.http_port)
+
+        log.info(
+            "fluxmix-mixer %s starting",
+            __version__,
+            extra={"store": str(store.home), "pid": os.getpid(), "ref": startup_ref or None},
+        )
+        started = time.monotonic()
+        mixer.phase = "serving"
+        if startup_ref:
+            entry = await mixer.activate(startup_ref, trigger="startup")
+        else:
+            entry = await mixer.resume()
+        if entry is not None and entry.outcome == "activated":
+            log.debug("startup took %.3fs (activation %.3fs)", time.monotonic() - t0, time.monotonic() - started)
+        if settings.follow_latest:
+            spawn(mixer.follow_latest(settings.follow_latest), "follow-latest")
+
+        await stop.wait()
+        code = 0
+        for task in list(tasks):
+            task.cancel()
+        try:
+            await asyncio.wait_for(mixer.shutdown(), settings.stop_timeout + 10)
+        except asyncio.TimeoutError:
+            log.error("could not stop within %ss: exiting anyway", settings.stop_timeout + 10)
+            code = 1
+        log.info("stopped", extra={"uptime_seconds": round(mixer.uptime, 3)})
+        return code
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        if runner is not None:
+            await runner.cleanup()
+        if brokers is not None:
+            await brokers.close()
+        store.close()

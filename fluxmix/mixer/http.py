@@ -1,0 +1,180 @@
+"""The mixer's HTTP API (aiohttp, on the daemon's own event loop).
+
+| method | path      | answer                                                           |
+|--------|-----------|------------------------------------------------------------------|
+| GET    | /healthz  | 200 {"status": "ok"} while the process is alive                  |
+| GET    | /readyz   | 200 running or idle by choice; 503 {"status", "reason"} if not   |
+| GET    | /status   | scenario, state, gears, wires, brokers, uptime, last reload      |
+| GET    | /journal  | activation attempts, newest first (?limit=1..1000, default 50)   |
+| GET    | /metrics  | Prometheus text exposition                                       |
+| POST   | /activate | {"ref": "..."} -> the journal entry of the attempt               |
+| POST   | /reload   | re-read the followed reference -> the journal entry              |
+
+POSTs need `Authorization: Bearer <token>` when the mixer has an --api-token. Every error is
+JSON `{"error": "one line"}`, so clients never parse HTML.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from aiohttp import web
+
+from fluxmix.errors import ActivationError, UserError
+from fluxmix.mixer import metrics
+
+if TYPE_CHECKING:
+    from fluxmix.mixer.daemon import Mixer
+
+log = logging.getLogger("fluxmix.mixer.http")
+
+MIXER: web.AppKey["Mixer"] = web.AppKey("mixer")
+MAX_JOURNAL_LIMIT = 1000
+# HTTP status of an activation attempt, by journal outcome.
+OUTCOME_STATUS = {"activated": 200, "unchanged": 200, "rejected": 422, "rolled-back": 422, "failed": 500}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda obj: json.dumps(obj, default=str))
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 404/405/413 pages are HTML: answer JSON like every other endpoint."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason or str(exc))
+
+
+def _authorized(request: web.Request) -> bool:
+    token = request.app[MIXER].settings.api_token
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _unauthorized() -> web.Response:
+    return _error(401, "missing or wrong bearer token (send Authorization: Bearer <token>)", **{"WWW-Authenticate": "Bearer"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    mixer = request.app[MIXER]
+    ready, reason = mixer.readiness()
+    if ready:
+        return _json({"status": "ready", "state": mixer.state(), "reason": reason})
+    return _json({"status": "not ready", "state": mixer.state(), "reason": reason}, status=503)
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(request.app[MIXER].status())
+
+
+async def journal(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        return _error(400, f"limit: expected an integer, got {raw!r}")
+    if not 1 <= limit <= MAX_JOURNAL_LIMIT:
+        return _error(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
+    entries = request.app[MIXER].store.journal(limit=limit)
+    return _json({"entries": [entry.as_dict() for entry in entries]})
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    body = metrics.render(request.app[MIXER])
+    return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def _entry_response(entry: Any) -> web.Response:
+    return _json(entry.as_dict(), status=OUTCOME_STATUS.get(entry.outcome, 500))
+
+
+async def activate(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    try:
+        payload = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return _error(400, f"request body is not valid JSON: {error}")
+    if not isinstance(payload, dict):
+        return _error(400, 'request body must be a JSON object like {"ref": "name:tag"}')
+    ref = payload.get("ref")
+    if not isinstance(ref, str) or not ref.strip():
+        return _error(400, 'ref: required, a non-empty string (name:tag, name, sha256:..., or an absolute path)')
+    unknown = sorted(set(payload) - {"ref"})
+    if unknown:
+        return _error(400, f"unknown field(s): {', '.join(unknown)}")
+    try:
+        entry = await request.app[MIXER].activate(ref.strip(), trigger="api")
+    except ActivationError as error:
+        return _error(503, str(error))
+    return _entry_response(entry)
+
+
+async def reload(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    from fluxmix.mixer.daemon import NothingToReload
+
+    try:
+        entry = await request.app[MIXER].reload(trigger="api")
+    except NothingToReload as error:
+        return _error(409, str(error))
+    except ActivationError as error:
+        return _error(503, str(error))
+    return _entry_response(entry)
+
+
+def create_app(mixer: "Mixer") -> web.Application:
+    app = web.Application(middlewares=[_json_errors], client_max_size=64 * 1024)
+    app[MIXER] = mixer
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/status", status)
+    app.router.add_get("/journal", journal)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_post("/activate", activate)
+    app.router.add_post("/reload", reload)
+    return app
+
+
+async def start_http(mixer: "Mixer", host: str, port: int) -> web.AppRunner:
+    """Listen on host:port; a busy or forbidden address is the operator's to fix (UserError)."""
+    runner = web.AppRunner(create_app(mixer), access_log=log.getChild("access"), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        reason = "address already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+        raise UserError(f"--http {host}:{port}: cannot listen: {reason}") from None
+    for address in runner.addresses:
+        log.info("HTTP API listening on http://%s", _format_address(address), extra={"address": _format_address(address)})
+    return runner
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)

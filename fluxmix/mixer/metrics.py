@@ -1,0 +1,163 @@
+"""Prometheus metrics, read from the runtime's own counters at scrape time.
+
+A custom Collector instead of prometheus-client Counters updated per message: the hot path
+already counts (WireStats, gear counters), so a scrape just reads those, and the per-message
+cost of metrics is zero. Counters of a runtime that a reload replaced are folded into
+`RetiredCounters`, so `_total` series stay monotonic across reloads of the same gear/wire.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from fluxmix.mixer.daemon import Mixer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+GEAR_COUNTERS = {
+    "handled": "messages handled",
+    "errors": "handling attempts that raised, source crashes, failed stops",
+    "emitted": "messages emitted",
+    "dead_lettered": "messages that used up their attempts",
+    "dropped": "dead-lettered messages with no error wire to go to",
+    "restarts": "source restarts after a crash",
+}
+WIRE_COUNTERS = {
+    "sent": "messages sent on the wire",
+    "received": "messages handled by the downstream gear",
+    "failed": "handling attempts that raised",
+    "redelivered": "redeliveries",
+    "dead_lettered": "messages given up on after max_deliver attempts",
+    "dropped": "messages dropped (always logged)",
+}
+# Wires report their depth / lag under transport-specific keys; the first one present wins.
+QUEUE_KEYS = ("in_queue", "queued", "depth", "size")
+PENDING_KEYS = ("pending", "lag", "num_pending")
+
+
+class RetiredCounters:
+    """Totals of runtimes that are no longer current, keyed like the exported series."""
+
+    def __init__(self) -> None:
+        self.gears: Counter[tuple[str, str, str]] = Counter()  # (gear, type, counter)
+        self.wires: Counter[tuple[str, str, str]] = Counter()  # (wire, transport, counter)
+
+    def fold(self, status: Mapping[str, Any]) -> None:
+        for gear, info in (status.get("gears") or {}).items():
+            for counter in GEAR_COUNTERS:
+                self.gears[(gear, str(info.get("type", "")), counter)] += _int(info.get(counter))
+        for wire, info in (status.get("wires") or {}).items():
+            for counter in WIRE_COUNTERS:
+                self.wires[(wire, str(info.get("transport", "")), counter)] += _int(info.get(counter))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class MixerCollector(Collector):
+    def __init__(self, mixer: "Mixer") -> None:
+        self.mixer = mixer
+
+    def collect(self) -> Iterator[Metric]:
+        mixer = self.mixer
+        snapshot = mixer.snapshot()
+        status = snapshot["runtime"]
+        retired = mixer.retired
+
+        info = GaugeMetricFamily("fluxmix_scenario_info", "the active scenario (value 1)", labels=["name", "tag", "hash"])
+        scenario = snapshot["scenario"]
+        if scenario:
+            info.add_metric([scenario["name"], scenario.get("tag") or "", scenario["hash"]], 1)
+        yield info
+        yield GaugeMetricFamily("fluxmix_up", "the mixer process is alive", value=1)
+        yield GaugeMetricFamily("fluxmix_ready", "1 when /readyz answers 200", value=1 if mixer.readiness()[0] else 0)
+        yield GaugeMetricFamily("fluxmix_uptime_seconds", "seconds since the mixer started", value=mixer.uptime)
+
+        # gears
+        gear_values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in GEAR_COUNTERS}
+        for (gear, type_, counter), value in retired.gears.items():
+            gear_values[counter][(gear, type_)] = gear_values[counter].get((gear, type_), 0) + value
+        running = GaugeMetricFamily("fluxmix_gear_running", "1 when the gear is in state running", labels=["gear", "type"])
+        for gear, g in (status.get("gears") or {}).items():
+            key = (gear, str(g.get("type", "")))
+            for counter in GEAR_COUNTERS:
+                gear_values[counter][key] = gear_values[counter].get(key, 0) + _int(g.get(counter))
+            running.add_metric(list(key), 1 if g.get("state") == "running" else 0)
+        for counter, help_text in GEAR_COUNTERS.items():
+            family = CounterMetricFamily(f"fluxmix_gear_{counter}", help_text, labels=["gear", "type"])
+            for key, value in sorted(gear_values[counter].items()):
+                family.add_metric(list(key), value)
+            yield family
+        yield running
+
+        # wires
+        wire_values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in WIRE_COUNTERS}
+        for (wire, transport, counter), value in retired.wires.items():
+            wire_values[counter][(wire, transport)] = wire_values[counter].get((wire, transport), 0) + value
+        in_queue = GaugeMetricFamily("fluxmix_wire_in_queue", "messages waiting in a memory wire's queue", labels=["wire", "transport"])
+        pending = GaugeMetricFamily("fluxmix_wire_pending", "consumer lag of a durable wire", labels=["wire", "transport"])
+        for wire, w in (status.get("wires") or {}).items():
+            key = (wire, str(w.get("transport", "")))
+            for counter in WIRE_COUNTERS:
+                wire_values[counter][key] = wire_values[counter].get(key, 0) + _int(w.get(counter))
+            for family, keys in ((in_queue, QUEUE_KEYS), (pending, PENDING_KEYS)):
+                for k in keys:
+                    value = _num(w.get(k))
+                    if value is not None:
+                        family.add_metric(list(key), value)
+                        break
+        for counter, help_text in WIRE_COUNTERS.items():
+            family = CounterMetricFamily(f"fluxmix_wire_{counter}", help_text, labels=["wire", "transport"])
+            for key, value in sorted(wire_values[counter].items()):
+                family.add_metric(list(key), value)
+            yield family
+        yield in_queue
+        yield pending
+
+        # reloads
+        reloads = CounterMetricFamily("fluxmix_reloads", "activation attempts by outcome", labels=["outcome"])
+        for outcome in ("activated", "unchanged", "rejected", "rolled-back", "failed"):
+            reloads.add_metric([outcome], mixer.outcomes.get(outcome, 0))
+        yield reloads
+        last = mixer.last_entry()
+        if last is not None and last.gap_seconds is not None:
+            yield GaugeMetricFamily(
+                "fluxmix_reload_gap_seconds", "processing gap of the last reload (last old message to first new)", value=last.gap_seconds
+            )
+        if last is not None:
+            yield GaugeMetricFamily(
+                "fluxmix_last_reload_timestamp_seconds", "when the last activation attempt happened", value=last.ts.timestamp()
+            )
+
+        # brokers
+        brokers = snapshot["brokers"]
+        if "standard" in brokers:
+            connected = 1.0 if brokers["standard"].get("state") == "connected" else 0.0
+            yield GaugeMetricFamily("fluxmix_nats_connected", "1 while connected to NATS", value=connected)
+            for key, value in sorted(brokers["standard"].items()):
+                number = _num(value)
+                if number is not None and key not in ("connected", "replicas") and key.isidentifier():
+                    yield GaugeMetricFamily(f"fluxmix_nats_{key.lower()}", f"NATS broker {key}", value=number)
+
+
+def render(mixer: "Mixer") -> bytes:
+    """Exposition text for one scrape (a private registry: no process-global state in tests)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MixerCollector(mixer))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+    return generate_latest(registry)

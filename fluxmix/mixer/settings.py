@@ -1,0 +1,110 @@
+"""Everything `fluxmix-mixer` is told on its command line, as one immutable value.
+
+The CLI builds it (and checks it); the daemon only reads it, so tests can start a daemon
+in-process with the same settings a user would pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fluxmix.errors import UserError
+from fluxmix.transports.registry import NatsSettings
+
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8470
+
+
+@dataclass(frozen=True, slots=True)
+class MixerSettings:
+    ref: str | None = None  # -s; None or "" = resume the last active scenario
+    home: Path | None = None  # --store; None = $FLUXMIX_HOME or the platform's data dir
+    http_host: str = DEFAULT_HTTP_HOST
+    http_port: int = DEFAULT_HTTP_PORT
+    http_enabled: bool = True
+    watch: bool = True
+    watch_debounce_ms: int = 300
+    follow_latest: float | None = None  # seconds between polls of `name:latest`; None = off
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    memory_queue_size: int = 1024
+    stop_timeout: float = 30.0
+    api_token: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[v6]:PORT`, `:PORT` (loopback) or `PORT` -> (host, port)."""
+    text = text.strip()
+    host, port_text = DEFAULT_HTTP_HOST, text
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise UserError(f"--http {text!r}: expected [IPV6]:PORT")
+        host, port_text = text[1:end], text[end + 2 :]
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        host = host or DEFAULT_HTTP_HOST
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UserError(f"--http {text!r}: expected HOST:PORT with a numeric port") from None
+    if not 0 <= port <= 65535:
+        raise UserError(f"--http {text!r}: port must be between 0 and 65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_urls(values: tuple[str, ...] | list[str] | None) -> list[str]:
+    """`--nats-url a,b --nats-url c` and `FLUXMIX_NATS_URL="a, b"` both give [a, b, c]."""
+    urls: list[str] = []
+    for value in values or ():
+        urls.extend(part for part in value.replace(",", " ").split() if part)
+    return urls
+
+
+def nats_settings(
+    urls: list[str],
+    *,
+    replicas: int = 1,
+    creds: Path | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> NatsSettings:
+    """Map the --nats-* flags onto `nats.connect()` keyword arguments (the broker passes them on)."""
+    options: dict[str, Any] = {}
+    for flag, path in (("--nats-creds", creds), ("--nats-tls-ca", tls_ca), ("--nats-tls-cert", tls_cert), ("--nats-tls-key", tls_key)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    if (user is None) != (password is None):
+        raise UserError("--nats-user and --nats-password go together")
+    if tls_key is not None and tls_cert is None:
+        raise UserError("--nats-tls-key needs --nats-tls-cert")
+    if creds is not None:
+        options["user_credentials"] = str(Path(creds).resolve())
+    if user is not None:
+        options["user"], options["password"] = user, password
+    if token is not None:
+        options["token"] = token
+    # Paths, not an SSLContext: the broker builds the context (and /status stays JSON).
+    for key, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if path is not None:
+            options[key] = str(Path(path).resolve())
+    if replicas < 1:
+        raise UserError("--nats-replicas must be at least 1")
+    return NatsSettings(servers=urls, connect_options=options, replicas=replicas)

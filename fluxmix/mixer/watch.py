@@ -1,0 +1,93 @@
+"""Watch one scenario file and call back when its content may have changed.
+
+Editors save atomically (write a temp file, rename it over the original), which detaches a
+watch placed on the file itself after the first save. So we watch the file's DIRECTORY and keep
+only events for its name (see pitfalls.md, watchfiles). watchfiles batches a burst of events;
+`debounce_ms` adds a quiet period on top so a save made of several writes triggers one reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from watchfiles import Change, awatch
+
+log = logging.getLogger("fluxmix.mixer.watch")
+
+
+class FileWatcher:
+    def __init__(self, path: Path, on_change: Callable[[Path], Awaitable[None]], *, debounce_ms: int = 300) -> None:
+        self.path = Path(path).resolve()
+        self._on_change = on_change
+        self._debounce = max(debounce_ms, 0) / 1000
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def _wanted(self, change: Change, path: str) -> bool:
+        return Path(path).name == self.path.name
+
+    async def start(self) -> None:
+        """Begin watching; returns once the watch is in place, so no change is missed after it."""
+        self._task = asyncio.create_task(self._run(), name=f"watch {self.path}")
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            log.warning("not watching %s: directory %s does not exist", self.path, directory)
+            self._ready.set()
+            return
+        log.info("watching %s for changes", self.path, extra={"path": str(self.path)})
+        try:
+            watcher = awatch(directory, watch_filter=self._wanted, stop_event=self._stop, recursive=False, step=50)
+            self._ready.set()
+            async for changes in watcher:
+                if self._debounce:
+                    await self._quiet_period(watcher)
+                if self._stop.is_set():
+                    return
+                if not self.path.exists():
+                    log.warning("%s was removed; keeping the current scenario", self.path)
+                    continue
+                log.info("%s changed", self.path, extra={"changes": sorted(c.name for c, _ in changes)})
+                try:
+                    await self._on_change(self.path)
+                except Exception:  # a failing callback must not end the watch
+                    log.exception("reload after a change of %s failed", self.path)
+        except Exception:
+            log.exception("watching %s stopped", self.path)
+        finally:
+            self._ready.set()
+
+    async def _quiet_period(self, watcher: object) -> None:
+        """Wait until no further change of the file for `debounce` seconds (bounded to 10 rounds)."""
+        for _ in range(10):
+            mtime = _mtime(self.path)
+            try:
+                await asyncio.wait_for(self._stop.wait(), self._debounce)
+                return
+            except asyncio.TimeoutError:
+                pass
+            if _mtime(self.path) == mtime:
+                return
+
+
+def _mtime(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

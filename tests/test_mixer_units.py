@@ -1,0 +1,157 @@
+"""Unit tests of the daemon's small parts: flags -> settings, log formats, the API client, tables."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+
+from fluxmix.errors import MixerApiError, UserError
+from fluxmix.mixer.client import MixerClient
+from fluxmix.mixer.logs import JsonFormatter, TextFormatter, configure_logging
+from fluxmix.mixer.settings import is_loopback, nats_settings, parse_listen, split_urls
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8470", ("127.0.0.1", 8470)),
+        ("0.0.0.0:9000", ("0.0.0.0", 9000)),
+        (":9000", ("127.0.0.1", 9000)),
+        ("9000", ("127.0.0.1", 9000)),
+        ("[::1]:8470", ("::1", 8470)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
+def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["host:port", "1.2.3.4:70000", "[::1]8470", "[::1"])
+def test_parse_listen_refuses_garbage(text: str) -> None:
+    with pytest.raises(UserError, match="--http"):
+        parse_listen(text)
+
+
+def test_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.org")
+
+
+def test_split_urls_accepts_repeats_commas_and_spaces() -> None:
+    assert split_urls(("nats://a:4222,nats://b:4222", "nats://c:4222")) == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+    assert split_urls(("nats://a:4222, nats://b:4222",)) == ["nats://a:4222", "nats://b:4222"]
+    assert split_urls(()) == []
+
+
+def test_nats_settings_map_flags_to_connect_options(tmp_path: Path) -> None:
+    creds = tmp_path / "user.creds"
+    creds.write_text("x")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    settings = nats_settings(["nats://a:4222"], replicas=3, creds=creds, user="u", password="p", token="t", tls_ca=ca)
+    assert settings.servers == ["nats://a:4222"]
+    assert settings.replicas == 3
+    assert settings.connect_options == {
+        "user_credentials": str(creds.resolve()),
+        "user": "u",
+        "password": "p",
+        "token": "t",
+        "tls_ca": str(ca.resolve()),
+    }
+    assert nats_settings([]).connect_options == {}
+
+
+def test_nats_settings_refuse_inconsistent_flags(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--nats-creds .*no such file"):
+        nats_settings([], creds=tmp_path / "missing.creds")
+    with pytest.raises(UserError, match="--nats-user and --nats-password"):
+        nats_settings([], user="u")
+    key = tmp_path / "k.pem"
+    key.write_text("x")
+    with pytest.raises(UserError, match="--nats-tls-key needs --nats-tls-cert"):
+        nats_settings([], tls_key=key)
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("fluxmix.mixer", logging.INFO, __file__, 1, "ready: %s", ("hello",), None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_json_log_lines_carry_extra_fields() -> None:
+    line = JsonFormatter().format(_record(scenario="hello", gears=3))
+    obj = json.loads(line)
+    assert obj["level"] == "info" and obj["logger"] == "fluxmix.mixer" and obj["msg"] == "ready: hello"
+    assert obj["scenario"] == "hello" and obj["gears"] == 3
+    assert obj["ts"].endswith("Z")
+
+
+def test_text_log_lines_quote_values_with_spaces() -> None:
+    line = TextFormatter().format(_record(reason="two words", gears=3))
+    assert "INFO" in line and "fluxmix.mixer: ready: hello" in line
+    assert 'reason="two words"' in line and "gears=3" in line
+
+
+def test_configure_logging_json_writes_one_object_per_line() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "info", stream)
+    try:
+        logging.getLogger("fluxmix.test").info("hello %s", "world", extra={"n": 1})
+        logging.getLogger("fluxmix.test").debug("hidden")
+    finally:
+        configure_logging("text", "warning", io.StringIO())
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["msg"] == "hello world"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_client_says_connection_refused_in_one_line() -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(MixerApiError) as info:
+        MixerClient(url, timeout=5).get("/status")
+    assert str(info.value) == f"cannot reach the mixer at {url}: connection refused"
+
+
+def test_mixer_cli_connection_refused_exit_1() -> None:
+    from click.testing import CliRunner
+
+    from fluxmix.cli.mixer import mixer
+
+    url = f"http://127.0.0.1:{_free_port()}"
+    result = CliRunner().invoke(mixer, ["status", "--url", url])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: cannot reach the mixer at {url}: connection refused"
+
+
+def test_status_rendering_shows_gears_and_wires() -> None:
+    from fluxmix.cli.mixer import render_status
+
+    text = render_status(
+        {
+            "state": "running",
+            "ready": True,
+            "scenario": {"name": "hello", "tag": "v0.1.0", "hash": "ab" * 32},
+            "following": "hello:latest",
+            "uptime_seconds": 75,
+            "gears": {"source": {"type": "generate", "state": "running", "handled": 0, "errors": 0, "emitted": 10}},
+            "wires": {"source.out->sink.in": {"transport": "memory", "sent": 10, "received": 9, "in_queue": 1}},
+            "brokers": {"memory": {"kind": "memory", "queue_size": 1024}},
+            "last_reload": None,
+        }
+    )
+    assert "hello:v0.1.0" in text and "abababababab" in text
+    assert "1m 15s" in text
+    assert "source.out->sink.in" in text and "generate" in text
+    assert "broker memory: queue_size=1024" in text
