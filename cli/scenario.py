@@ -7,7 +7,9 @@ kept in a small `_Kind` description instead of in copies of the commands.
 
 from __future__ import annotations
 
-import difflib
+import hashlib
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +39,7 @@ class Document:
 
     data: bytes
     source: str  # what error messages and diff headers call it
-    hash: str | None = None  # known when it came from the store
+    hash: str  # sha256 of data, for files too: what the store would call it
     name: str | None = None
     tag: str | None = None
 
@@ -167,7 +169,9 @@ def kind_group(kind: str) -> click.Group:
         """
         resolved = _resolve(app, kind, ref)
         data = app.store.get_blob(resolved.hash)
-        out = click.get_binary_stream("stdout")
+        # sys.stdout's binary buffer (what click.get_binary_stream returned; deprecated in click 8.5)
+        sys.stdout.flush()
+        out = sys.stdout.buffer
         out.write(data)
         out.flush()
 
@@ -277,7 +281,8 @@ def load_document(app: App, kind: str, target: str) -> Document:
 
     parsed = parse_ref(target)
     if isinstance(parsed, PathRef):
-        return Document(data=loading.read_document(parsed.path), source=str(parsed.path))
+        data = loading.read_document(parsed.path)
+        return Document(data=data, source=str(parsed.path), hash=hashlib.sha256(data).hexdigest())
     resolved = app.store.resolve(parsed, kind=kind)
     label = f"{resolved.name}:{resolved.tag}" if resolved.name else f"sha256:{resolved.hash}"
     return Document(
@@ -328,49 +333,133 @@ def _count(n: int, noun: str) -> str:
 
 
 def _diff(app: App, kind: str, before: Document, after: Document, *, text: bool, as_json: bool) -> bool:
-    """Print the difference; return whether there is one."""
-    text_lines = list(
-        difflib.unified_diff(
-            before.data.decode("utf-8", errors="replace").splitlines(keepends=True),
-            after.data.decode("utf-8", errors="replace").splitlines(keepends=True),
-            fromfile=before.source,
-            tofile=after.source,
-        )
-    )
-    structural = _structural_diff(app, kind, before, after)
-    identical_bytes = before.data == after.data
-    changed = not identical_bytes
+    """Print what changed from `before` to `after`; return whether their bytes differ."""
+    from fluxmix.diff import text_diff
+
+    changes = _structural_diff(app, kind, before, after)
+    differ = before.data != after.data
+    unified = text_diff(before.data, after.data, before.source, after.source) if text else ""
     if as_json:
         value: dict[str, Any] = {
             "kind": kind,
             "old": _doc_json(before),
             "new": _doc_json(after),
-            "identical": identical_bytes,
-            "changes": structural,
+            "identical": not differ,
+            "changes": changes.as_dict(),
         }
         if text:
-            value["text"] = "".join(text_lines)
+            value["text"] = unified
         echo_json(value)
-        return changed
-    if identical_bytes:
-        click.echo(f"no differences: {before.source} and {after.source} are the same bytes")
+        return differ
+    if not differ:
+        click.echo(f"no differences: {before.source} and {after.source} are the same bytes (sha256:{before.hash})")
         return False
-    for line in _structural_lines(structural):
-        click.echo(line)
+    click.echo(f"{kind} {before.source} -> {after.source}")
+    click.echo(changes.render())
     if text:
-        for line in text_lines:
-            click.echo(line, nl=not line.endswith("\n"))
-    return changed
+        click.echo()
+        click.echo(unified, nl=False)
+    return differ
 
 
-def _structural_diff(app: App, kind: str, before: Document, after: Document) -> dict[str, Any]:
-    from fluxmix import diff as diffing
+def _structural_diff(app: App, kind: str, before: Document, after: Document) -> Any:
+    """Scenarios: fluxmix.diff's gear/wire diff; specs: their fields and schema, path by path.
 
-    return diffing.diff_documents(kind, before.data, before.source, after.data, after.source).as_dict()
+    Spec references need not resolve to compare two scenarios, so the store is not consulted.
+    """
+    from fluxmix import loading
+
+    if kind == "scenario":
+        from fluxmix.diff import diff_scenarios
+
+        return diff_scenarios(
+            loading.parse_scenario(before.data, before.source, catalog=app.catalog),
+            loading.parse_scenario(after.data, after.source, catalog=app.catalog),
+        )
+    return SpecDiff.between(loading.parse_spec(before.data, before.source), loading.parse_spec(after.data, after.source))
 
 
-def _structural_lines(changes: dict[str, Any]) -> list[str]:
-    return [str(changes)]
+@dataclass(frozen=True)
+class SpecDiff:
+    """What changed between two specs: top-level fields, and the schema one JSON path at a time."""
+
+    fields: dict[str, tuple[Any, Any]]
+    added: list[tuple[str, Any]]
+    removed: list[tuple[str, Any]]
+    changed: list[tuple[str, Any, Any]]
+
+    @classmethod
+    def between(cls, old: Any, new: Any) -> SpecDiff:
+        fields = {
+            key: (getattr(old, key), getattr(new, key))
+            for key in ("name", "version", "description")
+            if getattr(old, key) != getattr(new, key)
+        }
+        added: list[tuple[str, Any]] = []
+        removed: list[tuple[str, Any]] = []
+        changed: list[tuple[str, Any, Any]] = []
+        _walk("schema", old.schema, new.schema, added, removed, changed)
+        return cls(fields, added, removed, changed)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.fields or self.added or self.removed or self.changed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "empty": self.empty,
+            "fields": {k: {"old": old, "new": new} for k, (old, new) in self.fields.items()},
+            "schema": {
+                "added": [{"path": p, "new": v} for p, v in self.added],
+                "removed": [{"path": p, "old": v} for p, v in self.removed],
+                "changed": [{"path": p, "old": o, "new": n} for p, o, n in self.changed],
+            },
+        }
+
+    def render(self) -> str:
+        if self.empty:
+            return "no changes to the spec's fields or schema"
+        lines = [f"~ {key}: {_show(old)} -> {_show(new)}" for key, (old, new) in self.fields.items()]
+        lines += [f"+ {path}: {_show(value)}" for path, value in self.added]
+        lines += [f"- {path}: {_show(value)}" for path, value in self.removed]
+        lines += [f"~ {path}: {_show(old)} -> {_show(new)}" for path, old, new in self.changed]
+        return "\n".join(lines)
+
+
+def _walk(
+    path: str,
+    old: Any,
+    new: Any,
+    added: list[tuple[str, Any]],
+    removed: list[tuple[str, Any]],
+    changed: list[tuple[str, Any, Any]],
+) -> None:
+    """Recurse through mappings (a list or scalar that differs is reported whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys(), key=str):
+            child = f"{path}.{key}" if _plain_key(key) else f"{path}[{json.dumps(str(key))}]"
+            if key not in new:
+                removed.append((child, old[key]))
+            elif key not in old:
+                added.append((child, new[key]))
+            else:
+                _walk(child, old[key], new[key], added, removed, changed)
+    elif old != new or type(old) is not type(new):
+        if old is None:
+            added.append((path, new))
+        elif new is None:
+            removed.append((path, old))
+        else:
+            changed.append((path, old, new))
+
+
+def _plain_key(key: Any) -> bool:
+    return isinstance(key, str) and key.replace("_", "a").replace("-", "a").isalnum()
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _import_json(result: ImportResult) -> dict[str, Any]:
