@@ -20,7 +20,7 @@ from fluxmix.errors import NotFoundError
 log = logging.getLogger(__name__)
 
 
-@click.command(name="gears", cls=FluxmixCommand)
+@click.command(name="gears", cls=FluxmixCommand, short_help="List gear types: ports and config keys.")
 @click.argument("gear_type", metavar="[TYPE]", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @pass_app

@@ -76,11 +76,7 @@ pass_app = click.make_pass_decorator(App, ensure=True)
 
 
 class RootGroup(FluxmixGroup):
-    """Resolves sub-commands from SUBCOMMANDS on demand.
-
-    A sub-command whose module is not installed yet (`mixer` before the daemon lands) is simply
-    not offered; once the module exists, an error inside it surfaces instead of being hidden.
-    """
+    """Resolves sub-commands from SUBCOMMANDS on demand (click's LazyGroup pattern)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Flush inside the command so a reader that went away (`| head -1`) ends us quietly."""
@@ -94,25 +90,17 @@ class RootGroup(FluxmixGroup):
             raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name, target in SUBCOMMANDS.items() if _module_exists(target))
+        return sorted(SUBCOMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = SUBCOMMANDS.get(cmd_name)
-        if target is None or not _module_exists(target):
+        if target is None:
             return None
         module, _, attribute = target.partition(":")
         command = getattr(importlib.import_module(module), attribute)
         if not isinstance(command, click.Command):
             raise TypeError(f"{target} is not a click command")
         return command
-
-
-def _module_exists(target: str) -> bool:
-    module = target.partition(":")[0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 @click.group(
