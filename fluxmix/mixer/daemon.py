@@ -71,18 +71,15 @@ def preflight(store: Any, catalog: Catalog, ref: str, shown: str) -> None:
     """Check the startup reference before anything starts; raises UserError (exit 2) with the
     file, field and reason. A path is parsed and validated (spec references included) but not
     imported: the activation imports it."""
-    from fluxmix.loading import MAX_DOCUMENT_BYTES, parse_scenario, resolve_scenario
+    from fluxmix.loading import parse_scenario, read_document, resolve_scenario
 
     path = path_of(ref)
     if path is None:
         resolve_scenario(store, ref, catalog=catalog)  # NotFoundError, ValidationError, CorruptBlobError
         return
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_DOCUMENT_BYTES + 1)
-    except OSError as error:
-        raise ScenarioError(f"{shown}: cannot read: {error.strerror or error}") from None
-    parse_scenario(data, shown, catalog=catalog, store=store)
+    shown_path = path_of(shown) or path  # errors name the file as the operator wrote it
+    data = read_document(shown_path)
+    parse_scenario(data, str(shown_path), catalog=catalog, store=store)
 
 
 class Mixer:
@@ -114,6 +111,8 @@ class Mixer:
         async with self._lock:
             if self.phase == "stopping":
                 raise ActivationError("the mixer is stopping")
+            if self.phase == "starting" and trigger == "api":
+                raise ActivationError("the mixer is still starting; try again when /readyz answers")
             before = self.activator.current
             started = time.monotonic()
             entry = await self.activator.activate(ref, trigger=trigger)
@@ -161,9 +160,11 @@ class Mixer:
             "to_hash": _short(entry.to_hash),
         }
         if entry.outcome in OK_OUTCOMES:
-            log.info("activation %s: %s", entry.outcome, entry.reason or ref, extra=fields)
+            log.info("%s %s: %s", entry.outcome, ref, entry.reason or "ok", extra=fields)
         else:
-            log.error("activation %s: %s", entry.outcome, entry.reason, extra={**fields, "problems": list(entry.problems)})
+            log.error(
+                "activation %s: %s: %s", entry.outcome, ref, entry.reason, extra={**fields, "problems": list(entry.problems)}
+            )
             for problem in entry.problems:
                 log.error("  %s", problem)
         if entry.outcome == "activated" or (entry.outcome == "rolled-back" and current is not None):
@@ -400,6 +401,11 @@ async def serve(settings: MixerSettings) -> int:
         loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, lambda: spawn(on_hup(), "sighup"))
 
+        log.info(
+            "fluxmix-mixer %s starting",
+            __version__,
+            extra={"store": str(store.home), "pid": os.getpid(), "ref": startup_ref or None},
+        )
         if settings.http_enabled:
             if not is_loopback(settings.http_host) and not settings.api_token:
                 log.warning(
@@ -408,17 +414,12 @@ async def serve(settings: MixerSettings) -> int:
                 )
             runner = await start_http(mixer, settings.http_host, settings.http_port)
 
-        log.info(
-            "fluxmix-mixer %s starting",
-            __version__,
-            extra={"store": str(store.home), "pid": os.getpid(), "ref": startup_ref or None},
-        )
         started = time.monotonic()
-        mixer.phase = "serving"
         if startup_ref:
             entry = await mixer.activate(startup_ref, trigger="startup")
         else:
             entry = await mixer.resume()
+        mixer.phase = "serving"
         if entry is not None and entry.outcome == "activated":
             log.debug("startup took %.3fs (activation %.3fs)", time.monotonic() - t0, time.monotonic() - started)
         if settings.follow_latest:
