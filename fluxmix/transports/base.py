@@ -43,7 +43,9 @@ class Delivery:
     """How a wire hands messages to its downstream gear (built by the runtime)."""
 
     handle: Callable[[Message], Awaitable[None]]
-    dead_letter: Callable[[Message, BaseException], Awaitable[None]]
+    # Returns True when the message went to the gear's `error` port, False when it had nowhere
+    # to go and was dropped (the runtime counts and logs it; the wire counts it as `dropped`).
+    dead_letter: Callable[[Message, BaseException], Awaitable[bool | None]]
     flush_downstream: Callable[[], Awaitable[None]]
 
 

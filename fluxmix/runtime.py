@@ -1,0 +1,629 @@
+"""One activation of one scenario: its gears, the wires between them, start and graceful stop.
+
+The runtime is the only place that knows both gears and transports. Gears see a `GearContext`
+(emit, checkpoints, a stopping flag); wires see a `Delivery` (handle, dead-letter, flush). The
+runtime keeps the rules that make a reload lose nothing:
+
+- start follows the wires backwards (every consumer is listening before anything produces);
+- stop runs forwards: sources stop first, then each gear's inputs are drained before the gear
+  stops, so whatever was in flight reaches the end of the pipeline;
+- a source's checkpoint is saved only after what it emitted is safe on its wires;
+- a failing gear is contained: per-message errors are retried by the wire, then dead-lettered
+  to the gear's `error` port or counted as dropped; a crashing source is restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import heapq
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Protocol
+
+import msgpack
+
+from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
+from fluxmix.gears.base import ERROR_PORT, Gear
+from fluxmix.gears.catalog import Catalog
+from fluxmix.message import Message, derived_id, source_id
+from fluxmix.scenario import GearSpec, Scenario, WireSpec
+from fluxmix.transports.base import Broker, Delivery, Wire
+
+log = logging.getLogger(__name__)
+
+# Runtime states: created -> built -> starting -> running -> stopping -> stopped (or failed).
+# Gear states add "finished": a source whose run() returned on its own (e.g. `count` reached).
+GEAR_STATES = ("built", "starting", "running", "finished", "stopping", "stopped", "failed")
+
+DEFAULT_START_TIMEOUT = 30.0
+DEFAULT_STOP_TIMEOUT = 30.0
+# A source whose run() raises is restarted after a pause that doubles up to this bound, so a
+# transient failure (a file not there yet, NATS briefly away) heals without a reload and a
+# permanent one costs one log line per bound instead of a busy loop.
+SOURCE_RESTART_MIN = 0.5
+SOURCE_RESTART_MAX = 30.0
+SOURCE_HEALTHY_AFTER = 30.0  # a run that lasted this long resets the backoff
+
+
+class CheckpointStore(Protocol):
+    """Where sources keep their positions (fluxmix.store.Store satisfies it)."""
+
+    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None: ...
+
+    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StopReport:
+    drained: int  # messages handled while draining the input wires
+    timed_out: bool  # True when the stop was cut short and what was left was abandoned
+
+
+@dataclass(slots=True)
+class GearCounters:
+    handled: int = 0  # handle() calls that returned
+    errors: int = 0  # handle() attempts that raised, run() crashes, failed stop()
+    emitted: int = 0  # emit() calls that reached at least one wire
+    dead_lettered: int = 0  # messages that used up their attempts
+    dropped: int = 0  # ... and had no `error` wire to go to
+    restarts: int = 0  # run() restarts after a crash (sources)
+
+
+class _Throttle:
+    """Says when to log a repeating event: the first few, then one in `every`, with the count."""
+
+    def __init__(self, first: int = 5, every: int = 100) -> None:
+        self.first = first
+        self.every = every
+        self.count = 0
+
+    def hit(self) -> bool:
+        self.count += 1
+        return self.count <= self.first or self.count % self.every == 0
+
+
+@dataclass(slots=True)
+class _Parent:
+    """The message a gear is handling, so what it emits gets deterministic derived ids."""
+
+    gear: str
+    id: str
+    emitted: dict[str, int] = field(default_factory=dict)  # per port: how many so far
+
+
+_PARENT: contextvars.ContextVar[_Parent | None] = contextvars.ContextVar("fluxmix_parent", default=None)
+
+
+def _freeze(body: Mapping[str, Any], gear: str, port: str) -> bytes:
+    """Snapshot a body as msgpack, so memory wires carry what standard wires would carry and a
+    gear that mutates its dict after emit() (or a downstream gear mutating its input) cannot
+    change what other wires see."""
+    try:
+        return msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TransportError(f"gear '{gear}' emitted on '{port}' a body that cannot be encoded: {exc}") from exc
+
+
+def _thaw(data: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class _GearSlot:
+    """Everything the runtime keeps about one gear of the scenario."""
+
+    def __init__(self, spec: GearSpec, cls: type[Gear]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.cls = cls
+        self.gear: Gear | None = None
+        self.ctx: _Context | None = None
+        self.lock = asyncio.Lock()  # one handle() at a time per gear
+        self.counters = GearCounters()
+        self.state = "built"
+        self.started = False
+        self.last_error: str | None = None
+        self.inputs: list[tuple[str, Wire]] = []
+        self.outputs: dict[str, list[Wire]] = {}
+        self.consumers: list[asyncio.Task[None]] = []
+        self.run_task: asyncio.Task[None] | None = None
+        self.is_source = cls.is_source()
+        self.is_sink = False
+        self.error_log = _Throttle()
+        self.drop_log = _Throttle()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "type": self.spec.type,
+            "state": self.state,
+            "source": self.is_source,
+            "sink": self.is_sink,
+            **asdict(self.counters),
+            "last_error": self.last_error,
+        }
+
+
+class _Context:
+    """The GearContext a gear gets: emit through the runtime, checkpoints through the store."""
+
+    def __init__(self, runtime: Runtime, slot: _GearSlot) -> None:
+        self._runtime = runtime
+        self._slot = slot
+        self.scenario_name = runtime.scenario.name
+        self.scenario_hash = runtime.scenario_hash
+        self.gear_name = slot.name
+        self.log = logging.getLogger(f"fluxmix.gear.{slot.name}")
+        self.stopping = asyncio.Event()
+
+    def is_wired(self, port: str) -> bool:
+        return bool(self._slot.outputs.get(port))
+
+    def _next_id(self, port: str, position: int | str | None) -> str:
+        if position is not None:
+            return source_id(self.scenario_name, self.gear_name, position)
+        parent = _PARENT.get()
+        if parent is not None and parent.gear == self.gear_name:
+            index = parent.emitted.get(port, 0)
+            parent.emitted[port] = index + 1
+            return derived_id(parent.id, self.gear_name, port, index)
+        return uuid.uuid4().hex
+
+    async def emit(
+        self,
+        port: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        position: int | str | None = None,
+    ) -> None:
+        wires = self._slot.outputs.get(port)
+        msg_id = self._next_id(port, position)  # counted even when unwired: ids stay stable if wiring changes
+        if not wires:
+            return
+        frozen = _freeze(body, self.gear_name, port)
+        origin = f"{self.gear_name}.{port}"
+        ts = time.time()
+        for wire in wires:  # one after the other: a full wire holds the gear back (backpressure)
+            await wire.send(
+                Message(
+                    id=msg_id,
+                    body=_thaw(frozen),
+                    origin=origin,
+                    scenario=self.scenario_hash,
+                    ts=ts,
+                    headers=dict(headers) if headers else {},
+                )
+            )
+        self._slot.counters.emitted += 1
+
+    async def load_checkpoint(self) -> Any | None:
+        return await asyncio.to_thread(self._runtime.checkpoints.load_checkpoint, self.scenario_name, self.gear_name)
+
+    async def save_checkpoint(self, value: Any) -> None:
+        # Flush first: a checkpoint must never claim messages that are not yet safe on the wires.
+        await self._runtime._flush_outputs(self._slot)
+        await asyncio.to_thread(self._runtime.checkpoints.save_checkpoint, self.scenario_name, self.gear_name, value)
+
+
+def topological_order(scenario: Scenario) -> list[str]:
+    """Gear names, every gear after all gears that feed it; ties keep declaration order.
+
+    Validation refuses cycles; this check only guards a scenario that bypassed it.
+    """
+    index = {g.name: i for i, g in enumerate(scenario.gears)}
+    successors: dict[str, set[str]] = {name: set() for name in index}
+    indegree = dict.fromkeys(index, 0)
+    for wire in scenario.wires:
+        src, dst = wire.source.gear, wire.target.gear
+        if src in index and dst in index and dst not in successors[src]:
+            successors[src].add(dst)
+            indegree[dst] += 1
+    ready = [(index[n], n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for nxt in successors[name]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                heapq.heappush(ready, (index[nxt], nxt))
+    if len(order) != len(index):
+        stuck = sorted(n for n in index if n not in order)
+        raise ActivationError(f"scenario {scenario.name!r}: wires form a cycle through {', '.join(stuck)}")
+    return order
+
+
+class Runtime:
+    """One activation of one scenario. Built once, started once, stopped once."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        scenario_hash: str,
+        *,
+        catalog: Catalog,
+        brokers: Mapping[str, Broker],
+        checkpoints: CheckpointStore,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ) -> None:
+        self.scenario = scenario
+        self.scenario_hash = scenario_hash
+        self.catalog = catalog
+        self.brokers = brokers
+        self.checkpoints = checkpoints
+        self.start_timeout = start_timeout
+        self.state = "created"
+        self.first_handled_at: float | None = None  # time.time() of the first message handled at a sink
+        self.last_handled_at: float | None = None
+        self.first_handled = asyncio.Event()  # set with first_handled_at (the reload gap needs it)
+        self.started_at: float | None = None
+        self.ready_seconds: float | None = None  # start() duration
+        self._slots: dict[str, _GearSlot] = {}
+        self._order: list[_GearSlot] = []
+        self.wires: dict[str, Wire] = {}
+        self._drained = 0
+
+    # ---- build -------------------------------------------------------------------------
+
+    async def build(self) -> None:
+        """Instantiate every gear and create every wire; nothing runs yet.
+
+        Raises GearError (a gear type is unknown or its constructor refused the config) or
+        ActivationError (a transport could not prepare the wires). On failure whatever was
+        created is closed again, so an abandoned build leaves nothing behind.
+        """
+        if self.state != "created":
+            raise ActivationError(f"runtime of {self.scenario.name!r} is already {self.state}")
+        try:
+            await self._build()
+        except BaseException:
+            self.state = "failed"
+            await self._close_wires()
+            raise
+        self.state = "built"
+
+    async def _build(self) -> None:
+        for spec in self.scenario.gears:
+            cls = self.catalog.get(spec.type)
+            if cls is None:
+                raise GearError(spec.name, f"unknown gear type {spec.type!r}")
+            slot = _GearSlot(spec, cls)
+            slot.ctx = _Context(self, slot)
+            try:
+                slot.gear = cls(spec.name, spec.config, slot.ctx)
+            except FluxmixError as exc:
+                raise GearError(spec.name, f"cannot be built: {exc}") from exc
+            except Exception as exc:
+                raise GearError(spec.name, f"cannot be built: {type(exc).__name__}: {exc}") from exc
+            self._slots[spec.name] = slot
+        self._order = [self._slots[name] for name in topological_order(self.scenario)]
+
+        by_kind: dict[str, list[WireSpec]] = {}
+        for wspec in self.scenario.wires:
+            for end in (wspec.source, wspec.target):
+                if end.gear not in self._slots:
+                    raise ActivationError(f"wire {wspec.key}: gear {end.gear!r} is not defined")
+            by_kind.setdefault(wspec.transport, []).append(wspec)
+        for kind, specs in sorted(by_kind.items()):
+            broker = self.brokers.get(kind)
+            if broker is None:
+                raise ActivationError(f"no broker for transport {kind!r}")
+            try:
+                await broker.prepare(self.scenario, self.scenario_hash, specs)
+            except FluxmixError:
+                raise
+            except Exception as exc:
+                raise ActivationError(f"transport {kind!r}: preparing wires failed: {exc}") from exc
+        for wspec in self.scenario.wires:
+            try:
+                wire = self.brokers[wspec.transport].wire(self.scenario, self.scenario_hash, wspec)
+            except FluxmixError:
+                raise
+            except Exception as exc:
+                raise ActivationError(f"wire {wspec.key}: cannot be created: {exc}") from exc
+            self.wires[wspec.key] = wire
+            self._slots[wspec.source.gear].outputs.setdefault(wspec.source.port, []).append(wire)
+            self._slots[wspec.target.gear].inputs.append((wspec.target.port, wire))
+        for slot in self._slots.values():
+            # A sink is where a message's trip ends: the reload gap is measured there.
+            slot.is_sink = bool(slot.inputs) and not any(p != ERROR_PORT for p in slot.outputs)
+
+    # ---- start -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start gears backwards along the wires, then let the sources run.
+
+        Every non-source gear starts (and its input wires begin consuming) in reverse
+        topological order; then the sources start; only when all started do the sources'
+        run() loops begin. Raises GearError naming the first gear that failed; `stop()` then
+        cleans up whatever did start.
+        """
+        if self.state != "built":
+            raise ActivationError(f"runtime of {self.scenario.name!r} cannot start: it is {self.state}")
+        self.state = "starting"
+        t0 = time.monotonic()
+        backwards = list(reversed(self._order))
+        try:
+            for slot in [s for s in backwards if not s.is_source] + [s for s in backwards if s.is_source]:
+                await self._start_gear(slot)
+                self._start_consumers(slot)
+        except BaseException:
+            self.state = "failed"
+            raise
+        for slot in backwards:
+            if slot.is_source:
+                slot.run_task = asyncio.create_task(self._run_source(slot), name=f"fluxmix source {slot.name}")
+        self.state = "running"
+        self.started_at = time.time()
+        self.ready_seconds = time.monotonic() - t0
+
+    async def _start_gear(self, slot: _GearSlot) -> None:
+        assert slot.gear is not None
+        slot.state = "starting"
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                await slot.gear.start()
+        except TimeoutError as exc:
+            slot.state = "failed"
+            slot.last_error = f"start did not finish within {self.start_timeout:g}s"
+            raise GearError(slot.name, slot.last_error) from exc
+        except Exception as exc:
+            slot.state = "failed"
+            slot.last_error = f"start failed: {exc}" if isinstance(exc, FluxmixError) else (
+                f"start failed: {type(exc).__name__}: {exc}")
+            raise GearError(slot.name, slot.last_error) from exc
+        slot.started = True
+        slot.state = "running"
+
+    def _start_consumers(self, slot: _GearSlot) -> None:
+        for port, wire in slot.inputs:
+            delivery = Delivery(
+                handle=functools.partial(self._handle, slot, port),
+                dead_letter=functools.partial(self._dead_letter, slot, port),
+                flush_downstream=functools.partial(self._flush_outputs, slot),
+            )
+            task = asyncio.create_task(self._consume(slot, wire, delivery), name=f"fluxmix wire {wire.spec.key}")
+            slot.consumers.append(task)
+
+    async def _consume(self, slot: _GearSlot, wire: Wire, delivery: Delivery) -> None:
+        """Run a wire's consumer; if it crashes (a transport fault), restart it with backoff."""
+        pause = SOURCE_RESTART_MIN
+        while True:
+            try:
+                await wire.consume(delivery)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.state not in ("starting", "running"):
+                    log.error("wire %s: consumer failed while stopping: %s", wire.spec.key, exc,
+                              extra={"wire": wire.spec.key, "gear": slot.name})
+                    return
+                log.error("wire %s: consumer failed, restarting in %.1fs: %s", wire.spec.key, pause, exc,
+                          extra={"wire": wire.spec.key, "gear": slot.name}, exc_info=exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, SOURCE_RESTART_MAX)
+
+    # ---- message path ------------------------------------------------------------------
+
+    async def _handle(self, slot: _GearSlot, port: str, message: Message) -> None:
+        assert slot.gear is not None
+        async with slot.lock:
+            token = _PARENT.set(_Parent(slot.name, message.id))
+            try:
+                await slot.gear.handle(port, message)
+            except Exception as exc:
+                slot.counters.errors += 1
+                slot.last_error = f"{type(exc).__name__}: {exc}"
+                if slot.error_log.hit():
+                    log.warning("gear %s failed on message %s (port %s): %s [%d failures so far]", slot.name,
+                                message.id, port, slot.last_error, slot.error_log.count,
+                                extra={"gear": slot.name})
+                raise
+            finally:
+                _PARENT.reset(token)
+        slot.counters.handled += 1
+        if slot.is_sink:
+            now = time.time()
+            if self.first_handled_at is None:
+                self.first_handled_at = now
+                self.first_handled.set()
+            self.last_handled_at = now
+
+    async def _dead_letter(self, slot: _GearSlot, port: str, message: Message, exc: BaseException) -> bool:
+        """A message used up its attempts: to the gear's `error` wires if any, else a counted drop."""
+        slot.counters.dead_lettered += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        wires = slot.outputs.get(ERROR_PORT)
+        if wires:
+            frozen = _freeze(message.body, slot.name, ERROR_PORT)
+            headers = {**message.headers, "error": reason, "error-gear": slot.name, "error-port": port}
+            for wire in wires:
+                await wire.send(
+                    Message(
+                        id=derived_id(message.id, slot.name, ERROR_PORT, 0),
+                        body=_thaw(frozen),
+                        origin=f"{slot.name}.{ERROR_PORT}",
+                        scenario=self.scenario_hash,
+                        headers=dict(headers),
+                    )
+                )
+            return True
+        slot.counters.dropped += 1
+        if slot.drop_log.hit():
+            log.error("gear %s: message %s dropped after its last attempt failed (no error wire): %s "
+                      "[%d dropped so far]", slot.name, message.id, reason, slot.counters.dropped,
+                      extra={"gear": slot.name})
+        return False
+
+    async def _flush_outputs(self, slot: _GearSlot) -> None:
+        for wires in slot.outputs.values():
+            for wire in wires:
+                await wire.flush()
+
+    async def _run_source(self, slot: _GearSlot) -> None:
+        """Drive a source's run(); restart it with backoff when it raises (never crash the mixer)."""
+        assert slot.gear is not None and slot.ctx is not None
+        stopping = slot.ctx.stopping
+        pause = SOURCE_RESTART_MIN
+        while True:
+            began = time.monotonic()
+            try:
+                await slot.gear.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                slot.counters.errors += 1
+                slot.last_error = f"run failed: {type(exc).__name__}: {exc}"
+                if stopping.is_set():
+                    log.error("source %s failed while stopping: %s", slot.name, exc, exc_info=exc,
+                              extra={"gear": slot.name})
+                    return
+                if time.monotonic() - began >= SOURCE_HEALTHY_AFTER:
+                    pause = SOURCE_RESTART_MIN
+                slot.state = "failed"
+                log.error("source %s failed; restarting in %.1fs: %s", slot.name, pause, exc, exc_info=exc,
+                          extra={"gear": slot.name})
+                try:
+                    await asyncio.wait_for(stopping.wait(), pause)
+                    return  # asked to stop while waiting
+                except TimeoutError:
+                    pass
+                pause = min(pause * 2, SOURCE_RESTART_MAX)
+                slot.counters.restarts += 1
+                slot.state = "running"
+                continue
+            if not stopping.is_set():
+                slot.state = "finished"
+                log.info("source %s finished", slot.name, extra={"gear": slot.name})
+                try:
+                    await self._flush_outputs(slot)
+                except Exception as exc:
+                    log.warning("source %s: flushing its wires failed: %s", slot.name, exc, extra={"gear": slot.name})
+            return
+
+    # ---- stop --------------------------------------------------------------------------
+
+    async def stop(self, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> StopReport:
+        """Stop sources, then drain and stop every gear in topological order.
+
+        Within `timeout` nothing in flight is lost. Past it, what is left is cancelled and the
+        wires closed (a memory wire counts what it still held as dropped): timed_out=True.
+        Safe to call in any state, including after a failed build() or start().
+        """
+        if self.state in ("stopped", "stopping"):
+            return StopReport(0, False)
+        self.state = "stopping"
+        timed_out = False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stop_gracefully()
+        except TimeoutError:
+            timed_out = True
+            log.error("scenario %s: stop did not finish within %gs; abandoning what is left", self.scenario.name,
+                      timeout, extra={"scenario": self.scenario.name})
+        await self._abandon()
+        self.state = "stopped"
+        return StopReport(self._drained, timed_out)
+
+    async def _stop_gracefully(self) -> None:
+        runs = [s for s in self._order if s.run_task is not None]
+        for slot in runs:
+            assert slot.ctx is not None
+            slot.ctx.stopping.set()
+            if slot.state == "running":
+                slot.state = "stopping"
+        for slot in runs:
+            assert slot.run_task is not None
+            await asyncio.wait({slot.run_task})
+        for slot in self._order:
+            await self._stop_gear(slot)
+
+    async def _stop_gear(self, slot: _GearSlot) -> None:
+        assert slot.ctx is not None and slot.gear is not None
+        if slot.state == "stopped":
+            return
+        slot.ctx.stopping.set()
+        if slot.started:
+            slot.state = "stopping"
+        for _port, wire in slot.inputs:
+            try:
+                self._drained += await wire.drain()
+            except Exception as exc:
+                log.error("wire %s: drain failed: %s", wire.spec.key, exc, extra={"wire": wire.spec.key})
+        if slot.started:
+            try:
+                await slot.gear.stop()
+            except Exception as exc:
+                slot.counters.errors += 1
+                slot.last_error = f"stop failed: {type(exc).__name__}: {exc}"
+                log.error("gear %s: stop failed: %s", slot.name, exc, exc_info=exc, extra={"gear": slot.name})
+            try:
+                await self._flush_outputs(slot)  # stop() may have emitted a last batch
+            except Exception as exc:
+                log.error("gear %s: flushing its wires failed: %s", slot.name, exc, extra={"gear": slot.name})
+            slot.state = "stopped"
+        elif slot.state != "failed":
+            slot.state = "stopped"
+
+    async def _abandon(self) -> None:
+        """Cancel whatever still runs and release every wire; the normal path finds little left."""
+        tasks = [s.run_task for s in self._order if s.run_task is not None and not s.run_task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await self._close_wires()
+        consumers = [t for s in self._order for t in s.consumers if not t.done()]
+        for task in consumers:
+            task.cancel()
+        if consumers:
+            await asyncio.wait(consumers)
+        for slot in self._order:
+            if slot.started and slot.state not in ("stopped",):
+                assert slot.gear is not None
+                try:
+                    async with asyncio.timeout(5.0):
+                        await slot.gear.stop()
+                except Exception as exc:
+                    log.error("gear %s: stop failed: %s", slot.name, exc, extra={"gear": slot.name})
+                slot.state = "stopped"
+
+    async def _close_wires(self) -> None:
+        for key, wire in self.wires.items():
+            try:
+                await wire.close()
+            except Exception as exc:
+                log.error("wire %s: close failed: %s", key, exc, extra={"wire": key})
+
+    # ---- introspection -----------------------------------------------------------------
+
+    @property
+    def gear_names(self) -> list[str]:
+        """Gears in topological order (empty before build)."""
+        return [s.name for s in self._order]
+
+    def gear(self, name: str) -> Gear:
+        """The gear instance (tests and diagnostics)."""
+        gear = self._slots[name].gear
+        assert gear is not None
+        return gear
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "hash": self.scenario_hash,
+            "state": self.state,
+            "started_at": self.started_at,
+            "first_handled_at": self.first_handled_at,
+            "last_handled_at": self.last_handled_at,
+            "gears": {s.name: s.status() for s in (self._order or self._slots.values())},
+            "wires": {
+                key: {"from": str(w.spec.source), "to": str(w.spec.target), **w.status()}
+                for key, w in self.wires.items()
+            },
+        }

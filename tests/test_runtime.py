@@ -1,0 +1,379 @@
+"""The Runtime over real memory wires: ordering, backpressure, fan-out/in, failures, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+import test_runtime_helpers as h
+from fluxmix.errors import ActivationError, GearError
+from fluxmix.message import Message, derived_id, source_id
+from fluxmix.runtime import Runtime, topological_order
+from fluxmix.scenario import Scenario, WireSpec
+from fluxmix.transports.memory import MemoryBroker, MemoryWire
+from test_runtime_helpers import Collect, MemoryCheckpoints, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> None:
+    h.reset()
+
+
+def make(scen: Scenario, *, catalog: Any = None, checkpoints: Any = None, brokers: Any = None) -> Runtime:
+    return Runtime(
+        scen,
+        "f" * 64,
+        catalog=catalog or h.catalog(),
+        brokers=brokers or {"memory": MemoryBroker(queue_size=8)},
+        checkpoints=checkpoints if checkpoints is not None else MemoryCheckpoints(),
+    )
+
+
+async def run_until(rt: Runtime, predicate: Any) -> None:
+    await rt.build()
+    await rt.start()
+    await wait_until(predicate)
+
+
+def seqs(gear: str) -> list[int]:
+    return [b["seq"] for b in h.SEEN[gear]]
+
+
+LINE = [("src", "t-counter", {"count": 100}), ("mid", "t-pass", {}), ("sink", "t-collect", {})]
+LINE_WIRES: list[Any] = [("src.out", "mid.in"), ("mid.out", "sink.in")]
+
+
+async def test_line_delivers_everything_in_order_and_counts() -> None:
+    rt = make(h.scenario("line", LINE, LINE_WIRES))
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 100)
+    report = await rt.stop()
+    assert seqs("sink") == list(range(1, 101))
+    st = rt.status()
+    assert st["state"] == "stopped"
+    assert st["gears"]["src"]["emitted"] == 100 and st["gears"]["src"]["state"] == "stopped"
+    assert st["gears"]["mid"]["handled"] == 100 and st["gears"]["sink"]["handled"] == 100
+    assert st["gears"]["sink"]["sink"] is True and st["gears"]["mid"]["sink"] is False
+    wire = st["wires"]["mid.out->sink.in"]
+    assert (wire["sent"], wire["received"], wire["dropped"], wire["in_queue"]) == (100, 100, 0, 0)
+    assert wire["transport"] == "memory" and wire["from"] == "mid.out" and wire["to"] == "sink.in"
+    assert report.timed_out is False
+    assert rt.first_handled_at is not None and rt.last_handled_at >= rt.first_handled_at
+
+
+async def test_message_ids_and_envelope() -> None:
+    rt = make(h.scenario("line", LINE, LINE_WIRES))
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 100)
+    await rt.stop()
+    first = h.SEEN["sink"][0]
+    # the source's id is positional; mid's is derived from it, so a replay re-emits the same id
+    assert first["_id"] == derived_id(source_id("line", "src", 1), "mid", "out", 0)
+    assert len({b["_id"] for b in h.SEEN["sink"]}) == 100
+
+
+async def test_start_order_sinks_first_and_stop_order_sources_first() -> None:
+    rt = make(h.scenario("line", LINE, LINE_WIRES))
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 100)
+    await rt.stop()
+    starts = [e[1] for e in h.EVENTS if e[0] == "start"]
+    stops = [e[1] for e in h.EVENTS if e[0] == "stop"]
+    assert starts == ["sink", "mid", "src"]
+    assert h.EVENTS.index(("run", "src")) > h.EVENTS.index(("start", "src"))
+    assert stops == ["src", "mid", "sink"]
+
+
+def test_topological_order_keeps_declaration_order_for_ties() -> None:
+    scen = h.scenario(
+        "t",
+        [("sink", "t-collect", {}), ("b", "t-counter", {}), ("a", "t-counter", {})],
+        [("a.out", "sink.in"), ("b.out", "sink.other")],
+    )
+    assert topological_order(scen) == ["b", "a", "sink"]
+    cyclic = h.scenario("c", [("x", "t-pass", {}), ("y", "t-pass", {})], [("x.out", "y.in"), ("y.out", "x.in")])
+    with pytest.raises(ActivationError, match="cycle"):
+        topological_order(cyclic)
+
+
+class Sampling(Collect):
+    """A slow sink that samples how far the producer got ahead of it at every message."""
+
+    type = "t-sampling"
+    probe: Any = None
+    samples: list[tuple[int, int]] = []
+
+    async def handle(self, port: str, message: Message) -> None:
+        await asyncio.sleep(0.0005)
+        await super().handle(port, message)
+        Sampling.samples.append(Sampling.probe())
+
+
+async def test_slow_sink_bounds_the_queue_and_holds_the_source_back() -> None:
+    cat = h.catalog()
+    cat.register("t-sampling", Sampling)
+    scen = h.scenario("bp", [("src", "t-counter", {}), ("sink", "t-sampling", {})],
+                      [("src.out", "sink.in", {"queue_size": 4})])
+    rt = make(scen, catalog=cat)
+    Sampling.samples = []
+
+    def probe() -> tuple[int, int]:
+        st = rt.status()
+        return st["wires"]["src.out->sink.in"]["in_queue"], st["gears"]["src"]["emitted"] - st["gears"]["sink"]["handled"]
+
+    Sampling.probe = probe
+    await run_until(rt, lambda: len(h.SEEN["sink"]) >= 200)
+    report = await rt.stop()
+    depths = [d for d, _ in Sampling.samples]
+    ahead = [a for _, a in Sampling.samples]
+    assert max(depths) <= 4
+    assert max(ahead) <= 4 + 1  # queue + the one being handled; the producer waits for the rest
+    st = rt.status()
+    emitted = st["gears"]["src"]["emitted"]
+    assert seqs("sink") == list(range(1, emitted + 1))  # drained: nothing lost, nothing twice
+    assert st["wires"]["src.out->sink.in"]["dropped"] == 0
+    assert not report.timed_out
+
+
+async def test_fan_out_copies_to_every_wire_and_isolates_bodies() -> None:
+    class Mutating(Collect):
+        type = "t-mutating"
+
+        async def handle(self, port: str, message: Message) -> None:
+            message.body["seq"] = -1  # must not leak into the other wire's copy
+            await super().handle(port, message)
+
+    cat = h.catalog()
+    cat.register("t-mutating", Mutating)
+    scen = h.scenario(
+        "fanout",
+        [("src", "t-counter", {"count": 30}), ("a", "t-collect", {}), ("b", "t-mutating", {})],
+        [("src.out", "a.in"), ("src.out", "b.in")],
+    )
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["a"]) == 30 and len(h.SEEN["b"]) == 30)
+    await rt.stop()
+    assert seqs("a") == list(range(1, 31))
+    assert rt.status()["gears"]["src"]["emitted"] == 30  # one emit, two wires
+
+
+async def test_fan_in_from_several_wires_into_one_gear() -> None:
+    scen = h.scenario(
+        "fanin",
+        [("s1", "t-counter", {"count": 40}), ("s2", "t-counter", {"count": 40}),
+         ("s3", "t-counter", {"count": 10}), ("sink", "t-collect", {})],
+        [("s1.out", "sink.in"), ("s2.out", "sink.in"), ("s3.out", "sink.other")],
+    )
+    rt = make(scen)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 90)
+    await rt.stop()
+    by_id = {b["_id"] for b in h.SEEN["sink"]}
+    assert len(by_id) == 90
+    assert sorted(b["seq"] for b in h.SEEN["sink"] if b["_port"] == "other") == list(range(1, 11))
+    assert rt.gear("sink").max_active == 1  # fan-in still hands the gear one message at a time
+
+
+async def test_retries_then_dead_letter_to_the_error_port() -> None:
+    scen = h.scenario(
+        "dl",
+        [("src", "t-counter", {"count": 5}), ("mid", "t-pass", {"fail_seq": 3}),
+         ("sink", "t-collect", {}), ("errors", "t-collect", {})],
+        [("src.out", "mid.in", {"max_deliver": 3, "retry_delay": 0}), ("mid.out", "sink.in"),
+         ("mid.error", "errors.in")],
+    )
+    rt = make(scen)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 4 and len(h.SEEN["errors"]) == 1)
+    await rt.stop()
+    assert seqs("sink") == [1, 2, 4, 5]
+    err = h.SEEN["errors"][0]
+    assert err["seq"] == 3
+    assert err["_headers"]["error-gear"] == "mid" and err["_headers"]["error-port"] == "in"
+    assert err["_headers"]["error"] == "ValueError: cannot pass seq 3"
+    st = rt.status()
+    mid = st["gears"]["mid"]
+    assert (mid["errors"], mid["dead_lettered"], mid["dropped"], mid["handled"]) == (3, 1, 0, 4)
+    wire = st["wires"]["src.out->mid.in"]
+    assert (wire["failed"], wire["redelivered"], wire["dead_lettered"], wire["dropped"]) == (3, 2, 1, 0)
+    assert "cannot pass seq 3" in mid["last_error"]
+
+
+async def test_dead_letter_without_error_wire_is_a_counted_logged_drop(caplog: pytest.LogCaptureFixture) -> None:
+    scen = h.scenario(
+        "drop",
+        [("src", "t-counter", {"count": 5}), ("mid", "t-pass", {"fail_seq": [2, 4]}), ("sink", "t-collect", {})],
+        [("src.out", "mid.in", {"max_deliver": 2, "retry_delay": 0}), ("mid.out", "sink.in")],
+    )
+    rt = make(scen)
+    with caplog.at_level(logging.WARNING):
+        await run_until(rt, lambda: rt.status()["wires"]["src.out->mid.in"]["received"] == 5)
+        await rt.stop()
+    assert seqs("sink") == [1, 3, 5]
+    st = rt.status()
+    assert st["gears"]["mid"]["dropped"] == 2 and st["wires"]["src.out->mid.in"]["dropped"] == 2
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert drops and all("mid" in r.getMessage() for r in drops)
+    failures = [r for r in caplog.records if "failed on message" in r.getMessage()]
+    assert failures and getattr(failures[0], "gear") == "mid"
+
+
+async def test_stop_drains_everything_in_flight() -> None:
+    checkpoints = MemoryCheckpoints()
+    scen = h.scenario(
+        "drain",
+        [("src", "t-counter", {}), ("mid", "t-pass", {}), ("sink", "t-collect", {"delay": 0.0005})],
+        [("src.out", "mid.in", {"queue_size": 16}), ("mid.out", "sink.in", {"queue_size": 16})],
+    )
+    rt = make(scen, checkpoints=checkpoints)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) >= 50)
+    report = await rt.stop()
+    emitted = rt.status()["gears"]["src"]["emitted"]
+    assert seqs("sink") == list(range(1, emitted + 1))  # every generated message reached the sink
+    assert report.drained > 0 and not report.timed_out
+    assert checkpoints.values[("drain", "src")] == emitted + 1  # the next seq to produce
+    for wire in rt.status()["wires"].values():
+        assert wire["dropped"] == 0 and wire["in_queue"] == 0 and wire["sent"] == wire["received"]
+
+
+async def test_restart_continues_from_the_checkpoint() -> None:
+    checkpoints = MemoryCheckpoints()
+    scen = h.scenario("again", [("src", "t-counter", {"count": 60}), ("sink", "t-collect", {"delay": 0.001})],
+                      [("src.out", "sink.in", {"queue_size": 4})])
+    rt = make(scen, checkpoints=checkpoints)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) >= 10)
+    await rt.stop()
+    first = seqs("sink")
+    rt2 = make(scen, checkpoints=checkpoints)
+    await run_until(rt2, lambda: len(h.SEEN["sink"]) == 60)
+    await rt2.stop()
+    assert seqs("sink") == list(range(1, 61))  # continued where it left off, nothing twice
+    assert len(first) < 60
+
+
+class FlushLog:
+    events: list[str] = []
+
+
+class RecordingFlushWire(MemoryWire):
+    """A real memory wire whose flush takes a moment and is recorded."""
+
+    async def flush(self) -> None:
+        FlushLog.events.append("flush-start")
+        await asyncio.sleep(0.001)
+        FlushLog.events.append("flush-end")
+
+
+class RecordingBroker(MemoryBroker):
+    def wire(self, scenario: Scenario, scenario_hash: str, spec: WireSpec) -> MemoryWire:
+        return RecordingFlushWire(spec, queue_size=self.queue_size)
+
+
+class RecordingCheckpoints(MemoryCheckpoints):
+    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
+        FlushLog.events.append("save")
+        super().save_checkpoint(scenario_name, gear, value)
+
+
+async def test_checkpoint_is_saved_only_after_the_outputs_are_flushed() -> None:
+    FlushLog.events = []
+    scen = h.scenario("ck", [("src", "t-counter", {"count": 30, "checkpoint_every": 7}), ("sink", "t-collect", {})],
+                      [("src.out", "sink.in")])
+    rt = make(scen, checkpoints=RecordingCheckpoints(), brokers={"memory": RecordingBroker()})
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 30)
+    await rt.stop()
+    saves = [i for i, e in enumerate(FlushLog.events) if e == "save"]
+    assert len(saves) >= 4
+    for i in saves:
+        assert FlushLog.events[i - 1] == "flush-end"
+
+
+async def test_gear_failing_in_start_raises_gear_error_and_stop_cleans_up() -> None:
+    scen = h.scenario("bad", [("src", "t-counter", {"count": 5}), ("mid", "t-pass", {}),
+                              ("sink", "t-collect", {"fail_start": True})], LINE_WIRES)
+    rt = make(scen)
+    await rt.build()
+    with pytest.raises(GearError, match="gear 'sink': start failed: RuntimeError: cannot open the thing") as err:
+        await rt.start()
+    assert err.value.gear == "sink"
+    assert rt.state == "failed"
+    report = await rt.stop()
+    assert report == type(report)(0, False)
+    assert ("run", "src") not in h.EVENTS and ("start", "mid") not in h.EVENTS
+    st = rt.status()
+    assert st["gears"]["sink"]["state"] == "failed" and st["state"] == "stopped"
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_source_failing_in_start_stops_the_started_sinks() -> None:
+    scen = h.scenario("bad2", [("src", "t-counter", {"fail_start": True}), ("sink", "t-collect", {})],
+                      [("src.out", "sink.in")])
+    rt = make(scen)
+    await rt.build()
+    with pytest.raises(GearError, match="'src'"):
+        await rt.start()
+    await rt.stop()
+    assert ("stop", "sink") in h.EVENTS and ("stop", "src") not in h.EVENTS
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_build_failures_name_the_gear() -> None:
+    rt = make(h.scenario("b", [("x", "nope", {})], []))
+    with pytest.raises(GearError, match="gear 'x': unknown gear type 'nope'"):
+        await rt.build()
+    await rt.stop()
+    rt = make(h.scenario("b", [("src", "t-counter", {}), ("y", "t-broken", {})], [("src.out", "y.in")]))
+    with pytest.raises(GearError, match="gear 'y': cannot be built: ValueError: bad config for broken"):
+        await rt.build()
+    await rt.stop()
+    rt = make(h.scenario("b", [("src", "t-counter", {}), ("y", "t-collect", {})],
+                         [("src.out", "y.in", {"transport": "standard"})]))
+    with pytest.raises(ActivationError, match="no broker for transport 'standard'"):
+        await rt.build()
+
+
+async def test_a_crashing_source_is_restarted_and_continues() -> None:
+    scen = h.scenario("crash", [("src", "t-counter", {"count": 20, "fail_after": 5}), ("sink", "t-collect", {})],
+                      [("src.out", "sink.in")])
+    rt = make(scen)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 20)
+    st = rt.status()["gears"]["src"]
+    assert st["restarts"] == 1 and st["errors"] == 1 and "source crashed" in st["last_error"]
+    await wait_until(lambda: rt.status()["gears"]["src"]["state"] == "finished")
+    await rt.stop()
+    assert seqs("sink") == list(range(1, 21))
+
+
+async def test_stop_timeout_abandons_and_counts_what_was_left() -> None:
+    h.GATES["sink"] = asyncio.Event()  # never opened: the sink hangs on its first message
+    scen = h.scenario("hang", [("src", "t-counter", {"count": 5}), ("sink", "t-collect", {})],
+                      [("src.out", "sink.in")])
+    rt = make(scen)
+    await run_until(rt, lambda: rt.status()["wires"]["src.out->sink.in"]["sent"] == 5)
+    report = await rt.stop(timeout=0.2)
+    assert report.timed_out
+    wire = rt.status()["wires"]["src.out->sink.in"]
+    assert wire["dropped"] == 5  # never silently
+    assert rt.state == "stopped"
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_emit_on_unwired_port_is_a_no_op() -> None:
+    scen = h.scenario("lonely", [("src", "t-counter", {"count": 3})], [])
+    rt = make(scen)
+    await rt.build()
+    await rt.start()
+    await wait_until(lambda: rt.status()["gears"]["src"]["state"] == "finished")
+    await rt.stop()
+    assert rt.status()["gears"]["src"]["emitted"] == 0
+    assert rt.first_handled_at is None
+
+
+async def test_start_and_stop_refuse_the_wrong_state_and_stop_is_idempotent() -> None:
+    rt = make(h.scenario("line", LINE, LINE_WIRES))
+    with pytest.raises(ActivationError):
+        await rt.start()
+    await rt.build()
+    with pytest.raises(ActivationError):
+        await rt.build()
+    await rt.start()
+    await rt.stop()
+    assert await rt.stop() == type(await rt.stop())(0, False)
