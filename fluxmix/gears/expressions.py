@@ -1,0 +1,391 @@
+"""Safe expressions over message bodies: `amount > 100 and currency == "EUR"`.
+
+Scenario text is never passed to `eval`. An expression is parsed once with `ast.parse(mode="eval")`,
+checked against a whitelist of node types (no attribute access at all, no lambdas, no
+comprehensions, no walrus, calls only to the small function set below), then evaluated by
+`simpleeval` (a well-kept evaluator with its own size limits) with our operators and functions.
+
+The language, in one place (gear schemas point here):
+
+- Names are top-level body fields: `amount`, `currency`. A missing field is an error for that
+  message; use `get("field", default)` or `has("field")` for optional ones.
+- `body` is the whole body, for keys that are not identifiers: `body["weird-key"]`. (A field
+  literally named `body` is `body["body"]`.)
+- Literals: numbers, strings, `True`/`False`/`None`, lists, tuples, dicts, sets.
+- Operators: `+ - * / // % **`, comparisons (chained too), `in`, `not in`, `is`, `is not`,
+  `and`, `or`, `not`, `x if cond else y`, subscripts and slices `items[0]`, `name[:3]`,
+  f-strings without format specs or conversions (`f"{first}-{last}"`).
+- Functions: see FUNCTIONS (len, str, int, float, bool, round, abs, min, max, lower, upper,
+  strip, startswith, endswith, split, get, has, now).
+- Limits: expression text <= 4096 characters; strings and sequences <= 100,000 items; integer
+  results of `**` <= 10,000 bits.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import simpleeval
+
+from fluxmix.errors import FluxmixError
+
+MAX_EXPRESSION_CHARS = 4096
+MAX_SEQUENCE_LENGTH = simpleeval.MAX_STRING_LENGTH  # 100,000: strings, lists, tuples
+MAX_POWER_BITS = 10_000
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class ExpressionError(FluxmixError):
+    """An expression could not be compiled or evaluated."""
+
+
+class ExpressionSyntaxError(ExpressionError):
+    """The expression text is not in the allowed language (reported by config validation)."""
+
+
+class ExpressionEvalError(ExpressionError):
+    """Evaluating the expression against one message failed (that message counts as failed)."""
+
+
+class _MissingField(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+# ---------------------------------------------------------------- functions
+
+
+def _scalar(value: Any, fn: str) -> Any:
+    if not isinstance(value, _SCALARS):
+        raise TypeError(f"{fn}() takes a string, number, boolean or None, not {type(value).__name__}")
+    return value
+
+
+def _as_str(value: Any) -> str:
+    # Only scalars: str() of a nested structure is an unbounded amount of text.
+    return str(_scalar(value, "str"))
+
+
+def _text(value: Any, fn: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{fn}() takes a string, not {type(value).__name__}")
+    return value
+
+
+def _lower(value: Any) -> str:
+    return _text(value, "lower").lower()
+
+
+def _upper(value: Any) -> str:
+    return _text(value, "upper").upper()
+
+
+def _strip(value: Any, chars: str | None = None) -> str:
+    return _text(value, "strip").strip(chars)
+
+
+def _startswith(value: Any, prefix: Any) -> bool:
+    return _text(value, "startswith").startswith(prefix)
+
+
+def _endswith(value: Any, suffix: Any) -> bool:
+    return _text(value, "endswith").endswith(suffix)
+
+
+def _split(value: Any, sep: str | None = None, maxsplit: int = -1) -> list[str]:
+    return _text(value, "split").split(sep, maxsplit)
+
+
+def _round(value: Any, ndigits: int | None = None) -> Any:
+    return round(value, ndigits)
+
+
+def _now() -> float:
+    return time.time()
+
+
+# get/has need the current body: they are bound per evaluation (see _Evaluator).
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "len": len,
+    "str": _as_str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "round": _round,
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "lower": _lower,
+    "upper": _upper,
+    "strip": _strip,
+    "startswith": _startswith,
+    "endswith": _endswith,
+    "split": _split,
+    "now": _now,
+    "get": lambda name, default=None: default,  # placeholder, replaced per evaluation
+    "has": lambda name: False,  # placeholder, replaced per evaluation
+}
+
+# ---------------------------------------------------------------- operators
+
+
+def _power(a: Any, b: Any) -> Any:
+    """`**` whose integer results stay small: `9**9**9` is refused, not computed for minutes."""
+    if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
+        if abs(a).bit_length() * b > MAX_POWER_BITS:
+            raise simpleeval.NumberTooHigh(f"{a} ** {b} is too large")
+    return math.pow(a, b) if isinstance(a, float) or isinstance(b, float) else a**b
+
+
+def _weight(value: Any, budget: int = MAX_SEQUENCE_LENGTH) -> int:
+    """Items in `value` counting nested containers, stopping once past `budget`.
+
+    `[[1] * 100000] * 100000` is only 100,000 references, but walking or printing it is 10**10
+    steps: limits must count what a container holds, not just its own length.
+    """
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if not isinstance(value, (list, tuple, set, frozenset, dict)):
+        return 0
+    total = 0
+    stack: list[Any] = [value]
+    while stack and total <= budget:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += len(item)
+            stack.extend(item)
+    return total
+
+
+def _too_long() -> simpleeval.IterableTooLong:
+    return simpleeval.IterableTooLong(f"result longer than {MAX_SEQUENCE_LENGTH} items")
+
+
+def _add(a: Any, b: Any) -> Any:
+    if hasattr(a, "__len__") and hasattr(b, "__len__") and _weight(a) + _weight(b) > MAX_SEQUENCE_LENGTH:
+        raise _too_long()
+    return a + b
+
+
+def _mult(a: Any, b: Any) -> Any:
+    for seq, n in ((a, b), (b, a)):
+        if hasattr(seq, "__len__") and isinstance(n, int) and n > 0:
+            if n * max(_weight(seq), 1) > MAX_SEQUENCE_LENGTH:
+                raise _too_long()
+    return a * b
+
+
+_OPERATORS: dict[type, Callable[..., Any]] = {
+    ast.Add: _add,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: _mult,
+    ast.Div: lambda a, b: a / b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Mod: lambda a, b: a % b,
+    ast.Pow: _power,
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Gt: lambda a, b: a > b,
+    ast.Lt: lambda a, b: a < b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Not: lambda a: not a,
+    ast.USub: lambda a: -a,
+    ast.UAdd: lambda a: +a,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: lambda a, b: a is b,
+    ast.IsNot: lambda a, b: a is not b,
+}
+
+# ---------------------------------------------------------------- whitelist
+
+_ALLOWED_NODES: tuple[type, ...] = (
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Call,
+    ast.keyword,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Subscript,
+    ast.Slice,
+    ast.List,
+    ast.Tuple,
+    ast.Dict,
+    ast.Set,
+    ast.JoinedStr,
+    ast.FormattedValue,
+    *_OPERATORS,
+)
+
+_REFUSED_WHY: dict[type, str] = {
+    ast.Attribute: "attribute access (`x.y`) is not allowed; use functions such as lower(x) or body[\"key\"]",
+    ast.Lambda: "lambda is not allowed",
+    ast.ListComp: "comprehensions are not allowed",
+    ast.SetComp: "comprehensions are not allowed",
+    ast.DictComp: "comprehensions are not allowed",
+    ast.GeneratorExp: "generator expressions are not allowed",
+    ast.NamedExpr: "assignment expressions (:=) are not allowed",
+    ast.Starred: "unpacking with * is not allowed",
+    ast.Await: "await is not allowed",
+}
+
+
+def _check_tree(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+            if len(node.value) > MAX_SEQUENCE_LENGTH:
+                raise ExpressionSyntaxError("string literal too long")
+        if not isinstance(node, _ALLOWED_NODES):
+            why = _REFUSED_WHY.get(type(node)) or f"{_describe(node)} is not allowed"
+            raise ExpressionSyntaxError(why)
+        if isinstance(node, ast.Dict) and any(k is None for k in node.keys):
+            raise ExpressionSyntaxError("unpacking with ** is not allowed")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                raise ExpressionSyntaxError("only the built-in functions can be called")
+            if node.func.id not in FUNCTIONS:
+                raise ExpressionSyntaxError(
+                    f"unknown function {node.func.id!r} (allowed: {', '.join(sorted(FUNCTIONS))})"
+                )
+            if any(kw.arg is None for kw in node.keywords):
+                raise ExpressionSyntaxError("unpacking with ** is not allowed")
+        if isinstance(node, ast.FormattedValue) and (node.format_spec is not None or node.conversion != -1):
+            raise ExpressionSyntaxError("f-string format specs and conversions (!r, :>10) are not allowed")
+
+
+def _describe(node: ast.AST) -> str:
+    name = type(node).__name__
+    return {"BitOr": "operator |", "BitAnd": "operator &", "BitXor": "operator ^", "LShift": "operator <<",
+            "RShift": "operator >>", "Invert": "operator ~", "MatMult": "operator @"}.get(name, name)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+class _Evaluator(simpleeval.EvalWithCompoundTypes):
+    """simpleeval with our operators and functions, and without the nodes we refuse."""
+
+    def __init__(self) -> None:
+        super().__init__(operators=dict(_OPERATORS), functions=dict(FUNCTIONS), names=None)
+        # EvalWithCompoundTypes adds list/tuple/dict/set constructors: not part of our language.
+        for extra in ("list", "tuple", "dict", "set"):
+            self.functions.pop(extra, None)
+        for refused in (ast.Attribute, ast.Assign, ast.AugAssign, ast.Import, ast.ListComp,
+                        ast.GeneratorExp, ast.DictComp):
+            self.nodes.pop(refused, None)
+
+    def _eval_formattedvalue(self, node: ast.FormattedValue) -> Any:
+        # simpleeval would str() whatever comes back; only scalars keep the size bounded.
+        return _scalar(self._eval(node.value), "f-string")
+
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled expression. Construct with `compile_expression`; call `evaluate(body)`."""
+
+    source: str
+    _tree: ast.expr
+
+    def evaluate(self, body: Mapping[str, Any]) -> Any:
+        ev = _evaluator()
+
+        def resolve(node: ast.Name) -> Any:
+            if node.id == "body":
+                return body
+            try:
+                return body[node.id]
+            except KeyError:
+                raise _MissingField(node.id) from None
+
+        ev.names = resolve
+        ev.functions["get"] = lambda name, default=None: body.get(name, default)
+        ev.functions["has"] = lambda name: name in body
+        try:
+            return ev.eval(self.source, previously_parsed=self._tree)
+        except _MissingField as exc:
+            raise ExpressionEvalError(
+                f"{self.source!r}: field {exc.name!r} is not in the message body "
+                f"(use get({exc.name!r}, default) for optional fields)"
+            ) from None
+        except KeyError as exc:
+            raise ExpressionEvalError(f"{self.source!r}: key {exc.args[0]!r} not found") from None
+        except IndexError as exc:
+            raise ExpressionEvalError(f"{self.source!r}: {exc}") from None
+        except ExpressionError:
+            raise
+        except Exception as exc:  # TypeError, ZeroDivisionError, simpleeval limits, ...
+            raise ExpressionEvalError(f"{self.source!r}: {exc}") from None
+
+    def __str__(self) -> str:
+        return self.source
+
+
+_EVALUATOR: _Evaluator | None = None
+
+
+def _evaluator() -> _Evaluator:
+    # One evaluator per process: building one costs more than evaluating a small expression,
+    # and evaluation is synchronous, so asyncio tasks never interleave inside it.
+    global _EVALUATOR
+    if _EVALUATOR is None:
+        _EVALUATOR = _Evaluator()
+    return _EVALUATOR
+
+
+def compile_expression(text: str) -> Expression:
+    """Parse and check `text` once; raises ExpressionSyntaxError with a one-line reason."""
+    if not isinstance(text, str):
+        raise ExpressionSyntaxError(f"expected a string, got {type(text).__name__}")
+    source = text.strip()
+    if not source:
+        raise ExpressionSyntaxError("empty expression")
+    if len(source) > MAX_EXPRESSION_CHARS:
+        raise ExpressionSyntaxError(f"longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        col = f" at column {exc.offset}" if exc.offset else ""
+        raise ExpressionSyntaxError(f"{exc.msg}{col}") from None
+    except (ValueError, MemoryError, RecursionError) as exc:
+        raise ExpressionSyntaxError(str(exc) or type(exc).__name__) from None
+    _check_tree(tree)
+    return Expression(source, tree.body)
+
+
+def expression_problem(text: Any) -> str | None:
+    """The reason `text` is not a valid expression, or None: for gears' check_config."""
+    try:
+        compile_expression(text)
+    except ExpressionSyntaxError as exc:
+        return f"invalid expression: {exc}"
+    return None
+
+
+__all__ = [
+    "Expression",
+    "ExpressionError",
+    "ExpressionEvalError",
+    "ExpressionSyntaxError",
+    "FUNCTIONS",
+    "compile_expression",
+    "expression_problem",
+]

@@ -1,0 +1,384 @@
+"""`file-out` and `file-in`: JSON Lines files as a sink and a source.
+
+One JSON object per line (https://jsonlines.org), UTF-8, compact separators. Relative paths are
+relative to the mixer's working directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, Mapping
+
+from fluxmix.errors import GearError
+from fluxmix.gears.base import Gear, Port
+from fluxmix.message import Message
+
+# file-in saves its offset at least this often (seconds) and every this many lines.
+CHECKPOINT_INTERVAL = 0.5
+CHECKPOINT_EVERY = 1000
+READ_CHUNK = 64 * 1024
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the few non-JSON values a body can hold after msgpack or a python gear.
+
+    bytes become standard base64 text (as Go's encoding/json does), dates ISO 8601, sets lists.
+    Anything else is an error for that message rather than a silent str().
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    raise TypeError(f"a {type(value).__name__} value cannot be written as JSON")
+
+
+def encode_json_line(record: Mapping[str, Any]) -> bytes:
+    """One compact JSON line (with its newline). NaN and Infinity are refused: not JSON."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return text.encode("utf-8") + b"\n"
+
+
+class FileOut(Gear):
+    """Appends each body as one JSON line to `path`.
+
+    Each line is written with one write(2) and, when `fsync` is set, fsynced before `handle`
+    returns, so "handled" (and the ack on a durable wire) means the line reached the file. A
+    failed write is truncated away so the file never holds a torn line; a torn last line left by
+    a crash is closed with a newline on start.
+    """
+
+    type = "file-out"
+    description = "Append each message body as one JSON line to a file."
+    inputs = (Port("in", "messages to write", required=True),)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "description": "File to append to, relative to the mixer's working directory; parent directories are created.",
+            },
+            "fsync": {
+                "type": "boolean",
+                "default": False,
+                "description": "fsync after every line (survives power loss; much slower). Default: flushed to the OS per line.",
+            },
+            "envelope": {
+                "type": "boolean",
+                "default": False,
+                "description": "Write the whole message {id, origin, ts, headers, body} instead of the body alone.",
+            },
+        },
+    }
+
+    def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
+        super().__init__(name, config, ctx)
+        self.path = Path(self.config["path"]).expanduser()
+        self.fsync: bool = bool(self.config.get("fsync", False))
+        self.envelope: bool = bool(self.config.get("envelope", False))
+        self._fd: int | None = None
+        self.written = 0
+
+    async def start(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise GearError(self.name, f"cannot open {str(self.path)!r} for appending: {exc.strerror or exc}") from None
+        self._fd = fd
+        size = os.fstat(fd).st_size
+        if size:
+            with open(self.path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    self.ctx.log.warning("gear %s: %s ended with a partial line; closing it with a newline", self.name, self.path)
+                    self._write(b"\n")
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        before = os.lseek(self._fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, before)  # no torn line for the next write or a reader
+            except OSError:
+                pass
+            raise
+
+    def record(self, message: Message) -> Mapping[str, Any]:
+        if not self.envelope:
+            return message.body
+        return {"id": message.id, "origin": message.origin, "ts": message.ts, "headers": message.headers, "body": message.body}
+
+    async def handle(self, port: str, message: Message) -> None:
+        if self._fd is None:
+            raise GearError(self.name, "not started")
+        line = encode_json_line(self.record(message))
+        try:
+            self._write(line)
+            if self.fsync:
+                await asyncio.to_thread(os.fsync, self._fd)
+        except OSError as exc:
+            raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
+        self.written += 1
+
+    async def stop(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class FileIn(Gear):
+    """Emits each JSON line of `path` as a message body; with `follow`, keeps reading appends.
+
+    The checkpoint is the byte offset of the next unread line, and each message's position (so
+    its id) is the byte offset where its line starts. With `follow`, only newline-terminated lines
+    are read (a writer may be mid-line); without it, the file is complete and a last line without
+    a newline counts. Malformed lines (not JSON, not an object, not UTF-8, longer than
+    `max_line_bytes`) are logged with their line number, counted in `malformed`, and skipped: a
+    source has no `error` port. A followed file that is truncated or replaced (rotation) is read
+    again from its start.
+    """
+
+    type = "file-in"
+    description = "Emit each JSON line of a file as a message; optionally follow appended lines."
+    outputs = (Port("out", "one message per JSON line"),)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path"],
+        "properties": {
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "description": "JSON Lines file to read, relative to the mixer's working directory.",
+            },
+            "follow": {
+                "type": "boolean",
+                "default": False,
+                "description": "Keep reading lines appended to the file until stopped (like tail -F); default: stop at the end.",
+            },
+            "poll_interval": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 60,
+                "default": 0.2,
+                "description": "Seconds between checks for new lines when following.",
+            },
+            "read_from": {
+                "enum": ["beginning", "end"],
+                "default": "beginning",
+                "description": "Where to start when there is no checkpoint yet; afterwards reading resumes at the checkpoint.",
+            },
+            "max_line_bytes": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 1048576,
+                "description": "Longer lines are skipped as malformed (bounds memory).",
+            },
+        },
+    }
+
+    def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
+        super().__init__(name, config, ctx)
+        self.path = Path(self.config["path"]).expanduser()
+        self.follow: bool = bool(self.config.get("follow", False))
+        self.poll_interval: float = float(self.config.get("poll_interval", 0.2))
+        self.read_from: str = self.config.get("read_from", "beginning")
+        self.max_line_bytes: int = int(self.config.get("max_line_bytes", 1048576))
+        self.offset = 0  # byte offset of the next unread line: the checkpoint
+        self.emitted = 0
+        self.malformed = 0
+        self._checkpoint: int | None = None
+        self._file: BinaryIO | None = None
+        self._buf = b""
+        self._skipping = False  # inside an over-long line: discard until its newline
+        self._lines_before: tuple[int, int] = (0, 0)  # (offset, newlines before it), for line numbers
+
+    async def start(self) -> None:
+        saved = await self.ctx.load_checkpoint()
+        if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
+            self._checkpoint = saved
+        elif saved is not None:
+            self.ctx.log.warning("gear %s: ignoring unreadable checkpoint %r", self.name, saved)
+        if not self.follow:
+            try:
+                self._open()
+            except OSError as exc:
+                raise GearError(self.name, f"cannot read {str(self.path)!r}: {exc.strerror or exc}") from None
+            if self.path.is_dir():
+                raise GearError(self.name, f"{str(self.path)!r} is a directory")
+
+    def _open(self) -> None:
+        f = open(self.path, "rb")
+        size = os.fstat(f.fileno()).st_size
+        if self._checkpoint is not None:
+            start = self._checkpoint
+            if start > size:
+                self.ctx.log.warning(
+                    "gear %s: %s is shorter (%d bytes) than the checkpoint (%d): truncated or replaced; reading from the start",
+                    self.name, self.path, size, start,
+                )
+                start = 0
+        else:
+            start = size if self.read_from == "end" else 0
+        f.seek(start)
+        self._file, self.offset, self._buf, self._skipping = f, start, b"", False
+        self._lines_before = (0, 0)
+
+    def _line_number(self, offset: int) -> int:
+        """1-based line number of the line starting at `offset` (counted lazily, only for logs)."""
+        known_at, count = self._lines_before
+        if offset < known_at:
+            known_at, count = 0, 0
+        with open(self.path, "rb") as f:
+            f.seek(known_at)
+            remaining = offset - known_at
+            while remaining > 0:
+                chunk = f.read(min(READ_CHUNK, remaining))
+                if not chunk:
+                    break
+                count += chunk.count(b"\n")
+                remaining -= len(chunk)
+        self._lines_before = (offset, count)
+        return count + 1
+
+    def _bad(self, offset: int, reason: str) -> None:
+        self.malformed += 1
+        self.ctx.log.warning("gear %s: %s line %d skipped: %s", self.name, self.path, self._line_number(offset), reason)
+
+    def _parse(self, line: bytes, offset: int) -> dict[str, Any] | None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            return None
+        try:
+            body = json.loads(line)
+        except UnicodeDecodeError:
+            self._bad(offset, "not UTF-8")
+            return None
+        except ValueError as exc:
+            self._bad(offset, f"not JSON ({exc})")
+            return None
+        if not isinstance(body, dict):
+            self._bad(offset, f"a JSON {type(body).__name__}, not an object")
+            return None
+        return body
+
+    def _next_lines(self, at_eof_final: bool) -> list[tuple[int, bytes]]:
+        """Complete lines in the buffer as (start offset, bytes); advances `offset` past them."""
+        lines: list[tuple[int, bytes]] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                break
+            line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
+            start = self.offset
+            self.offset += nl + 1
+            if self._skipping:
+                self._skipping = False
+                continue
+            lines.append((start, line))
+        if len(self._buf) > self.max_line_bytes and not self._skipping:
+            self._bad(self.offset, f"longer than max_line_bytes ({self.max_line_bytes})")
+            self._skipping = True
+        if self._skipping:  # drop what we hold of the over-long line; keep counting its bytes
+            self.offset += len(self._buf)
+            self._buf = b""
+        if at_eof_final and self._buf:
+            lines.append((self.offset, self._buf))
+            self.offset += len(self._buf)
+            self._buf = b""
+        return lines
+
+    def _rotated(self) -> bool:
+        """True when the followed path now names another file, or ours shrank (truncated)."""
+        assert self._file is not None
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return False  # mid-rotation: keep the old file until a new one appears
+        mine = os.fstat(self._file.fileno())
+        return (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev) or mine.st_size < self._file.tell()
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        stopping = self.ctx.stopping
+        saved_offset, saved_at, since_save = self.offset, time.monotonic(), 0
+        try:
+            while not stopping.is_set():
+                if self._file is None:
+                    try:
+                        self._open()
+                        saved_offset = self.offset
+                    except FileNotFoundError:
+                        await self._wait(self.poll_interval)
+                        continue
+                    except OSError as exc:
+                        raise GearError(self.name, f"cannot read {str(self.path)!r}: {exc.strerror or exc}") from None
+                chunk = self._file.read(READ_CHUNK)
+                if chunk:
+                    self._buf += chunk
+                lines = self._next_lines(at_eof_final=not chunk and not self.follow)
+                for start, line in lines:
+                    if stopping.is_set():
+                        self.offset = start  # this line and the ones after it stay unread
+                        break
+                    body = self._parse(line, start)
+                    if body is not None:
+                        await self.ctx.emit("out", body, position=start)
+                        self.emitted += 1
+                        since_save += 1
+                if stopping.is_set():
+                    break
+                if since_save >= CHECKPOINT_EVERY or (self.offset != saved_offset and time.monotonic() - saved_at >= CHECKPOINT_INTERVAL):
+                    await self.ctx.save_checkpoint(self.offset)
+                    saved_offset, saved_at, since_save = self.offset, time.monotonic(), 0
+                if chunk:
+                    continue
+                if not self.follow:
+                    self.ctx.log.info("gear %s: read %s to its end (%d messages, %d malformed)", self.name, self.path, self.emitted, self.malformed)
+                    break
+                if self._rotated():
+                    self.ctx.log.warning("gear %s: %s was truncated or replaced; reading it from the start", self.name, self.path)
+                    self._file.close()
+                    self._file = None
+                    self._checkpoint = 0
+                    continue
+                if self.offset != saved_offset:
+                    await self.ctx.save_checkpoint(self.offset)
+                    saved_offset, saved_at, since_save = self.offset, time.monotonic(), 0
+                await self._wait(self.poll_interval)
+        finally:
+            if self.offset != saved_offset:
+                await self.ctx.save_checkpoint(self.offset)
+
+    async def stop(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

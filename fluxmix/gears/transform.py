@@ -1,0 +1,239 @@
+"""`map`, `filter` and `route`: reshape, select and dispatch messages with safe expressions.
+
+Expressions are the language of fluxmix.gears.expressions (body fields as names, no attribute
+access, a small function set). They compile once, when the gear is built; a bad one is reported
+by validation as `gears[i].config.where: invalid expression: ...` before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, ClassVar, Mapping
+
+from fluxmix.gears.base import ERROR_PORT, Gear, Port
+from fluxmix.gears.expressions import Expression, compile_expression, expression_problem
+from fluxmix.message import Message
+
+EXPRESSION_HELP = (
+    "A safe Python-like expression over body fields (e.g. `amount > 100 and currency == \"EUR\"`); "
+    "`body[\"odd-key\"]` for keys that are not identifiers, get(\"f\", default) for optional fields."
+)
+
+# ---------------------------------------------------------------- map
+
+
+def _is_expression_value(value: Any) -> bool:
+    return isinstance(value, Mapping) and set(value) == {"expr"}
+
+
+class Map(Gear):
+    """Reshapes each body: rename, then set, then drop; the result goes to `out`.
+
+    A `set` value is a constant unless it is a mapping with the single key `expr`, whose string is
+    an expression: `{total: {expr: "amount * 1.2"}, source: "web"}`. Explicit beats a magic
+    prefix: a constant string can never be mistaken for code. Every expression sees the body as
+    it is after `rename` (not the results of other `set` entries), so key order does not matter.
+    """
+
+    type = "map"
+    description = "Reshape message bodies: rename fields, then set fields (constants or {expr: ...}), then drop fields."
+    inputs = (Port("in", "messages to reshape", required=True),)
+    outputs = (Port("out", "reshaped messages"),)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "rename": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "minLength": 1},
+                "description": "Top-level fields to rename, {old: new}; applied first. A missing field is skipped; an existing `new` is overwritten.",
+            },
+            "set": {
+                "type": "object",
+                "description": (
+                    "Top-level fields to set, applied after rename: {field: constant} or {field: {expr: \"...\"}}. "
+                    "A value is an expression only when it is a mapping with the single key `expr`; any other value "
+                    "(string, number, list, mapping) is copied as is. Expressions all see the body as it is after rename. "
+                    + EXPRESSION_HELP
+                ),
+            },
+            "drop": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "uniqueItems": True,
+                "description": "Top-level fields to remove, applied last; a missing field is skipped.",
+            },
+        },
+    }
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        targets: dict[str, str] = {}
+        for old, new in (config.get("rename") or {}).items():
+            if new in targets:
+                problems.append((f"rename.{old}", f"renames to {new!r} like {targets[new]!r} does"))
+            targets[new] = old
+        for field, value in (config.get("set") or {}).items():
+            if _is_expression_value(value):
+                reason = expression_problem(value["expr"])
+                if reason:
+                    problems.append((f"set.{field}.expr", reason))
+            elif isinstance(value, Mapping) and "expr" in value:
+                problems.append((f"set.{field}", "a mapping with `expr` must have no other keys (to set a literal mapping, use {expr: '{...}'})"))
+        return problems
+
+    def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
+        super().__init__(name, config, ctx)
+        self.rename: dict[str, str] = dict(self.config.get("rename") or {})
+        self.expressions: dict[str, Expression] = {}
+        self.constants: dict[str, Any] = {}
+        for field, value in (self.config.get("set") or {}).items():
+            if _is_expression_value(value):
+                self.expressions[field] = compile_expression(value["expr"])
+            else:
+                self.constants[field] = value
+        self.drop: list[str] = list(self.config.get("drop") or [])
+
+    def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The reshaped copy of `body` (the input is never modified: fan-out shares it)."""
+        out = dict(body)
+        for old, new in self.rename.items():
+            if old in out:
+                out[new] = out.pop(old)
+        computed = {field: expr.evaluate(out) for field, expr in self.expressions.items()}
+        for field, value in self.constants.items():
+            out[field] = value if isinstance(value, (str, int, float, bool, type(None))) else copy.deepcopy(value)
+        out.update(computed)
+        for field in self.drop:
+            out.pop(field, None)
+        return out
+
+    async def handle(self, port: str, message: Message) -> None:
+        await self.ctx.emit("out", self.apply(message.body), headers=message.headers)
+
+
+# ---------------------------------------------------------------- filter
+
+
+class Filter(Gear):
+    """Sends a message to `out` when `where` is truthy, else to `rejected` (dropped if unwired)."""
+
+    type = "filter"
+    description = "Pass messages whose `where` expression is true to `out`; the others go to `rejected`."
+    inputs = (Port("in", "messages to test", required=True),)
+    outputs = (
+        Port("out", "messages for which `where` is true"),
+        Port("rejected", "messages for which `where` is false (dropped when not wired)"),
+    )
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["where"],
+        "properties": {
+            "where": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Condition; a truthy result passes the message. " + EXPRESSION_HELP,
+            },
+        },
+    }
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        reason = expression_problem(config.get("where"))
+        return [("where", reason)] if reason else []
+
+    def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
+        super().__init__(name, config, ctx)
+        self.where = compile_expression(self.config["where"])
+
+    async def handle(self, port: str, message: Message) -> None:
+        target = "out" if self.where.evaluate(message.body) else "rejected"
+        await self.ctx.emit(target, message.body, headers=message.headers)
+
+
+# ---------------------------------------------------------------- route
+
+ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DEFAULT_PORT = "default"
+_RESERVED_ROUTES = frozenset({DEFAULT_PORT, ERROR_PORT, "in"})
+
+
+class Route(Gear):
+    """One output per named condition plus `default`.
+
+    `mode: first` (default) sends a message to the first route, in the order written, whose
+    condition holds (like a switch: Benthos's `switch`); `mode: all` sends it to every route
+    whose condition holds (like Vector's `route`). A message no route takes goes to `default`.
+    """
+
+    type = "route"
+    description = "Send each message to the output named after the first (or every) matching condition; unmatched ones to `default`."
+    inputs = (Port("in", "messages to dispatch", required=True),)
+    outputs = (Port(DEFAULT_PORT, "messages no route matched"),)
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["routes"],
+        "properties": {
+            "routes": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": r"^[a-z0-9][a-z0-9_-]{0,63}$"},
+                "additionalProperties": {"type": "string", "minLength": 1},
+                "description": (
+                    "{output_name: condition}, evaluated in the order written; each name becomes an output port "
+                    "(pattern [a-z0-9][a-z0-9_-]*, not default/error/in). " + EXPRESSION_HELP
+                ),
+            },
+            "mode": {
+                "enum": ["first", "all"],
+                "default": "first",
+                "description": "first: the first matching route takes the message; all: every matching route gets it.",
+            },
+        },
+    }
+
+    @classmethod
+    def output_ports(cls, config: Mapping[str, Any]) -> tuple[Port, ...]:
+        routes = config.get("routes") if isinstance(config, Mapping) else None
+        ports = [
+            Port(name, f"messages where {cond}")
+            for name, cond in (routes.items() if isinstance(routes, Mapping) else ())
+            if isinstance(name, str) and name not in _RESERVED_ROUTES
+        ]
+        return (*ports, *cls.outputs, Port(ERROR_PORT, "messages that kept failing"))
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for name, cond in (config.get("routes") or {}).items():
+            if name in _RESERVED_ROUTES:
+                problems.append((f"routes.{name}", f"{name!r} is reserved; choose another route name"))
+            reason = expression_problem(cond)
+            if reason:
+                problems.append((f"routes.{name}", reason))
+        return problems
+
+    def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
+        super().__init__(name, config, ctx)
+        self.routes: list[tuple[str, Expression]] = [
+            (port, compile_expression(cond)) for port, cond in self.config["routes"].items()
+        ]
+        self.first_only = self.config.get("mode", "first") == "first"
+
+    def select(self, body: Mapping[str, Any]) -> list[str]:
+        """The output ports for `body` (evaluation errors fail the whole message)."""
+        chosen: list[str] = []
+        for port, cond in self.routes:
+            if cond.evaluate(body):
+                chosen.append(port)
+                if self.first_only:
+                    break
+        return chosen or [DEFAULT_PORT]
+
+    async def handle(self, port: str, message: Message) -> None:
+        for target in self.select(message.body):
+            await self.ctx.emit(target, message.body, headers=message.headers)
