@@ -249,7 +249,11 @@ _REFUSED_WHY: dict[type, str] = {
 
 
 def _check_tree(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
+    nodes = list(ast.walk(tree))
+    for node in nodes:  # the most telling reason first: `x.__class__()` is about attributes
+        if type(node) in _REFUSED_WHY:
+            raise ExpressionSyntaxError(_REFUSED_WHY[type(node)])
+    for node in nodes:
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             if len(node.value) > MAX_SEQUENCE_LENGTH:
                 raise ExpressionSyntaxError("string literal too long")
