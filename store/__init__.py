@@ -24,6 +24,7 @@ from fluxmix.errors import (
     BadReferenceError,
     InvalidNameError,
     NotFoundError,
+    StoreError,
     TagConflictError,
 )
 
@@ -143,8 +144,11 @@ class Store:
 
     def __init__(self, home: Path, *, url: str | None = None) -> None:
         self.home = Path(home).expanduser().absolute()
-        if not self.home.exists():
-            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            if not self.home.exists():
+                self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the store directory {self.home}: {error.strerror or error}") from error
         self.blobs = BlobStore(self.home / "blobs")
         self.url = url or os.environ.get("FLUXMIX_STORE_URL") or f"sqlite:///{self.home / 'index.sqlite3'}"
         self._index = Index(self.url)
@@ -164,7 +168,7 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store(home={str(self.home)!r}, url={self.url!r})"
+        return f"Store(home={str(self.home)!r}, url={self._index.display_url!r})"
 
     # -- blobs ---------------------------------------------------------------------------------
 

@@ -43,7 +43,10 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        try:
+            root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the blob directory {root}: {error.strerror or error}") from error
 
     def path_for(self, hex_digest: str) -> Path:
         """The blob's path; the digest is validated first, so it cannot escape root."""
@@ -63,7 +66,10 @@ class BlobStore:
                 pass
             else:
                 return digest
-        self._write_atomic(path, data)
+        try:
+            self._write_atomic(path, data)
+        except OSError as error:
+            raise StoreError(f"cannot write blob sha256:{digest} under {self.root}: {error.strerror or error}") from error
         return digest
 
     def get(self, hex_digest: str) -> bytes:

@@ -26,7 +26,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -124,6 +124,7 @@ class Index:
     def __init__(self, url: str) -> None:
         self.url = url
         parsed = make_url(url)
+        self.display_url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.engine = _create_engine(url)
         self._writer = self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
@@ -136,14 +137,29 @@ class Index:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A consistent snapshot for reading (deferred BEGIN: never blocks writers in WAL)."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        with self._translated():
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A serialised write transaction: BEGIN IMMEDIATE, so read-then-write is race free."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            yield session
+        with self._translated():
+            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                yield session
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Database failures (locked past the busy timeout, disk full, not a database) as StoreError.
+
+        IntegrityError passes through: callers use it to detect a lost insert race.
+        """
+        try:
+            yield
+        except IntegrityError:
+            raise
+        except DBAPIError as error:
+            raise StoreError(f"store index {self.display_url}: {error.orig}") from error
 
     def close(self) -> None:
         self.engine.dispose()
@@ -154,7 +170,7 @@ class Index:
             self._ensure_wal()
         version = self._schema_version()
         if version is None:
-            with self._writer.begin() as conn:
+            with self._translated(), self._writer.begin() as conn:
                 Base.metadata.create_all(conn)
                 with Session(conn) as session:
                     if session.get(MetaRow, "schema_version") is None:
@@ -163,18 +179,20 @@ class Index:
             version = self._schema_version()
         if version is None or version > SCHEMA_VERSION:
             raise StoreError(
-                f"store index {self.url} has schema version {version}, newer than this fluxmix "
+                f"store index {self.display_url} has schema version {version}, newer than this fluxmix "
                 f"understands ({SCHEMA_VERSION}); upgrade fluxmix"
             )
 
     def _schema_version(self) -> int | None:
         try:
-            with self.read() as session:
+            with Session(self.engine) as session, session.begin():
                 value = session.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
         except OperationalError as error:
             if "no such table" in str(error) or "does not exist" in str(error):
                 return None
-            raise StoreError(f"store index {self.url} cannot be read: {error.orig}") from error
+            raise StoreError(f"store index {self.display_url} cannot be read: {error.orig}") from error
+        except DBAPIError as error:
+            raise StoreError(f"store index {self.display_url} cannot be read: {error.orig}") from error
         return None if value is None else int(value)
 
     def _ensure_wal(self) -> None:
@@ -187,7 +205,7 @@ class Index:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
         except Exception as error:
-            raise StoreError(f"store index {self.url} cannot be opened: {error}") from error
+            raise StoreError(f"store index {self.display_url} cannot be opened: {error}") from error
         finally:
             raw.close()
 
