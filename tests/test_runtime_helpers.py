@@ -20,12 +20,15 @@ EVENTS: list[tuple[str, ...]] = []
 SEEN: dict[str, list[dict[str, Any]]] = {}
 # Per-gear asyncio.Event gates a sink waits on before handling (absent: no wait).
 GATES: dict[str, asyncio.Event] = {}
+# Gear names whose start() fails whatever their config says (to break a known-good scenario).
+FAIL_START: set[str] = set()
 
 
 def reset() -> None:
     EVENTS.clear()
     SEEN.clear()
     GATES.clear()
+    FAIL_START.clear()
 
 
 class Counter(Gear):
@@ -110,7 +113,7 @@ class Collect(Gear):
 
     async def start(self) -> None:
         EVENTS.append(("start", self.name))
-        if self.config.get("fail_start"):
+        if self.config.get("fail_start") or self.name in FAIL_START:
             raise RuntimeError("cannot open the thing")
 
     async def handle(self, port: str, message: Message) -> None:
@@ -140,6 +143,7 @@ class Broken(Gear):
 
     type = "t-broken"
     inputs = (Port("in"),)
+    outputs = (Port("out"),)
     config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
 
     def __init__(self, name: str, config: Mapping[str, Any], ctx: GearContext) -> None:

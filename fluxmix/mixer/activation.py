@@ -1,0 +1,372 @@
+"""Activation: the state machine that swaps one running scenario for another without losing the mixer.
+
+    resolve + validate -> build -> stop the old (drain) -> start the new
+          |                 |                                  |
+       rejected          rejected                   stop the new, restart the last
+    (old untouched)   (old untouched)               known good: rolled-back (or failed)
+
+Everything that can be checked is checked before the old scenario is touched, so a bad file or
+a gear that refuses its config costs nothing. Only a failure in `start()` happens after the old
+one stopped; then the last known good scenario is started again from the exact bytes that ran
+before, and its sources continue from their checkpoints. Every attempt is journaled in the store.
+
+The processing gap of a reload (last message handled at a sink of the old runtime -> first one
+of the new) is measured here. The journal row is written when the activation ends; to fill in
+its gap, `activate()` waits up to `gap_wait` seconds for the new runtime's first message. A
+first message that comes later still updates `last_reload` in memory (and the row, when the
+store offers `update_activation_gap`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from fluxmix.errors import FluxmixError, ValidationError
+from fluxmix.gears.catalog import Catalog
+from fluxmix.loading import LoadedScenario, resolve_scenario
+from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
+from fluxmix.store import JournalEntry, Store
+from fluxmix.transports.registry import Brokers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GAP_WAIT = 1.0
+
+
+def _short(digest: str | None) -> str:
+    return f"sha256:{digest[:12]}" if digest else "-"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the journal: our own errors speak for themselves, others get their type."""
+    if isinstance(exc, ValidationError):
+        return str(exc.args[0]) if exc.args else "invalid scenario"
+    if isinstance(exc, FluxmixError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Attempt:
+    """Bookkeeping of one activation attempt: phase timings and the journal entry it becomes."""
+
+    def __init__(self, ref: str | None, trigger: str, from_hash: str | None) -> None:
+        self.ts = datetime.now(timezone.utc)
+        self.ref = ref
+        self.trigger = trigger
+        self.from_hash = from_hash
+        self.to_hash: str | None = None
+        self.phases: dict[str, float] = {}
+        self.drained = 0
+        self._t = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        t = time.monotonic()
+        self.phases[phase] = round(self.phases.get(phase, 0.0) + (t - self._t), 6)
+        self._t = t
+
+    def entry(self, outcome: str, reason: str, *, problems: list[str] | None = None,
+              gap: float | None = None) -> JournalEntry:
+        return JournalEntry(
+            ts=self.ts,
+            trigger=self.trigger,
+            ref=self.ref,
+            from_hash=self.from_hash,
+            to_hash=self.to_hash,
+            outcome=outcome,  # type: ignore[arg-type]
+            reason=reason,
+            problems=list(problems or []),
+            phases=dict(self.phases),
+            drained=self.drained,
+            gap_seconds=gap,
+        )
+
+
+@dataclass(slots=True)
+class _GapWatch:
+    """A reload whose new runtime had handled nothing yet when its journal row was written."""
+
+    runtime: Runtime
+    since: float  # the old runtime's last handled message (time.time())
+    entry_id: int | None = None
+    journaled: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class Activator:
+    """Owns the running Runtime; one activation at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        brokers: Brokers,
+        *,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        gap_wait: float = DEFAULT_GAP_WAIT,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.brokers = brokers
+        self.stop_timeout = stop_timeout
+        self.gap_wait = gap_wait
+        self.current: Runtime | None = None
+        self.current_loaded: LoadedScenario | None = None
+        self.current_ref: str | None = None  # the reference the running scenario was activated by
+        self.last_reload: JournalEntry | None = None
+        self.known_good: LoadedScenario | None = None  # the rollback target
+        self._known_good_ref: str | None = None
+        self._lock = asyncio.Lock()
+        self._gap: _GapWatch | None = None  # the running scenario's pending gap, if any
+        self._fresh_gap: _GapWatch | None = None  # ... created by the attempt in progress
+
+    @property
+    def busy(self) -> bool:
+        """True while an activation or shutdown is in progress."""
+        return self._lock.locked()
+
+    # ---- public API ----
+
+    async def activate(self, ref: str, *, trigger: str, active_ref: str | None = None) -> JournalEntry:
+        """Bring up `ref`; returns the journal entry. Never raises for a bad scenario.
+
+        `active_ref` is what the store remembers as the active reference (default: `ref`);
+        resume passes the original one so a later reload re-reads the file or tag it came from.
+        """
+        async with self._lock:
+            self._fresh_gap = None
+            entry = await self._activate(ref, trigger=trigger, active_ref=active_ref or ref)
+            entry = await self._journal(entry)
+            self.last_reload = entry
+            if self._fresh_gap is not None:
+                self._fresh_gap.entry_id = entry.id
+                self._fresh_gap.journaled.set()
+                self._fresh_gap = None
+            return entry
+
+    async def resume(self) -> JournalEntry | None:
+        """Activate what the store says was active (by hash); None when nothing was."""
+        state = await asyncio.to_thread(self.store.mixer_state)
+        if not state.active_hash:
+            return None
+        return await self.activate(f"sha256:{state.active_hash}", trigger="resume",
+                                   active_ref=state.active_ref or f"sha256:{state.active_hash}")
+
+    async def shutdown(self) -> None:
+        """Drain and stop the running scenario; the active pointer stays so a restart resumes it."""
+        async with self._lock:
+            self._cancel_gap_watch()
+            if self.current is not None:
+                runtime, self.current = self.current, None
+                report = await runtime.stop(timeout=self.stop_timeout)
+                log.info("stopped %s: drained %d message(s)%s", self.current_loaded.ref if self.current_loaded else "-",
+                         report.drained, " (timed out)" if report.timed_out else "",
+                         extra={"drained": report.drained, "timed_out": report.timed_out})
+
+    # ---- the state machine ----
+
+    async def _activate(self, ref: str, *, trigger: str, active_ref: str) -> JournalEntry:
+        old, old_loaded = self.current, self.current_loaded
+        attempt = _Attempt(ref, trigger, old_loaded.hash if old is not None and old_loaded is not None else None)
+
+        # 1. resolve + validate: nothing touched yet
+        try:
+            loaded = await asyncio.to_thread(resolve_scenario, self.store, ref, catalog=self.catalog)
+        except ValidationError as exc:
+            attempt.lap("resolve")
+            return attempt.entry("rejected", _describe(exc), problems=exc.lines())
+        except Exception as exc:
+            attempt.lap("resolve")
+            if not isinstance(exc, FluxmixError):
+                log.exception("resolving %s failed unexpectedly", ref)
+            return attempt.entry("rejected", _describe(exc))
+        attempt.lap("resolve")
+        attempt.to_hash = loaded.hash
+
+        if old is not None and old_loaded is not None and old_loaded.hash == loaded.hash and old.state == "running":
+            await self._remember_active(loaded.hash, active_ref)
+            self.current_ref = active_ref
+            return attempt.entry("unchanged", f"{loaded.ref} ({_short(loaded.hash)}) is already running")
+
+        # 2. build: instantiate every gear, prepare every wire; still nothing touched
+        try:
+            new = await self._build(loaded)
+        except Exception as exc:
+            attempt.lap("build")
+            if not isinstance(exc, FluxmixError):
+                log.exception("building %s failed unexpectedly", loaded.ref)
+            return attempt.entry("rejected", f"build failed: {_describe(exc)}")
+        attempt.lap("build")
+
+        # 3. stop the old one, draining its memory wires
+        self._cancel_gap_watch()
+        old_last_handled: float | None = None
+        stop_note = ""
+        if old is not None:
+            self.current = None
+            report = await old.stop(timeout=self.stop_timeout)
+            attempt.drained = report.drained
+            old_last_handled = old.last_handled_at
+            if report.timed_out:
+                stop_note = f"; stopping {old_loaded.ref if old_loaded else 'the old scenario'} timed out after {self.stop_timeout:g}s"
+        attempt.lap("stop")
+
+        # 4. start the new one
+        try:
+            await new.start()
+        except Exception as exc:
+            attempt.lap("start")
+            reason = f"start failed: {_describe(exc)}{stop_note}"
+            await new.stop(timeout=self.stop_timeout)
+            return await self._roll_back(attempt, reason, loaded, old_last_handled)
+        attempt.lap("start")
+        self._set_current(new, loaded, active_ref)
+        await self._remember_active(loaded.hash, active_ref)
+        gap = await self._measure_gap(new, old_last_handled)
+        sc = loaded.scenario
+        return attempt.entry("activated", f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}",
+                             gap=gap)
+
+    async def _build(self, loaded: LoadedScenario) -> Runtime:
+        brokers = await self.brokers.for_scenario(loaded.scenario)
+        runtime = Runtime(
+            loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store
+        )
+        try:
+            await runtime.build()
+        except BaseException:
+            await runtime.stop(timeout=self.stop_timeout)
+            raise
+        return runtime
+
+    async def _roll_back(self, attempt: _Attempt, reason: str, failed: LoadedScenario,
+                         old_last_handled: float | None) -> JournalEntry:
+        """The new scenario did not start: bring the last known good one back, from its bytes."""
+        target, target_ref = self.known_good, self._known_good_ref
+        if target is None or target.hash == failed.hash:
+            target, target_ref = await self._stored_known_good(exclude=failed.hash)
+        if target is None:
+            attempt.lap("rollback")
+            self._set_idle()
+            log.error("%s; no last known good scenario to roll back to: the mixer is idle", reason)
+            return attempt.entry("failed", f"{reason}; no last known good scenario to roll back to")
+        try:
+            runtime = await self._build(target)
+            try:
+                await runtime.start()
+            except BaseException:
+                await runtime.stop(timeout=self.stop_timeout)
+                raise
+        except Exception as exc:
+            attempt.lap("rollback")
+            self._set_idle()
+            log.error("%s; rolling back to %s failed too: %s: the mixer is idle", reason, target.ref, _describe(exc))
+            return attempt.entry("failed", f"{reason}; rollback to {target.ref} failed: {_describe(exc)}")
+        attempt.lap("rollback")
+        ref = target_ref or target.ref
+        self._set_current(runtime, target, ref)
+        await self._remember_active(target.hash, ref)
+        gap = await self._measure_gap(runtime, old_last_handled)
+        return attempt.entry("rolled-back", f"{reason}; rolled back to {target.ref} ({_short(target.hash)})", gap=gap)
+
+    async def _stored_known_good(self, *, exclude: str) -> tuple[LoadedScenario | None, str | None]:
+        """The store's last known good (from an earlier mixer run), when this process has none."""
+        try:
+            state = await asyncio.to_thread(self.store.mixer_state)
+            digest = state.last_known_good_hash
+            if not digest or digest == exclude:
+                return None, None
+            loaded = await asyncio.to_thread(resolve_scenario, self.store, f"sha256:{digest}", catalog=self.catalog)
+        except Exception as exc:
+            log.error("cannot load the last known good scenario from the store: %s", _describe(exc))
+            return None, None
+        ref = state.active_ref if state.active_hash == digest and state.active_ref else loaded.ref
+        return loaded, ref
+
+    def _set_current(self, runtime: Runtime, loaded: LoadedScenario, ref: str) -> None:
+        self.current = runtime
+        self.current_loaded = loaded
+        self.current_ref = ref
+        self.known_good = loaded
+        self._known_good_ref = ref
+
+    def _set_idle(self) -> None:
+        self.current = None
+        self.current_loaded = None
+        self.current_ref = None
+
+    async def _remember_active(self, digest: str, ref: str) -> None:
+        try:
+            await asyncio.to_thread(self.store.set_active, digest, ref, known_good=True)
+        except Exception:  # the scenario runs; failing to note it must not undo that
+            log.exception("could not record the active scenario %s in the store", _short(digest))
+
+    async def _journal(self, entry: JournalEntry) -> JournalEntry:
+        try:
+            entry_id = await asyncio.to_thread(self.store.record_activation, entry)
+        except Exception:
+            log.exception("could not journal the activation attempt (%s: %s)", entry.outcome, entry.reason)
+            return entry
+        return dataclasses.replace(entry, id=entry_id)
+
+    # ---- the reload gap ----
+
+    async def _measure_gap(self, new: Runtime, old_last_handled: float | None) -> float | None:
+        """Seconds between the old runtime's last sink message and the new one's first.
+
+        Waits up to `gap_wait` for that first message so the journal row carries the gap;
+        past that, a watcher fills it in on `last_reload` when it comes.
+        """
+        if old_last_handled is None:
+            return None
+        if new.first_handled_at is None and self.gap_wait > 0:
+            try:
+                async with asyncio.timeout(self.gap_wait):
+                    await new.first_handled.wait()
+            except TimeoutError:
+                pass
+        if new.first_handled_at is not None:
+            return round(max(0.0, new.first_handled_at - old_last_handled), 6)
+        watch = _GapWatch(new, old_last_handled)
+        watch.task = asyncio.create_task(self._late_gap(watch), name="fluxmix reload gap")
+        self._gap = self._fresh_gap = watch
+        return None
+
+    async def _late_gap(self, watch: _GapWatch) -> None:
+        await watch.runtime.first_handled.wait()
+        await watch.journaled.wait()
+        if watch.runtime.first_handled_at is None:
+            return
+        gap = round(max(0.0, watch.runtime.first_handled_at - watch.since), 6)
+        entry = self.last_reload
+        if entry is not None and watch.entry_id is not None and entry.id == watch.entry_id:
+            self.last_reload = dataclasses.replace(entry, gap_seconds=gap)
+        log.info("reload gap: %.3fs (first message after the activation returned)", gap, extra={"gap_seconds": gap})
+        # The store has no update API yet; use it when it exists (see the module docstring).
+        update = getattr(self.store, "update_activation_gap", None)
+        if update is not None and watch.entry_id is not None:
+            try:
+                await asyncio.to_thread(update, watch.entry_id, gap)
+            except Exception:
+                log.exception("could not record the reload gap in the journal")
+
+    def _cancel_gap_watch(self) -> None:
+        """The running scenario is being replaced: its pending gap no longer means anything."""
+        if self._gap is not None and self._gap.task is not None and not self._gap.task.done():
+            self._gap.task.cancel()
+        self._gap = None
+
+    # ---- introspection ----
+
+    @property
+    def state(self) -> str:
+        """running | idle (nothing asked for) | failed (the last activation left nothing running)."""
+        if self.current is not None:
+            return "running"
+        if self.last_reload is not None and self.last_reload.outcome == "failed":
+            return "failed"
+        return "idle"
