@@ -130,7 +130,8 @@ class Mixer:
                     "(POST /activate, `fluxmix mixer activate REF`, or restart with -s REF)"
                 )
                 return None
-            self._record(entry, None, self.store.mixer_state().active_ref, time.monotonic() - started)
+            followed = getattr(self.activator, "current_ref", None) or self.store.mixer_state().active_ref
+            self._record(entry, None, followed, time.monotonic() - started)
         await self.sync_watch()
         return entry
 

@@ -57,6 +57,9 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         if exc.status < 400:
             raise
         return _error(exc.status, exc.reason or str(exc))
+    except Exception as exc:  # a bug: log it with the traceback, answer one line
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
 
 
 def _authorized(request: web.Request) -> bool:

@@ -1,0 +1,515 @@
+"""End-to-end tests of `fluxmix-mixer`: real subprocesses, a real store, memory wires.
+
+Every test starts the console script with FLUXMIX_HOME in tmp_path and the API on a free port,
+polls with bounded timeouts (no fixed sleeps, no timing thresholds), and kills what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+BIN = Path(sys.executable).parent
+MIXERD = BIN / "fluxmix-mixer"
+FLUXMIX = BIN / "fluxmix"
+WAIT = 30.0  # upper bound of every poll; a healthy run needs a fraction of it
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT, proc: "MixerProcess | None" = None) -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` (and the log) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.proc.poll() is not None:
+            pytest.fail(f"mixer exited ({proc.proc.returncode}) while waiting for {what}\n{proc.output()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}" + (f"\n{proc.output()}" if proc else ""))
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def scenario_yaml(
+    out: Path,
+    *,
+    name: str = "hello",
+    version: str = "v1",
+    rate: int | None = 200,
+    count: int | None = None,
+    sink_path: str | None = None,
+    extra_gear: str = "",
+) -> str:
+    """generate -> map -> filter -> file-out on memory wires. `version` tags each output line."""
+    gen_config = {"body": {"kind": "demo"}}
+    if rate is not None:
+        gen_config["rate"] = rate
+    if count is not None:
+        gen_config["count"] = count
+    return f"""\
+name: {name}
+description: test pipeline
+gears:
+  - name: source
+    type: generate
+    config: {json.dumps(gen_config)}
+  - name: stamp
+    type: map
+    config:
+      set:
+        version: {version}
+        double: {{expr: seq * 2}}
+  - name: keep
+    type: filter
+    config:
+      where: seq > 0
+  - name: sink
+    type: file-out
+    config:
+      path: {json.dumps(sink_path or str(out))}
+{extra_gear}wires:
+  - {{from: source.out, to: stamp.in, transport: memory}}
+  - {{from: stamp.out, to: keep.in, transport: memory}}
+  - {{from: keep.out, to: sink.in, transport: memory}}
+"""
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Complete JSON lines written so far (a line still being written is ignored)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Save like an editor does: temp file + rename (the watcher must survive it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class MixerProcess:
+    def __init__(self, cwd: Path, home: Path, args: list[str], *, token: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.log_path = cwd / f"mixer-{self.port}.log"
+        cmd = [str(MIXERD), *args, "--http", f"127.0.0.1:{self.port}", "--stop-timeout", "20"]
+        if token:
+            cmd += ["--api-token", token]
+        full_env = {**os.environ, "FLUXMIX_HOME": str(home), **(env or {})}
+        full_env.pop("FLUXMIX_NATS_URL", None)
+        full_env.pop("FLUXMIX_API_TOKEN", None)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if method == "POST" and data is None:
+            data = b""
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                payload = resp.read()
+                status, ctype = resp.status, resp.headers.get_content_type()
+        except urllib.error.HTTPError as error:
+            payload, status, ctype = error.read(), error.code, error.headers.get_content_type()
+        if ctype == "application/json":
+            return status, json.loads(payload)
+        return status, payload.decode()
+
+    def get(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return self.request("POST", path, body, token=self.token)
+
+    def try_get(self, path: str) -> tuple[int, Any] | None:
+        try:
+            return self.request("GET", path)
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return None
+
+    def wait_ready(self) -> dict[str, Any]:
+        def ready() -> Any:
+            answer = self.try_get("/readyz")
+            return answer if answer and answer[0] == 200 else None
+
+        wait_until(ready, "/readyz to answer 200", proc=self)
+        return self.get("/status")
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/status")
+
+    def journal(self) -> list[dict[str, Any]]:
+        return self.get("/journal?limit=100")["entries"]
+
+    def wait_journal(self, predicate: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        return wait_until(lambda: next((e for e in self.journal() if predicate(e)), None), what, proc=self)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=WAIT + 20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            pytest.fail(f"mixer did not stop after {signal.Signals(sig).name}\n{self.output()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def start_mixer(tmp_path: Path, home: Path) -> Iterator[Callable[..., MixerProcess]]:
+    started: list[MixerProcess] = []
+
+    def start(*args: str, token: str | None = None) -> MixerProcess:
+        proc = MixerProcess(tmp_path, home, list(args), token=token)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+def run_fluxmix(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLUXMIX_HOME": str(home)}
+    return subprocess.run([str(FLUXMIX), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def seqs(lines: list[dict[str, Any]]) -> list[int]:
+    return [line["seq"] for line in lines]
+
+
+def assert_exactly_once(values: list[int]) -> None:
+    """Every seq from 1 to the highest exactly once: nothing lost, nothing duplicated."""
+    assert values, "nothing was written"
+    duplicates = sorted({v for v in values if values.count(v) > 1}) if len(set(values)) != len(values) else []
+    missing = sorted(set(range(1, max(values) + 1)) - set(values))
+    assert not duplicates and not missing, f"duplicates {duplicates[:20]}, missing {missing[:20]}"
+
+
+# --------------------------------------------------------------------------------------------
+# startup
+
+
+def test_bad_file_at_startup_exits_2_with_one_line(tmp_path: Path, home: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = scenario_yaml(tmp_path / "out.jsonl")
+    bad.write_text(text.replace("to: sink.in, transport: memory", "to: sink.in, transport: memroy"))
+    env = {**os.environ, "FLUXMIX_HOME": str(home)}
+    result = subprocess.run(
+        [str(MIXERD), "-s", "bad.yaml", "--http", f"127.0.0.1:{free_port()}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: bad.yaml: wires[2].transport:"), lines[0]
+    assert "memroy" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unparsable_file_and_unknown_ref_at_startup_exit_2(tmp_path: Path, home: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    env = {**os.environ, "FLUXMIX_HOME": str(home)}
+    for ref in ("./broken.yaml", "nosuch:v1.0.0", "./missing.yaml"):
+        result = subprocess.run(
+            [str(MIXERD), "-s", ref, "--http", f"127.0.0.1:{free_port()}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 2, (ref, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (ref, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_start_from_path_runs_the_pipeline_exactly(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        scenario_yaml(out, rate=None, count=40).replace("where: seq > 0", "where: seq % 2 == 0")
+    )
+    mixer = start_mixer("-s", "pipeline.yaml")
+    status = mixer.wait_ready()
+    assert status["scenario"]["name"] == "hello"
+    assert status["following"] == str(path.resolve())
+    assert status["watching"] == str(path.resolve())
+    lines = wait_until(lambda: (ls := read_lines(out)) and len(ls) >= 20 and ls, "20 lines", proc=mixer)
+    assert [(l["seq"], l["double"], l["version"], l["kind"]) for l in lines] == [
+        (seq, seq * 2, "v1", "demo") for seq in range(2, 41, 2)
+    ]
+    assert "ready: hello:" in mixer.output()
+    assert mixer.stop() == 0
+    assert len(read_lines(out)) == 20
+
+
+def test_idle_without_scenario_then_activate_by_api(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    mixer = start_mixer()
+    status = mixer.wait_ready()
+    assert status["state"] == "idle" and status["scenario"] is None
+    assert mixer.request("GET", "/readyz")[1]["reason"] == "idle"
+    status_code, body = mixer.post("/reload")
+    assert status_code == 409 and "nothing to reload" in body["error"]
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario_yaml(out, count=5, rate=None))
+    code, entry = mixer.post("/activate", {"ref": str(path)})
+    assert code == 200 and entry["outcome"] == "activated" and entry["trigger"] == "api"
+    wait_until(lambda: len(read_lines(out)) == 5, "5 lines", proc=mixer)
+    assert mixer.status()["following"] == str(path)
+    assert mixer.stop() == 0
+
+
+def test_start_from_name_tag_then_resume_from_empty(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    source = tmp_path / "hello.yaml"
+    source.write_text(scenario_yaml(out, rate=100))
+    imported = run_fluxmix(home, tmp_path, "scenario", "import", str(source), "--name", "hello", "--tag", "v1.0.0")
+    assert imported.returncode == 0, imported.stderr
+
+    first = start_mixer("-s", "hello:v1.0.0")
+    status = first.wait_ready()
+    assert (status["scenario"]["name"], status["scenario"]["tag"]) == ("hello", "v1.0.0")
+    assert status["watching"] is None
+    wait_until(lambda: len(read_lines(out)) >= 5, "first lines", proc=first)
+    assert first.stop() == 0
+    written = len(read_lines(out))
+
+    second = start_mixer()  # -s omitted: resume by hash
+    status = second.wait_ready()
+    assert status["scenario"]["hash"] == first_hash(home, "hello", "v1.0.0")
+    wait_until(lambda: len(read_lines(out)) >= written + 5, "lines after resume", proc=second)
+    assert second.stop() == 0
+    assert_exactly_once(seqs(read_lines(out)))
+    assert any(e["trigger"] == "resume" or e["outcome"] == "activated" for e in second_journal(home))
+
+
+def first_hash(home: Path, name: str, tag: str) -> str:
+    from fluxmix.store import open_store
+
+    store = open_store(home)
+    try:
+        return store.resolve(f"{name}:{tag}").hash
+    finally:
+        store.close()
+
+
+def second_journal(home: Path) -> list[dict[str, Any]]:
+    from fluxmix.store import open_store
+
+    store = open_store(home)
+    try:
+        return [e.as_dict() for e in store.journal(limit=50)]
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------------------------
+# reload triggers
+
+
+def test_editing_the_file_reloads_and_output_changes(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, version="v1", rate=100))
+    mixer = start_mixer("-s", str(path))
+    before = mixer.wait_ready()["scenario"]["hash"]
+    wait_until(lambda: len(read_lines(out)) >= 3, "v1 lines", proc=mixer)
+
+    path.write_text(scenario_yaml(out, version="v2", rate=100))  # in-place write
+    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines after an edit", proc=mixer)
+    atomic_write(path, scenario_yaml(out, version="v3", rate=100))  # editor-style save
+    wait_until(lambda: any(l["version"] == "v3" for l in read_lines(out)), "v3 lines after an atomic save", proc=mixer)
+
+    status = mixer.status()
+    assert status["scenario"]["hash"] != before
+    assert status["watching"] == str(path.resolve())
+    # the journal row is written when the activation returns, which may be after the first new line
+    wait_until(
+        lambda: len([e for e in mixer.journal() if e["trigger"] == "watch" and e["outcome"] == "activated"]) >= 2,
+        "two journaled watch reloads",
+        proc=mixer,
+    )
+    assert mixer.stop() == 0
+    lines = read_lines(out)
+    assert_exactly_once(seqs(lines))
+    versions = [l["version"] for l in lines]
+    assert versions == sorted(versions), "output switched versions out of order"
+
+
+def test_broken_file_and_failing_start_keep_the_old_scenario(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, rate=100))
+    mixer = start_mixer("-s", str(path))
+    good = mixer.wait_ready()["scenario"]["hash"]
+    wait_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=mixer)
+
+    # 1. a file that does not validate: rejected, the old scenario never stops
+    atomic_write(path, scenario_yaml(out, rate=100).replace("type: filter", "type: no-such-gear"))
+    rejected = mixer.wait_journal(lambda e: e["trigger"] == "watch" and e["outcome"] == "rejected", "a rejected reload")
+    assert any("no-such-gear" in p for p in rejected["problems"]) or "no-such-gear" in rejected["reason"]
+    count = len(read_lines(out))
+    wait_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the rejection", proc=mixer)
+    assert mixer.status()["scenario"]["hash"] == good
+
+    # 2. a file that validates but whose sink cannot start: rolled back to the good one
+    atomic_write(path, scenario_yaml(out, version="bad", rate=100, sink_path="/proc/no-such-dir/sub/out.jsonl"))
+    failed = mixer.wait_journal(
+        lambda e: e["trigger"] == "watch" and e["outcome"] in ("rolled-back", "failed", "rejected") and e["id"] != rejected["id"],
+        "a failed start",
+    )
+    assert "sink" in failed["reason"], failed
+    wait_until(lambda: mixer.status()["scenario"] and mixer.status()["scenario"]["hash"] == good, "the good scenario back", proc=mixer)
+    count = len(read_lines(out))
+    wait_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the failed start", proc=mixer)
+    assert mixer.request("GET", "/readyz")[0] == 200
+    assert mixer.stop() == 0
+    lines = read_lines(out)
+    assert all(l["version"] == "v1" for l in lines)
+    assert_exactly_once(seqs(lines))
+
+
+def test_sighup_reresolves_latest_after_a_new_import(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
+    v1.write_text(scenario_yaml(out, version="v1", rate=100))
+    v2.write_text(scenario_yaml(out, version="v2", rate=100))
+    assert run_fluxmix(home, tmp_path, "scenario", "import", str(v1), "--name", "hello", "--tag", "1.0.0").returncode == 0
+
+    mixer = start_mixer("-s", "hello:latest")
+    assert mixer.wait_ready()["scenario"]["tag"] == "v1.0.0"
+    wait_until(lambda: len(read_lines(out)) >= 3, "v1 lines", proc=mixer)
+    imported = run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0")
+    assert imported.returncode == 0, imported.stderr
+    mixer.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (mixer.status()["scenario"] or {}).get("tag") == "v1.1.0", "v1.1.0 active after SIGHUP", proc=mixer)
+    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
+    mixer.wait_journal(lambda e: e["trigger"] == "signal" and e["outcome"] == "activated", "the SIGHUP reload journaled")
+    wait_until(lambda: mixer.status()["following"] == "hello:latest", "following hello:latest", proc=mixer)
+    assert mixer.stop() == 0
+    assert_exactly_once(seqs(read_lines(out)))
+
+
+# --------------------------------------------------------------------------------------------
+# stop and reload without loss
+
+
+def checkpoint_seq(home: Path, scenario: str, gear: str) -> int:
+    """The generate gear's saved position: the next seq it would emit."""
+    from fluxmix.store import open_store
+
+    store = open_store(home)
+    try:
+        value = store.load_checkpoint(scenario, gear)
+    finally:
+        store.close()
+    if isinstance(value, dict):
+        ints = [v for v in value.values() if isinstance(v, int)]
+        assert len(ints) == 1, value
+        value = ints[0]
+    assert isinstance(value, int), value
+    return value
+
+
+def test_sigterm_exits_0_and_loses_nothing_on_memory_wires(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "fast.yaml"
+    path.write_text(scenario_yaml(out, rate=None))  # as fast as the wires take: queues are full
+    mixer = start_mixer("-s", str(path), "--memory-queue-size", "64")
+    mixer.wait_ready()
+    wait_until(lambda: len(read_lines(out)) >= 500, "500 lines", proc=mixer)
+    emitted = mixer.status()["gears"]["source"]["emitted"]
+    assert mixer.stop(signal.SIGTERM) == 0
+    lines = read_lines(out)
+    assert_exactly_once(seqs(lines))
+    assert len(lines) >= emitted
+    next_seq = checkpoint_seq(home, "hello", "source")
+    assert max(seqs(lines)) in (next_seq - 1, next_seq), (max(seqs(lines)), next_seq)
+    assert "stopped" in mixer.output()
+
+
+def test_twenty_reloads_while_producing_keep_every_seq_exactly_once(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(scenario_yaml(out, version="a", rate=500))
+    b.write_text(scenario_yaml(out, version="b", rate=500))
+    mixer = start_mixer("-s", str(a), "--no-watch")
+    mixer.wait_ready()
+    wait_until(lambda: len(read_lines(out)) >= 10, "first lines", proc=mixer)
+    outcomes = []
+    for i in range(20):
+        target = b if i % 2 == 0 else a
+        code, entry = mixer.post("/activate", {"ref": str(target)})
+        assert code == 200, entry
+        outcomes.append(entry["outcome"])
+        count = len(read_lines(out))
+        wait_until(lambda: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
+    assert outcomes == ["activated"] * 20
+    assert mixer.stop() == 0
+    lines = read_lines(out)
+    assert_exactly_once(seqs(lines))
+    switches = sum(1 for x, y in zip(lines, lines[1:]) if x["version"] != y["version"])
+    assert switches == 20
+    reloads = [e for e in second_journal(tmp_path / "home") if e["trigger"] == "api"]
+    assert len(reloads) == 20
