@@ -1,0 +1,279 @@
+"""`file-out` and `file-in`: JSON lines on disk, flushing, offsets, follow, partial lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from fluxmix.errors import GearError
+from fluxmix.gears.files import FileIn, FileOut
+from fluxmix.gears.testing import GearHarness, config_problems
+
+# ---------------------------------------------------------------- file-out
+
+
+async def test_file_out_appends_one_json_line_per_body_and_creates_dirs(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        await h.send({"seq": 1, "name": "Zoë"})
+        # flushed before handle returned: visible to another reader right now
+        assert path.read_text(encoding="utf-8") == '{"seq":1,"name":"Zoë"}\n'
+        await h.send({"seq": 2, "nested": {"a": [1, 2]}})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"seq": 1, "name": "Zoë"}, {"seq": 2, "nested": {"a": [1, 2]}}]
+
+
+async def test_file_out_appends_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    for seq in (1, 2):
+        async with GearHarness("file-out", {"path": str(path)}) as h:
+            await h.send({"seq": seq})
+    assert path.read_text() == '{"seq":1}\n{"seq":2}\n'
+
+
+async def test_file_out_relative_path_is_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with GearHarness("file-out", {"path": "rel/out.jsonl"}) as h:
+        await h.send({"a": 1})
+    assert (tmp_path / "rel" / "out.jsonl").read_text() == '{"a":1}\n'
+
+
+async def test_file_out_closes_a_torn_last_line_on_start(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"seq":1}\n{"seq":')  # a crash mid-write
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        await h.send({"seq": 2})
+    assert path.read_text().splitlines() == ['{"seq":1}', '{"seq":', '{"seq":2}']
+
+
+async def test_file_out_encodes_bytes_dates_and_sets(tmp_path: Path) -> None:
+    import datetime as dt
+
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        await h.send({"raw": b"\x00\xffhi", "when": dt.date(2026, 1, 2), "tags": {"b", "a"}})
+    assert json.loads(path.read_text()) == {"raw": "AP9oaQ==", "when": "2026-01-02", "tags": ["a", "b"]}
+
+
+async def test_file_out_refuses_values_that_are_not_json_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        with pytest.raises(TypeError, match="object value cannot be written as JSON"):
+            await h.send({"x": object()})
+        with pytest.raises(ValueError):
+            await h.send({"x": float("nan")})
+        await h.send({"ok": 1})
+    assert path.read_text() == '{"ok":1}\n'
+
+
+async def test_file_out_envelope_and_fsync(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path), "envelope": True, "fsync": True}, name="sink") as h:
+        await h.send({"a": 1}, id="m-1", headers={"h": "v"})
+    record = json.loads(path.read_text())
+    assert record["id"] == "m-1" and record["body"] == {"a": 1} and record["headers"] == {"h": "v"}
+    assert record["origin"] == "test.out" and isinstance(record["ts"], float)
+
+
+async def test_file_out_start_fails_clearly_when_the_path_cannot_be_opened(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    h = GearHarness("file-out", {"path": str(tmp_path / "adir")}, name="sink")
+    with pytest.raises(GearError, match=r"gear 'sink': cannot open .*adir.* for appending"):
+        await h.start()
+
+
+@pytest.mark.parametrize(
+    ("config", "location"),
+    [({}, "config"), ({"path": ""}, "config.path"), ({"path": "x", "fsync": "yes"}, "config.fsync"), ({"path": "x", "mode": "w"}, "config")],
+)
+def test_file_out_config_problems(config: dict, location: str) -> None:
+    assert [p.location for p in config_problems(FileOut, config)] == [location]
+
+
+# ---------------------------------------------------------------- file-in
+
+
+def write(path: Path, text: str, mode: str = "a") -> None:
+    with open(path, mode, encoding="utf-8") as f:
+        f.write(text)
+
+
+async def test_file_in_emits_each_line_with_offsets_as_positions(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"a":1}\n{"a":2}\n', "w")
+    h = GearHarness("file-in", {"path": str(path)}, name="src")
+    assert await h.run_source() == [{"a": 1}, {"a": 2}]
+    assert [m.id for m in h.ctx.emitted["out"]] == ["test/src/0", "test/src/8"]
+    assert h.ctx.checkpoint == 16
+
+
+async def test_file_in_without_follow_reads_a_last_line_without_newline(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"a":1}\r\n\n   \n{"a":2}', "w")  # CRLF, blank lines, no final newline
+    h = GearHarness("file-in", {"path": str(path)})
+    assert await h.run_source() == [{"a": 1}, {"a": 2}]
+    assert h.ctx.checkpoint == path.stat().st_size
+
+
+async def test_file_in_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, "".join(json.dumps({"n": n}) + "\n" for n in range(5)), "w")
+    first = GearHarness("file-in", {"path": str(path)}, stop_after=2)
+    assert await first.run_source() == [{"n": 0}, {"n": 1}]
+    second = GearHarness("file-in", {"path": str(path)}, checkpoint=first.ctx.checkpoint)
+    assert await second.run_source() == [{"n": 2}, {"n": 3}, {"n": 4}]
+
+
+async def test_file_in_checkpoint_beyond_the_end_rereads_from_start(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"a":1}\n', "w")
+    assert await GearHarness("file-in", {"path": str(path)}, checkpoint=10_000).run_source() == [{"a": 1}]
+
+
+async def test_file_in_read_from_end_without_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"old":1}\n', "w")
+    assert await GearHarness("file-in", {"path": str(path), "read_from": "end"}).run_source() == []
+
+
+async def test_file_in_skips_and_counts_malformed_lines_with_line_numbers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a":1}\nnot json\n[1,2]\n\xff\xfe\n{"a":2}\n')
+    h = GearHarness("file-in", {"path": str(path)}, name="src")
+    with caplog.at_level(logging.WARNING):
+        assert await h.run_source() == [{"a": 1}, {"a": 2}]
+    assert h.gear.malformed == 3
+    text = caplog.text
+    assert "line 2 skipped: not JSON" in text
+    assert "line 3 skipped: a JSON list, not an object" in text
+    assert "line 4 skipped" in text
+
+
+async def test_file_in_line_numbers_count_from_the_file_start_after_resuming(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"a":1}\n{"a":2}\nbad\n', "w")
+    with caplog.at_level(logging.WARNING):
+        await GearHarness("file-in", {"path": str(path)}, checkpoint=8).run_source()
+    assert "line 3 skipped" in caplog.text
+
+
+async def test_file_in_skips_over_long_lines(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"a":1}\n' + json.dumps({"big": "x" * 300_000}) + '\n{"a":2}\n', "w")
+    h = GearHarness("file-in", {"path": str(path), "max_line_bytes": 1000})
+    assert await h.run_source() == [{"a": 1}, {"a": 2}]
+    assert h.gear.malformed == 1
+    assert h.ctx.checkpoint == path.stat().st_size
+
+
+async def test_file_in_missing_file_without_follow_fails_start(tmp_path: Path) -> None:
+    h = GearHarness("file-in", {"path": str(tmp_path / "nope.jsonl")}, name="src")
+    with pytest.raises(GearError, match="gear 'src': cannot read"):
+        await h.start()
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_file_in_follow_reads_appends_and_waits_for_partial_lines(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"n":1}\n', "w")
+    h = GearHarness("file-in", {"path": str(path), "follow": True, "poll_interval": 0.01})
+    await h.start()
+    task = asyncio.create_task(h.gear.run())
+    try:
+        await wait_for(lambda: len(h.ctx.bodies()) == 1)
+        write(path, '{"n":2}\n{"n":')  # a writer mid-line
+        await wait_for(lambda: len(h.ctx.bodies()) == 2)
+        await wait_for(lambda: h.ctx.checkpoint == 16)  # only complete lines count
+        await asyncio.sleep(0.05)
+        assert len(h.ctx.bodies()) == 2
+        write(path, "3}\n")
+        await wait_for(lambda: len(h.ctx.bodies()) == 3)
+    finally:
+        h.ctx.stopping.set()
+        await asyncio.wait_for(task, 10)
+        await h.stop()
+    assert h.ctx.bodies() == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert h.ctx.checkpoint == path.stat().st_size
+    assert [m.id for m in h.ctx.emitted["out"]] == ["test/gear/0", "test/gear/8", "test/gear/16"]
+
+
+async def test_file_in_follow_waits_for_the_file_to_appear(tmp_path: Path) -> None:
+    path = tmp_path / "later.jsonl"
+    h = GearHarness("file-in", {"path": str(path), "follow": True, "poll_interval": 0.01})
+    await h.start()
+    task = asyncio.create_task(h.gear.run())
+    try:
+        await asyncio.sleep(0.05)
+        write(path, '{"n":1}\n', "w")
+        await wait_for(lambda: h.ctx.bodies() == [{"n": 1}])
+    finally:
+        h.ctx.stopping.set()
+        await asyncio.wait_for(task, 10)
+        await h.stop()
+
+
+async def test_file_in_follow_rereads_a_rotated_or_truncated_file(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"n":1}\n{"n":2}\n', "w")
+    h = GearHarness("file-in", {"path": str(path), "follow": True, "poll_interval": 0.01})
+    await h.start()
+    task = asyncio.create_task(h.gear.run())
+    try:
+        await wait_for(lambda: len(h.ctx.bodies()) == 2)
+        os.rename(path, tmp_path / "in.jsonl.1")  # rotation: a new file under the same name
+        write(path, '{"n":3}\n{"n":4}\n', "w")
+        await wait_for(lambda: len(h.ctx.bodies()) == 4)
+        write(path, '{"t":1}\n', "w")  # truncated in place, shorter than what was read
+        await wait_for(lambda: len(h.ctx.bodies()) == 5)
+    finally:
+        h.ctx.stopping.set()
+        await asyncio.wait_for(task, 10)
+        await h.stop()
+    assert h.ctx.bodies() == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}, {"t": 1}]
+
+
+async def test_file_in_stopping_mid_file_checkpoints_the_next_unread_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, "".join(f'{{"n":{n}}}\n' for n in range(100)), "w")
+    h = GearHarness("file-in", {"path": str(path), "follow": True}, stop_after=10)
+    bodies = await h.run_source()
+    assert [b["n"] for b in bodies] == list(range(10))
+    resumed = GearHarness("file-in", {"path": str(path)}, checkpoint=h.ctx.checkpoint)
+    assert [b["n"] for b in await resumed.run_source()] == list(range(10, 100))
+
+
+@pytest.mark.parametrize(
+    ("config", "location"),
+    [
+        ({}, "config"),
+        ({"path": "x", "follow": 1}, "config.follow"),
+        ({"path": "x", "poll_interval": 0}, "config.poll_interval"),
+        ({"path": "x", "read_from": "middle"}, "config.read_from"),
+        ({"path": "x", "max_line_bytes": 0}, "config.max_line_bytes"),
+    ],
+)
+def test_file_in_config_problems(config: dict, location: str) -> None:
+    assert [p.location for p in config_problems(FileIn, config)] == [location]
+
+
+def test_file_ports() -> None:
+    assert FileIn.is_source() and not FileOut.is_source()
+    assert [p.name for p in FileIn.output_ports({})] == ["out"]
+    assert [p.name for p in FileOut.input_ports({})] == ["in"]
+    assert [p.name for p in FileOut.output_ports({})] == ["error"]
