@@ -112,6 +112,17 @@ def _thaw(data: bytes) -> dict[str, Any]:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def _detail(exc: BaseException, gear: str) -> str:
+    """What went wrong, without repeating the gear name a GearError already carries."""
+    if isinstance(exc, GearError) and exc.gear == gear:
+        prefix = f"gear '{gear}': "
+        text = str(exc)
+        return text[len(prefix):] if text.startswith(prefix) else text
+    if isinstance(exc, FluxmixError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _GearSlot:
     """Everything the runtime keeps about one gear of the scenario."""
 
@@ -295,10 +306,9 @@ class Runtime:
             slot.ctx = _Context(self, slot)
             try:
                 slot.gear = cls(spec.name, spec.config, slot.ctx)
-            except FluxmixError as exc:
-                raise GearError(spec.name, f"cannot be built: {exc}") from exc
+                slot.is_source = slot.gear.is_source()  # the instance decides: `python` wraps sources or not
             except Exception as exc:
-                raise GearError(spec.name, f"cannot be built: {type(exc).__name__}: {exc}") from exc
+                raise GearError(spec.name, f"cannot be built: {_detail(exc, spec.name)}") from exc
             self._slots[spec.name] = slot
         self._order = [self._slots[name] for name in topological_order(self.scenario)]
 
@@ -373,8 +383,7 @@ class Runtime:
             raise GearError(slot.name, slot.last_error) from exc
         except Exception as exc:
             slot.state = "failed"
-            slot.last_error = f"start failed: {exc}" if isinstance(exc, FluxmixError) else (
-                f"start failed: {type(exc).__name__}: {exc}")
+            slot.last_error = f"start failed: {_detail(exc, slot.name)}"
             raise GearError(slot.name, slot.last_error) from exc
         slot.started = True
         slot.state = "running"
