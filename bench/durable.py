@@ -1,0 +1,64 @@
+"""Durable wire: throughput of generate -> sink over one standard (JetStream) wire against
+the fastest raw nats-py pattern measured in the same run, and end-to-end latency at a fixed
+1,000 msg/s against raw publish -> consume with one message in flight (the floor)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from bench import baselines
+from bench.fixtures import RECORDER, bench_catalog, chain_scenario, running_scenario
+from bench.harness import Row, Stat, percentile
+
+RAW_MAX_PENDING = 1024  # publish_async in flight; 256..4096 measured the same here
+RAW_BATCH = 256  # pull fetch batch
+
+
+async def fluxmix_throughput(catalog: Any, url: str, n: int) -> float:
+    data = chain_scenario(f"bench-dur-{uuid.uuid4().hex[:8]}", 2, "standard")
+    RECORDER.reset(n)
+    async with running_scenario(data, catalog, nats_url=url):
+        await asyncio.wait_for(RECORDER.done.wait(), 300)
+        return RECORDER.rate()
+
+
+async def fluxmix_latency(catalog: Any, url: str, n: int, rate: float) -> tuple[float, float]:
+    data = chain_scenario(f"bench-lat-{uuid.uuid4().hex[:8]}", 2, "standard", rate=rate)
+    RECORDER.reset(n, latencies=True)
+    async with running_scenario(data, catalog, nats_url=url):
+        await asyncio.wait_for(RECORDER.done.wait(), 60 + 2 * n / rate)
+        lat = sorted((RECORDER.latencies or [])[n // 10 :])  # first 10%: warm-up
+    return percentile(lat, 50), percentile(lat, 99)
+
+
+async def run(ctx: Any) -> list[Row]:
+    url = await ctx.nats_url()
+    catalog = bench_catalog()
+    rows = []
+
+    n = ctx.scale(30_000, 5_000)
+    fx, raw = Stat(), Stat()
+    await fluxmix_throughput(catalog, url, 500)  # warm-up
+    for _ in range(ctx.reps):
+        fx.samples.append(await fluxmix_throughput(catalog, url, n))
+        raw.samples.append(await baselines.nats_throughput(url, n, max_pending=RAW_MAX_PENDING, batch=RAW_BATCH))
+        ctx.log(f"durable: fluxmix {fx.samples[-1]:.0f}/s raw {raw.samples[-1]:.0f}/s")
+    rows.append(Row("durable", f"generate -> sink, 1 standard wire, {n // 1000}k msgs", "msg/s", True, fx, raw,
+                    f"publish_async({RAW_MAX_PENDING}) -> fetch({RAW_BATCH})+ack"))
+
+    rate = 1000.0
+    n = ctx.scale(3000, 1000)
+    p50, p99, r50, r99 = Stat(), Stat(), Stat(), Stat()
+    for _ in range(ctx.reps):
+        a, b = await fluxmix_latency(catalog, url, n, rate)
+        p50.samples.append(a)
+        p99.samples.append(b)
+        a, b = await baselines.nats_latency_one_in_flight(url, n)
+        r50.samples.append(a)
+        r99.samples.append(b)
+        ctx.log(f"durable latency: fluxmix p50 {p50.samples[-1] * 1e3:.2f} ms, raw p50 {a * 1e3:.2f} ms")
+    rows.append(Row("durable", "end-to-end latency p50 at 1,000 msg/s", "s", False, p50, r50, "raw, 1 in flight"))
+    rows.append(Row("durable", "end-to-end latency p99 at 1,000 msg/s", "s", False, p99, r99, "raw, 1 in flight"))
+    return rows
