@@ -513,3 +513,80 @@ def test_twenty_reloads_while_producing_keep_every_seq_exactly_once(
     assert switches == 20
     reloads = [e for e in second_journal(tmp_path / "home") if e["trigger"] == "api"]
     assert len(reloads) == 20
+
+
+# --------------------------------------------------------------------------------------------
+# more triggers, log format, durable wires through the daemon
+
+
+def test_follow_latest_activates_a_new_tag(tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    out = tmp_path / "out.jsonl"
+    v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
+    v1.write_text(scenario_yaml(out, version="v1", rate=100))
+    v2.write_text(scenario_yaml(out, version="v2", rate=100))
+    assert run_fluxmix(home, tmp_path, "scenario", "import", str(v1), "--name", "hello", "--tag", "1.0.0").returncode == 0
+    mixer = start_mixer("-s", "hello", "--follow-latest", "0.2")
+    assert mixer.wait_ready()["scenario"]["tag"] == "v1.0.0"
+    assert run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0").returncode == 0
+    mixer.wait_journal(lambda e: e["trigger"] == "tag" and e["outcome"] == "activated", "a tag-triggered activation")
+    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
+    assert mixer.stop() == 0
+    assert_exactly_once(seqs(read_lines(out)))
+
+
+def test_json_log_format_is_one_object_per_line(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario_yaml(out, count=3, rate=None))
+    mixer = start_mixer("-s", str(path), "--log-format", "json")
+    mixer.wait_ready()
+    assert mixer.stop() == 0
+    records = [json.loads(line) for line in mixer.output().splitlines() if line.strip()]
+    assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    ready = [r for r in records if r["msg"].startswith("ready: ")]
+    assert len(ready) == 1
+    assert ready[0]["scenario"] == "hello" and ready[0]["gears"] == 4 and ready[0]["wires"] == 3
+    assert len(ready[0]["hash"]) == 64 and ready[0]["ready_seconds"] >= 0
+
+
+def _standard_scenario(out: Path, name: str, count: int) -> str:
+    return scenario_yaml(out, name=name, count=count, rate=None).replace("transport: memory", "transport: standard")
+
+
+def _nats_server_pids() -> set[int]:
+    result = subprocess.run(["pgrep", "-x", "nats-server"], capture_output=True, text=True)
+    return {int(pid) for pid in result.stdout.split()}
+
+
+@pytest.mark.nats
+def test_standard_wires_with_the_embedded_server(tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "durable.yaml"
+    path.write_text(_standard_scenario(out, "durable", 200))
+    before = _nats_server_pids()
+    mixer = start_mixer("-s", str(path))
+    status = mixer.wait_ready()
+    if mixer.proc.poll() is not None or "standard" not in status["brokers"]:
+        pytest.fail(f"no standard broker\n{mixer.output()}")
+    assert status["brokers"]["standard"]["state"] == "connected"
+    wait_until(lambda: len(read_lines(out)) == 200, "200 lines over JetStream", proc=mixer)
+    code, text = mixer.request("GET", "/metrics")
+    assert "fluxmix_nats_connected 1.0" in text
+    assert mixer.stop() == 0
+    assert sorted(seqs(read_lines(out))) == list(range(1, 201))
+    wait_until(lambda: _nats_server_pids() <= before, "the embedded nats-server to stop with the mixer")
+
+
+@pytest.mark.nats
+async def test_standard_wires_with_nats_url(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess], nats_url: str, unique_name: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "durable.yaml"
+    path.write_text(_standard_scenario(out, unique_name, 50))
+    mixer = start_mixer("-s", str(path), "--nats-url", nats_url)
+    status = mixer.wait_ready()
+    assert status["brokers"]["standard"]["connected_url"] is not None
+    wait_until(lambda: len(read_lines(out)) == 50, "50 lines over JetStream", proc=mixer)
+    assert mixer.stop() == 0
+    assert sorted(seqs(read_lines(out))) == list(range(1, 51))
