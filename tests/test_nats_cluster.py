@@ -1,0 +1,68 @@
+"""A three-node JetStream cluster (deploy/nats/node-*.conf) with replicas 3: losing a node loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+try:
+    from tests.nats_fixtures import NatsCluster
+    from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
+except ModuleNotFoundError:
+    from nats_fixtures import NatsCluster  # type: ignore[no-redef]
+    from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
+
+from fluxmix.transports.nats import stream_name
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow]
+
+
+async def _prepare_with_retry(broker, scenario, wires) -> None:  # type: ignore[no-untyped-def]
+    """Right after start-up the cluster may still be placing its first R3 stream."""
+    for attempt in range(40):
+        try:
+            await broker.prepare(scenario, "h", wires)
+            return
+        except Exception:
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_killing_the_stream_leader_mid_stream_loses_nothing(nats_cluster: NatsCluster, unique_name: str) -> None:
+    total = 2000
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_cluster.urls, replicas=3, ack_timeout=2.0) as broker:
+        await _prepare_with_retry(broker, scenario, [spec])
+        info = await broker.js.stream_info(stream_name(unique_name))
+        assert info.config.num_replicas == 3
+        leader = info.cluster.leader
+        victim = next(n.index for n in nats_cluster.nodes if leader == f"fluxmix-nats-{n.index + 1}")
+        wire = broker.wire(scenario, "h", spec)
+        collector = Collector()
+
+        async def produce() -> None:
+            for m in messages(unique_name, total):
+                await wire.send(m)
+                if m.body["seq"] % 20 == 0:
+                    await asyncio.sleep(0.005)
+            await wire.flush()
+
+        consumer = asyncio.create_task(wire.consume(collector.delivery()))
+        producer = asyncio.create_task(produce())
+        await wait_for(lambda: len(collector.handled) >= 300)
+        await asyncio.to_thread(nats_cluster.kill, victim)  # SIGKILL the stream leader
+        await asyncio.wait_for(producer, 90)
+        await wait_for(lambda: len({m.id for m in collector.handled}) >= total, timeout=90)
+        await wire.drain()
+        await asyncio.wait_for(consumer, 10)
+        assert sorted(set(collector.seqs)) == list(range(total))
+        assert len(collector.handled) - total <= wire.stats.redelivered
+
+        # the node comes back and catches up; the stream is whole again with nothing left owed
+        await asyncio.to_thread(nats_cluster.start, victim)
+        await asyncio.to_thread(nats_cluster.wait_healthy, [victim], 60)
+        info = await broker.js.stream_info(stream_name(unique_name))
+        assert info.cluster.leader and info.state.messages == 0

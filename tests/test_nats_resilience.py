@@ -1,0 +1,71 @@
+"""Standard wires while the nats-server goes away and comes back: the publisher waits, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from fluxmix.errors import NatsUnavailableError
+from fluxmix.transports.embedded import EmbeddedNats
+
+try:
+    from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
+except ModuleNotFoundError:
+    from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, unique_name: str) -> None:
+    server = EmbeddedNats(tmp_path / "nats", port=_free_port())  # same port after the restart
+    try:
+        url = await server.start()
+    except NatsUnavailableError as exc:
+        from tests.nats_fixtures import nats_unavailable
+
+        nats_unavailable(str(exc))
+    total = 2000
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    try:
+        async with broker_for(url, ack_timeout=1.0) as broker:
+            await broker.prepare(scenario, "h", [spec])
+            wire = broker.wire(scenario, "h", spec)
+            collector = Collector()
+
+            async def produce() -> None:
+                for m in messages(unique_name, total):
+                    await wire.send(m)
+                    if m.body["seq"] % 20 == 0:
+                        await asyncio.sleep(0.005)  # a paced source, so the outage lands mid-stream
+                await wire.flush()
+
+            consumer = asyncio.create_task(wire.consume(collector.delivery()))
+            producer = asyncio.create_task(produce())
+            await wait_for(lambda: len(collector.handled) >= 300)
+            await server.stop()
+            await wait_for(lambda: not broker.ready[0], timeout=10)
+            assert "disconnected" in broker.ready[1]
+            stalled_at = wire.stats.sent
+            await asyncio.sleep(1.0)
+            assert not producer.done() and wire.stats.sent == stalled_at  # the publisher waits
+            await server.start()
+            await asyncio.wait_for(producer, 60)
+            await wait_for(lambda: len({m.id for m in collector.handled}) >= total, timeout=60)
+            await wire.drain()
+            await asyncio.wait_for(consumer, 10)
+            assert sorted(set(collector.seqs)) == list(range(total))
+            # at-least-once: anything seen twice was a redelivery, never a second publish
+            assert len(collector.handled) - total <= wire.stats.redelivered
+            assert broker.status()["reconnects"] >= 1 and broker.ready == (True, "")
+    finally:
+        await server.stop()
