@@ -233,10 +233,10 @@ class Store:
                     session.add(row)
                     session.flush()
                     return ImportResult(kind, name, decision, digest, len(data), True, row.imported_at)
-            except IntegrityError:
+            except IntegrityError as error:
                 # Only reachable on servers without BEGIN IMMEDIATE (a concurrent insert won); decide again.
                 if attempt == _WRITE_RETRIES - 1:
-                    raise
+                    raise StoreError(f"could not record {kind} {name}: {error.orig}") from error
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -282,7 +282,7 @@ class Store:
             }
         if not rows:
             raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(kind)}")
-        tag = latest_tag(list(rows)) if ref.tag is None else canonical_tag(ref.tag)
+        tag = latest_tag(list(rows)) if ref.tag in (None, "latest") else canonical_tag(ref.tag)
         row = rows.get(tag) if tag is not None else None
         if row is None:
             available = ", ".join(sort_tags_desc(list(rows))[:10])
@@ -386,10 +386,11 @@ class Store:
             if blob.hash in referenced or blob.mtime > cutoff:
                 kept += 1
                 continue
+            if not dry_run and not self.blobs.remove_if_older(blob.path, cutoff):
+                kept += 1  # freshened meanwhile by a concurrent import of the same bytes
+                continue
             removed.append(blob.hash)
             freed += blob.size
-            if not dry_run:
-                self.blobs.remove(blob.path)
         temps = 0
         for path, mtime in self.blobs.iter_temp_files():
             if mtime <= cutoff:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fluxmix.errors import CorruptBlobError, NotFoundError, StoreError
+from fluxmix.errors import BadReferenceError, CorruptBlobError, NotFoundError, StoreError
 
 from ._refs import HEX_RE, check_hex
 
@@ -22,6 +23,7 @@ TEMP_PREFIX = ".tmp-"
 _DIR_MODE = 0o700
 _BLOB_MODE = 0o444  # read-only, as git does for loose objects: blobs never change
 _CHUNK = 1 << 20
+_PREFIX_RE = re.compile(r"[0-9a-f]{2,64}", re.ASCII)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -98,7 +100,9 @@ class BlobStore:
         return self._intact(blob.path, blob.hash)
 
     def find_prefix(self, prefix: str) -> list[str]:
-        """Digests starting with `prefix` (already validated lowercase hex, >= 2 digits)."""
+        """Digests starting with `prefix` (lowercase hex, >= 2 digits)."""
+        if not _PREFIX_RE.fullmatch(prefix):
+            raise BadReferenceError(f"invalid hash prefix {prefix!r}: expected 2 to 64 lowercase hex digits")
         shard = self.root / prefix[:2]
         try:
             names = os.listdir(shard)
@@ -127,6 +131,16 @@ class BlobStore:
                         yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime
                     except FileNotFoundError:
                         continue
+
+    def remove_if_older(self, path: Path, cutoff: float) -> bool:
+        """Unlink unless the mtime moved past cutoff since it was listed (put_blob freshens it)."""
+        try:
+            if os.stat(path, follow_symlinks=False).st_mtime > cutoff:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return True
 
     def remove(self, path: Path) -> None:
         try:
