@@ -421,3 +421,49 @@ def test_spec_problems(raw: object, location: str, words: list[str]) -> None:
     assert [p.location for p in problems] == [location], problems
     for word in words:
         assert word in problems[0].reason
+
+
+# ---------------------------------------------------------------- with the real built-in catalog
+
+
+def test_builtin_catalog_problems() -> None:
+    text = b"""
+name: real
+gears:
+  - {name: src, type: generate, config: {count: 3, rat: 2}}
+  - {name: big, type: filter, config: {where: "amount >"}}
+  - {name: split, type: route, config: {routes: {eur: 'currency == "EUR"'}}}
+  - {name: calc, type: map, config: {set: {x: {expr: "__import__('os')"}}}}
+  - {name: sink, type: file-out}
+  - {name: loud, type: log, config: {level: loud}}
+  - {name: eur, type: log}
+wires:
+  - {from: src.out, to: split.in}
+  - {from: split.usd, to: eur.in}
+  - {from: split.eur, to: eur.in}
+  - {from: split.default, to: eur.in}
+"""
+    problems = validate_scenario(load_yaml(text, "real.yaml"), catalog=Catalog.default())
+    found = {p.location: p.reason for p in problems}
+    assert list(found) == [
+        "gears[0].config.rat",
+        "gears[1].config.where",
+        "gears[3].config.set.x.expr",
+        "gears[4].config",
+        "gears[5].config.level",
+        "wires[1].from",
+    ]
+    assert "did you mean 'rate'?" in found["gears[0].config.rat"]
+    assert "invalid expression" in found["gears[1].config.where"]
+    assert "__import__" in found["gears[3].config.set.x.expr"]
+    assert "'path' is a required property" in found["gears[4].config"]
+    assert "no output port 'usd'" in found["wires[1].from"] and "eur, default, error" in found["wires[1].from"]
+
+
+def test_builtin_required_inputs() -> None:
+    raw = {
+        "name": "lonely",
+        "gears": [{"name": "src", "type": "generate"}, {"name": "sink", "type": "file-out", "config": {"path": "x"}}],
+    }
+    problems = validate_scenario(raw, catalog=Catalog.default())
+    assert [str(p) for p in problems] == ["gears[1]: input sink.in is required but no wire delivers to it"]
