@@ -43,7 +43,7 @@ class Checkpoints:
         self.values[(scenario_name, gear)] = value
 
 
-def scenario(gears: list[tuple[str, str, dict[str, Any]]], wires: list[tuple[str, str]]) -> Scenario:
+def scenario(gears: list[tuple[str, str, dict[str, Any]]], wires: list[tuple[str, str]], **options: Any) -> Scenario:
     def endpoint(text: str) -> Endpoint:
         gear, port = text.split(".")
         return Endpoint(gear, port)
@@ -51,7 +51,7 @@ def scenario(gears: list[tuple[str, str, dict[str, Any]]], wires: list[tuple[str
     return Scenario(
         name="pipeline",
         gears=tuple(GearSpec(n, t, c) for n, t, c in gears),
-        wires=tuple(WireSpec(endpoint(a), endpoint(b), "memory") for a, b in wires),
+        wires=tuple(WireSpec(endpoint(a), endpoint(b), "memory", dict(options)) for a, b in wires),
     )
 
 
@@ -132,3 +132,23 @@ async def test_python_source_runs_on_the_runtime(tmp_path: Path) -> None:
     )
     await run_until_written(scen, Checkpoints(), lambda: len(lines(dst)) == 4)
     assert [b["n"] for b in lines(dst)] == [4, 3, 2, 1]
+
+
+async def test_an_expression_that_fails_sends_the_message_to_the_error_port(tmp_path: Path) -> None:
+    ok, errors = tmp_path / "ok.jsonl", tmp_path / "errors.jsonl"
+    scen = scenario(
+        [
+            ("src", "generate", {"count": 6}),
+            ("calc", "map", {"set": {"x": {"expr": "10 // (seq % 3)"}}}),
+            ("ok", "file-out", {"path": str(ok)}),
+            ("errors", "file-out", {"path": str(errors), "envelope": True}),
+        ],
+        [("src.out", "calc.in"), ("calc.out", "ok.in"), ("calc.error", "errors.in")],
+        max_deliver=2,
+        retry_delay=0,
+    )
+    await run_until_written(scen, Checkpoints(), lambda: len(lines(ok)) + len(lines(errors)) == 6)
+    assert [b["seq"] for b in lines(ok)] == [1, 2, 4, 5]
+    failed = lines(errors)
+    assert [r["body"]["seq"] for r in failed] == [3, 6]
+    assert "set.x: '10 // (seq % 3)': integer division or modulo by zero" in failed[0]["headers"]["error"]

@@ -277,3 +277,10 @@ def test_file_ports() -> None:
     assert [p.name for p in FileIn.output_ports({})] == ["out"]
     assert [p.name for p in FileOut.input_ports({})] == ["in"]
     assert [p.name for p in FileOut.output_ports({})] == ["error"]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_file_in_refuses_a_directory_at_start(tmp_path: Path, follow: bool) -> None:
+    h = GearHarness("file-in", {"path": str(tmp_path), "follow": follow}, name="src")
+    with pytest.raises(GearError, match="it is a directory"):
+        await h.start()

@@ -367,7 +367,7 @@ def compile_expression(text: str) -> Expression:
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        col = f" at column {exc.offset}" if exc.offset else ""
+        col = f" at column {exc.offset}" if exc.offset else " at the end"
         raise ExpressionSyntaxError(f"{exc.msg}{col}") from None
     except (ValueError, MemoryError, RecursionError) as exc:
         raise ExpressionSyntaxError(str(exc) or type(exc).__name__) from None

@@ -221,13 +221,13 @@ class FileIn(Gear):
             self._checkpoint = saved
         elif saved is not None:
             self.ctx.log.warning("gear %s: ignoring unreadable checkpoint %r", self.name, saved)
-        if not self.follow:
+        if self.path.is_dir():
+            raise GearError(self.name, f"cannot read {str(self.path)!r}: it is a directory")
+        if not self.follow:  # a followed file may appear later; a finite read needs it now
             try:
                 self._open()
             except OSError as exc:
                 raise GearError(self.name, f"cannot read {str(self.path)!r}: {exc.strerror or exc}") from None
-            if self.path.is_dir():
-                raise GearError(self.name, f"{str(self.path)!r} is a directory")
 
     def _open(self) -> None:
         f = open(self.path, "rb")

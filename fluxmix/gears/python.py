@@ -14,13 +14,14 @@ from typing import Any, ClassVar, Mapping
 
 import jsonschema
 
+from fluxmix.errors import UserError
 from fluxmix.gears.base import Gear, Port
 from fluxmix.message import Message
 
 CLASS_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
-class GearClassError(Exception):
+class GearClassError(UserError):
     """`class` does not name an importable Gear subclass (a validation problem, one line)."""
 
 

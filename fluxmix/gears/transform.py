@@ -12,12 +12,20 @@ import re
 from typing import Any, ClassVar, Mapping
 
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
-from fluxmix.gears.expressions import Expression, compile_expression, expression_problem
+from fluxmix.gears.expressions import Expression, ExpressionEvalError, compile_expression, expression_problem
 from fluxmix.message import Message
 
+def _evaluate(where: str, expr: Expression, body: Mapping[str, Any]) -> Any:
+    """Evaluate, naming the config key in the error so the log says which expression failed."""
+    try:
+        return expr.evaluate(body)
+    except ExpressionEvalError as exc:
+        raise ExpressionEvalError(f"{where}: {exc}") from None
+
+
 EXPRESSION_HELP = (
-    "A safe Python-like expression over body fields (e.g. `amount > 100 and currency == \"EUR\"`); "
-    "`body[\"odd-key\"]` for keys that are not identifiers, get(\"f\", default) for optional fields."
+    "Expressions: safe Python-like syntax over body fields, e.g. `amount > 100 and currency == \"EUR\"`; "
+    "`body[\"odd-key\"]` for other keys, get(\"f\", default) for optional ones; no attribute access."
 )
 
 # ---------------------------------------------------------------- map
@@ -102,7 +110,7 @@ class Map(Gear):
         for old, new in self.rename.items():
             if old in out:
                 out[new] = out.pop(old)
-        computed = {field: expr.evaluate(out) for field, expr in self.expressions.items()}
+        computed = {field: _evaluate(f"set.{field}", expr, out) for field, expr in self.expressions.items()}
         for field, value in self.constants.items():
             out[field] = value if isinstance(value, (str, int, float, bool, type(None))) else copy.deepcopy(value)
         out.update(computed)
@@ -150,7 +158,7 @@ class Filter(Gear):
         self.where = compile_expression(self.config["where"])
 
     async def handle(self, port: str, message: Message) -> None:
-        target = "out" if self.where.evaluate(message.body) else "rejected"
+        target = "out" if _evaluate("where", self.where, message.body) else "rejected"
         await self.ctx.emit(target, message.body, headers=message.headers)
 
 
@@ -228,7 +236,7 @@ class Route(Gear):
         """The output ports for `body` (evaluation errors fail the whole message)."""
         chosen: list[str] = []
         for port, cond in self.routes:
-            if cond.evaluate(body):
+            if _evaluate(f"routes.{port}", cond, body):
                 chosen.append(port)
                 if self.first_only:
                     break
