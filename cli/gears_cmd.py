@@ -118,7 +118,7 @@ def _schema_type(prop: Any) -> str:
     if kind:
         return str(kind)
     if "enum" in prop:
-        return "enum"
+        return "|".join(json.dumps(v) if not isinstance(v, str) else v for v in prop["enum"])
     for combinator in ("oneOf", "anyOf"):
         if combinator in prop:
             return "|".join(_schema_type(p) for p in prop[combinator])
@@ -137,9 +137,11 @@ def _echo_detail(info: dict[str, Any]) -> None:
         click.echo(f"\n{title}:")
         if not ports:
             click.echo("  (none)")
-        for port in ports:
-            mark = " (required)" if port["required"] else ""
-            click.echo(f"  {port['name']}{mark}" + (f"  {port['description']}" if port["description"] else ""))
+        echo_table(
+            ["", ""],
+            [("  " + p["name"] + (" (required)" if p["required"] else ""), p["description"]) for p in ports],
+            show_headers=False,
+        )
     click.echo("\nconfig:")
     if not info["config"]:
         click.echo("  (none)")
@@ -151,4 +153,5 @@ def _echo_detail(info: dict[str, Any]) -> None:
             notes = f"{notes} (default: {json.dumps(key['default'])})".strip()
         rows.append(("  " + key["key"] + ("*" if key["required"] else ""), key["type"], notes))
     echo_table(["  KEY", "TYPE", "DESCRIPTION"], rows)
-    click.echo("\n* = required")
+    if any(key["required"] for key in info["config"]):
+        click.echo("\n* = required")

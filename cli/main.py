@@ -119,10 +119,18 @@ class RootGroup(FluxmixGroup):
 @click.version_option(package_name="fluxmix", prog_name="fluxmix")
 @click.pass_context
 def root(ctx: click.Context, store_dir: Path | None, debug: bool) -> None:
-    """Import, inspect and validate fluxmix scenarios and specs in the content-addressed store.
+    """Manage scenarios and specs in the content-addressed store, and steer a running mixer.
 
     References: NAME[:TAG] (TAG `latest` or omitted = highest SemVer tag), sha256:HEX (or a unique
     prefix of 12+ hex digits), or a path to a file.
+
+    \b
+    Examples:
+      fluxmix scenario validate scenarios/hello.yaml
+      fluxmix scenario import scenarios/hello.yaml --tag 1.0.0
+      fluxmix scenario tags hello
+      fluxmix scenario diff hello:1.0.0 scenarios/hello.yaml --text
+      fluxmix store gc --dry-run
     """
     app = App(store_dir)
     ctx.obj = app
@@ -195,9 +203,12 @@ def short_hash(hex_digest: str) -> str:
     return hex_digest[:12]
 
 
-def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, show_headers: bool = True) -> None:
     """Left-aligned columns separated by two spaces; no trailing blanks (friendly to `cut`/`awk`)."""
-    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    cells = [[str(h) for h in headers]] if show_headers else []
+    cells += [[("" if c is None else str(c)) for c in row] for row in rows]
+    if not cells:
+        return
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))

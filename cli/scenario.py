@@ -1,8 +1,9 @@
 """`fluxmix scenario ...` and `fluxmix spec ...`: the same verbs over the two kinds of the store.
 
-Both groups come from one factory, `kind_group(kind)`, so the two kinds can never drift apart;
-the differences (how a file is parsed and validated, `--no-validate`, what the summary says) are
-kept in a small `_Kind` description instead of in copies of the commands.
+Both groups come from one factory, `kind_group(kind)`, so the two kinds can never drift apart.
+The few real differences (scenarios are validated against the gear catalog and may skip it
+with `--no-validate`; specs are diffed by schema path since they have no gears) are branches
+on `kind`, not copies of the commands.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def kind_group(kind: str) -> click.Group:
         from fluxmix import loading
 
         if kind == "scenario":
-            result = loading.import_scenario_file(app.store, file, name=name, tag=tag, validate=validate)
+            result = loading.import_scenario_file(
+                app.store, file, name=name, tag=tag, validate=validate, catalog=app.catalog if validate else None
+            )
         else:
             result = loading.import_spec_file(app.store, file, name=name, tag=tag)
         if as_json:
