@@ -85,7 +85,7 @@ def mixer() -> None:
 @mixer.command(name="status")
 @_api_options
 def status_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
-    """Show the active scenario, its gears and wires, and the last reload."""
+    """Show the active scenario, gears, wires and last reload."""
     data = _client(url, token, timeout).get("/status")
     if as_json:
         _print_json(data)
@@ -172,7 +172,7 @@ def journal_cmd(limit: int, url: str, token: str | None, timeout: float, as_json
 @click.argument("ref")
 @_api_options
 def activate_cmd(ref: str, url: str, token: str | None, timeout: float, as_json: bool) -> None:
-    """Activate REF (name:tag, name, sha256:..., or a scenario file on this machine)."""
+    """Activate REF: name:tag, name, sha256:HASH, or a local file."""
     if _looks_like_path(ref):
         ref = str(Path(ref.removeprefix("file://")).expanduser().resolve())
     status, body = _client(url, token, timeout).post("/activate", {"ref": ref})
@@ -182,7 +182,7 @@ def activate_cmd(ref: str, url: str, token: str | None, timeout: float, as_json:
 @mixer.command(name="reload")
 @_api_options
 def reload_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
-    """Re-read what the mixer follows (a file is re-read, name:latest re-resolved)."""
+    """Re-read the followed file or re-resolve name:latest."""
     status, body = _client(url, token, timeout).post("/reload")
     _report_attempt(status, body, as_json)
 

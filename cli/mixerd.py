@@ -114,6 +114,9 @@ def main(
         log_level=log_level.lower(),
     )
     configure_logging(settings.log_format, settings.log_level)
-    code = asyncio.run(serve(settings))
+    try:
+        code = asyncio.run(serve(settings))
+    except KeyboardInterrupt:  # interrupted before the signal handlers were installed
+        code = 130
     if code:
         raise click.exceptions.Exit(code)

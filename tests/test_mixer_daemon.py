@@ -590,3 +590,25 @@ async def test_standard_wires_with_nats_url(
     wait_until(lambda: len(read_lines(out)) == 50, "50 lines over JetStream", proc=mixer)
     assert mixer.stop() == 0
     assert sorted(seqs(read_lines(out))) == list(range(1, 51))
+
+
+def test_failed_start_at_startup_keeps_the_mixer_up_and_a_fixed_file_recovers(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario_yaml(out, rate=100, sink_path="/proc/no-such-dir/sub/out.jsonl"))
+    mixer = start_mixer("-s", str(path))
+
+    def not_ready() -> Any:
+        answer = mixer.try_get("/readyz")
+        return answer if answer and answer[0] == 503 and "failed" in answer[1]["reason"] else None
+
+    code, body = wait_until(not_ready, "/readyz to report the failed start", proc=mixer)
+    assert "sink" in body["reason"]
+    assert mixer.status()["scenario"] is None and mixer.status()["watching"] == str(path.resolve())
+
+    atomic_write(path, scenario_yaml(out, rate=100))
+    wait_until(lambda: len(read_lines(out)) >= 3, "output once the file is fixed", proc=mixer)
+    assert mixer.request("GET", "/readyz")[0] == 200
+    assert mixer.stop() == 0

@@ -153,6 +153,10 @@ class Mixer:
                 log.exception("could not read the counters of the replaced runtime")
         if entry.outcome in OK_OUTCOMES and ref:
             self.following = ref
+        elif entry.trigger == "startup" and self.following is None and ref:
+            # Nothing else to follow: keep watching the file the operator named, so fixing it
+            # is enough to bring the mixer up.
+            self.following = ref
         fields = {
             "trigger": entry.trigger,
             "ref": entry.ref,
