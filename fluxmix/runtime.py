@@ -59,7 +59,7 @@ class CheckpointStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StopReport:
-    drained: int  # messages handled while draining the input wires
+    drained: int  # deliveries completed on the wires while stopping (one per wire a message crossed)
     timed_out: bool  # True when the stop was cut short and what was left was abandoned
 
 
@@ -276,7 +276,6 @@ class Runtime:
         self._slots: dict[str, _GearSlot] = {}
         self._order: list[_GearSlot] = []
         self.wires: dict[str, Wire] = {}
-        self._drained = 0
 
     # ---- build -------------------------------------------------------------------------
 
@@ -528,6 +527,9 @@ class Runtime:
             return StopReport(0, False)
         self.state = "stopping"
         timed_out = False
+        # Counted on the wires rather than from drain()'s return values: consumers keep working
+        # while the sources wind down, so much of the draining happens before drain() is called.
+        before = {key: wire.stats.received for key, wire in self.wires.items()}
         try:
             async with asyncio.timeout(timeout):
                 await self._stop_gracefully()
@@ -535,9 +537,10 @@ class Runtime:
             timed_out = True
             log.error("scenario %s: stop did not finish within %gs; abandoning what is left", self.scenario.name,
                       timeout, extra={"scenario": self.scenario.name})
+        drained = sum(wire.stats.received - before[key] for key, wire in self.wires.items())
         await self._abandon()
         self.state = "stopped"
-        return StopReport(self._drained, timed_out)
+        return StopReport(drained, timed_out)
 
     async def _stop_gracefully(self) -> None:
         runs = [s for s in self._order if s.run_task is not None]
@@ -561,7 +564,7 @@ class Runtime:
             slot.state = "stopping"
         for _port, wire in slot.inputs:
             try:
-                self._drained += await wire.drain()
+                await wire.drain()
             except Exception as exc:
                 log.error("wire %s: drain failed: %s", wire.spec.key, exc, extra={"wire": wire.spec.key})
         if slot.started:

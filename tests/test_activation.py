@@ -152,7 +152,7 @@ async def test_build_failure_is_rejected_and_the_old_keeps_running(tmp_path: Pat
     path = write(tmp_path, good("1.1.0").replace("type: t-pass", "type: t-broken"))
     entry = await activator.activate(path, trigger="watch")
     assert entry.outcome == "rejected"
-    assert entry.reason == "build failed: gear 'mid': cannot be built: ValueError: bad config for broken"
+    assert entry.reason == "gear 'mid': cannot be built: ValueError: bad config for broken"
     assert set(entry.phases) == {"resolve", "build"} and entry.to_hash == sha(good("1.1.0").replace("type: t-pass", "type: t-broken"))
     assert activator.current is runtime and runtime.state == "running"
     assert store.mixer_state().active_hash == sha(good())
@@ -167,7 +167,7 @@ async def test_start_failure_rolls_back_to_the_last_known_good(tmp_path: Path, s
     failing = good("1.1.0", ", config: {fail_start: true}")
     entry = await activator.activate(write(tmp_path, failing), trigger="watch")
     assert entry.outcome == "rolled-back"
-    assert entry.reason.startswith("start failed: gear 'sink': start failed: RuntimeError: cannot open the thing")
+    assert entry.reason.startswith("gear 'sink': start failed: RuntimeError: cannot open the thing; ")
     assert "rolled back to demo:v1.0.0" in entry.reason
     assert set(entry.phases) == {"resolve", "build", "stop", "start", "rollback"}
     assert (entry.from_hash, entry.to_hash) == (sha(good()), sha(failing))

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from fluxmix.errors import FluxmixError, ValidationError
+from fluxmix.errors import FluxmixError, GearError, ValidationError
 from fluxmix.gears.catalog import Catalog
 from fluxmix.loading import LoadedScenario, resolve_scenario
 from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
@@ -199,7 +199,7 @@ class Activator:
             attempt.lap("build")
             if not isinstance(exc, FluxmixError):
                 log.exception("building %s failed unexpectedly", loaded.ref)
-            return attempt.entry("rejected", f"build failed: {_describe(exc)}")
+            return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}")
         attempt.lap("build")
 
         # 3. stop the old one, draining its memory wires
@@ -220,7 +220,7 @@ class Activator:
             await new.start()
         except Exception as exc:
             attempt.lap("start")
-            reason = f"start failed: {_describe(exc)}{stop_note}"
+            reason = (_describe(exc) if isinstance(exc, GearError) else f"start failed: {_describe(exc)}") + stop_note
             await new.stop(timeout=self.stop_timeout)
             return await self._roll_back(attempt, reason, loaded, old_last_handled)
         attempt.lap("start")
