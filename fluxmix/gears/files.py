@@ -288,17 +288,19 @@ class FileIn(Gear):
     def _next_lines(self, at_eof_final: bool) -> list[tuple[int, bytes]]:
         """Complete lines in the buffer as (start offset, bytes); advances `offset` past them."""
         lines: list[tuple[int, bytes]] = []
+        buf, pos = self._buf, 0
         while True:
-            nl = self._buf.find(b"\n")
+            nl = buf.find(b"\n", pos)
             if nl < 0:
                 break
-            line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
             start = self.offset
-            self.offset += nl + 1
+            self.offset += nl + 1 - pos
+            line, pos = buf[pos:nl], nl + 1
             if self._skipping:
                 self._skipping = False
                 continue
             lines.append((start, line))
+        self._buf = buf[pos:]  # one copy per chunk, not one per line
         if len(self._buf) > self.max_line_bytes and not self._skipping:
             self._bad(self.offset, f"longer than max_line_bytes ({self.max_line_bytes})")
             self._skipping = True

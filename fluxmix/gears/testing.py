@@ -19,8 +19,9 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
 import jsonschema
+import msgpack
 
-from fluxmix.errors import Problem, ValidationError
+from fluxmix.errors import Problem, TransportError, ValidationError
 from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
 from fluxmix.message import Message, derived_id, source_id
@@ -91,10 +92,14 @@ class RecordingContext:
             msg_id = source_id(self.scenario_name, self.gear_name, position)
         else:
             msg_id = source_id(self.scenario_name, self.gear_name, f"n{self.total_emitted}")
+        try:  # what a wire carries: a msgpack copy (the runtime does the same on memory wires)
+            copied = msgpack.unpackb(msgpack.packb(body, use_bin_type=True), raw=False, strict_map_key=False)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TransportError(f"gear '{self.gear_name}' emitted on '{port}' a body that cannot be encoded: {exc}") from exc
         self.emitted[port].append(
             Message(
                 id=msg_id,
-                body=dict(body),
+                body=copied,
                 origin=f"{self.gear_name}.{port}",
                 scenario=self.scenario_hash,
                 headers=dict(headers or {}),

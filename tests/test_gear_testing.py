@@ -1,0 +1,62 @@
+"""The public test harness that plugin authors use: it must behave like the runtime's context."""
+
+from __future__ import annotations
+
+import pytest
+
+from fluxmix.errors import TransportError, ValidationError
+from fluxmix.gears.testing import GearHarness, RecordingContext
+from fluxmix.message import derived_id, source_id
+
+
+def test_bad_config_raises_validation_error_with_every_problem() -> None:
+    with pytest.raises(ValidationError) as info:
+        GearHarness("route", {"routes": {"default": "x >"}}, name="r")
+    assert info.value.lines() == [
+        "gear 'r': config.routes.default: 'default' is reserved; choose another route name",
+        "gear 'r': config.routes.default: invalid expression: invalid syntax at the end",
+    ]
+
+
+def test_unknown_type_name() -> None:
+    with pytest.raises(KeyError, match="no gear type 'nope'"):
+        GearHarness("nope")
+
+
+async def test_ids_follow_the_runtime_rules() -> None:
+    async with GearHarness("route", {"routes": {"a": "True"}, "mode": "all"}, name="r") as h:
+        await h.send({"x": 1}, id="p1")
+    (msg,) = h.ctx.emitted["a"]
+    assert msg.id == derived_id("p1", "r", "a", 0)
+    assert msg.origin == "r.a"
+    ctx = RecordingContext("src", scenario_name="s")
+    await ctx.emit("out", {"x": 1}, position=7)
+    assert ctx.emitted["out"][0].id == source_id("s", "src", 7)
+
+
+async def test_unwired_ports_drop_and_stop_after_sets_stopping() -> None:
+    ctx = RecordingContext(wired=["out"], stop_after=2)
+    await ctx.emit("other", {"x": 0})
+    await ctx.emit("out", {"x": 1})
+    assert not ctx.stopping.is_set()
+    await ctx.emit("out", {"x": 2})
+    assert ctx.stopping.is_set()
+    assert ctx.bodies() == [{"x": 1}, {"x": 2}] and ctx.bodies("other") == []
+    assert ctx.is_wired("out") and not ctx.is_wired("other")
+
+
+async def test_emitted_bodies_are_copies_as_a_wire_carries_them() -> None:
+    ctx = RecordingContext()
+    body = {"x": 1, "nested": {"l": [1, (2, 3)]}}
+    await ctx.emit("out", body)
+    body["nested"]["l"].append(4)
+    assert ctx.bodies() == [{"x": 1, "nested": {"l": [1, [2, 3]]}}]  # tuples arrive as lists
+    with pytest.raises(TransportError, match="cannot be encoded"):
+        await ctx.emit("out", {"x": object()})
+
+
+async def test_checkpoints_are_kept_in_memory() -> None:
+    ctx = RecordingContext(checkpoint=5)
+    assert await ctx.load_checkpoint() == 5
+    await ctx.save_checkpoint(9)
+    assert await ctx.load_checkpoint() == 9 and ctx.saved_checkpoints == [9]
