@@ -284,3 +284,20 @@ async def test_file_in_refuses_a_directory_at_start(tmp_path: Path, follow: bool
     h = GearHarness("file-in", {"path": str(tmp_path), "follow": follow}, name="src")
     with pytest.raises(GearError, match="it is a directory"):
         await h.start()
+
+
+async def test_file_in_read_from_end_records_where_it_started(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    write(path, '{"old":1}\n', "w")
+    h = GearHarness("file-in", {"path": str(path), "follow": True, "read_from": "end", "poll_interval": 0.01})
+    await h.start()
+    task = asyncio.create_task(h.gear.run())
+    try:
+        await wait_for(lambda: h.ctx.checkpoint == 10)  # saved before any new line: a restart won't reread
+        write(path, '{"new":1}\n')
+        await wait_for(lambda: h.ctx.bodies() == [{"new": 1}])
+    finally:
+        h.ctx.stopping.set()
+        await asyncio.wait_for(task, 10)
+        await h.stop()
+    assert h.ctx.checkpoint == 20

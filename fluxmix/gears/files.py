@@ -331,13 +331,15 @@ class FileIn(Gear):
 
     async def run(self) -> None:
         stopping = self.ctx.stopping
-        saved_offset, saved_at, since_save = self.offset, time.monotonic(), 0
+        # The last value saved; None until a first save, so a reset (read_from: end, a file
+        # shorter than the checkpoint, a rotation) is recorded even before a line is read.
+        saved_offset: int | None = self._checkpoint
+        saved_at, since_save = time.monotonic(), 0
         try:
             while not stopping.is_set():
                 if self._file is None:
                     try:
                         self._open()
-                        saved_offset = self.offset
                     except FileNotFoundError:
                         await self._wait(self.poll_interval)
                         continue
@@ -367,6 +369,10 @@ class FileIn(Gear):
                     self.ctx.log.info("gear %s: read %s to its end (%d messages, %d malformed)", self.name, self.path, self.emitted, self.malformed)
                     break
                 if self._rotated():
+                    tail = self._file.read(READ_CHUNK)  # appended to the old file just before it moved
+                    if tail:
+                        self._buf += tail
+                        continue
                     self.ctx.log.warning("gear %s: %s was truncated or replaced; reading it from the start", self.name, self.path)
                     self._file.close()
                     self._file = None
