@@ -28,7 +28,9 @@ from fluxmix.cli.main import (
     pass_app,
     short_hash,
 )
-from fluxmix.errors import BadReferenceError, NotFoundError
+from fluxmix.errors import BadReferenceError, NotFoundError, ScenarioError
+
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 if TYPE_CHECKING:
     from fluxmix.store import Entry, ImportResult, Resolved
@@ -202,21 +204,25 @@ def kind_group(kind: str) -> click.Group:
         Prints `ok` and a summary, or one line per problem on stderr (`FILE: location: reason`)
         and exits with status 2.
         """
-        from fluxmix.errors import ValidationError
+        from fluxmix.errors import ScenarioError, ValidationError
 
-        document = load_document(app, kind, target)
+        source = target
         try:
+            document = load_document(app, kind, target)
+            source = document.source
             parsed = _parse(app, kind, document)
-        except ValidationError as error:
+        except ScenarioError as error:  # unreadable, not YAML, or invalid: with --json, still a verdict
             if as_json:
-                echo_json({"ok": False, "source": document.source, "problems": [_problem_json(p) for p in error.problems]})
+                problems = error.problems if isinstance(error, ValidationError) else [_unprefixed(error, source)]
+                echo_json({"ok": False, "source": source, "problems": [_problem_json(p) for p in problems]})
             raise
         summary = _summary(kind, parsed)
+        text = summary.pop("text")
         if as_json:
-            echo_json({"ok": True, "source": document.source, **summary})
+            echo_json({"ok": True, "source": source, **summary})
             return
         click.echo("ok")
-        click.echo(summary["text"])
+        click.echo(text)
 
     # ---------------------------------------------------------------- diff
     @group.command("diff", cls=FluxmixCommand, short_help=f"Compare two {meta.plural} (refs or files).")
@@ -286,7 +292,13 @@ def load_document(app: App, kind: str, target: str) -> Document:
     if isinstance(parsed, PathRef):
         data = loading.read_document(parsed.path)
         return Document(data=data, source=str(parsed.path), hash=hashlib.sha256(data).hexdigest())
-    resolved = app.store.resolve(parsed, kind=kind)
+    try:
+        resolved = app.store.resolve(parsed, kind=kind)
+    except NotFoundError:
+        # `validate flow.yaml` with a typo reads as the store name "flow.yaml": say what was tried.
+        if Path(target).suffix.lower() in _FILE_SUFFIXES:
+            raise ScenarioError(f"{target}: no such file (and no {kind} of that name in the store)") from None
+        raise
     label = f"{resolved.name}:{resolved.tag}" if resolved.name else f"sha256:{resolved.hash}"
     return Document(
         data=app.store.get_blob(resolved.hash),
@@ -490,6 +502,15 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 def _doc_json(document: Document) -> dict[str, Any]:
     return {"source": document.source, "hash": document.hash, "name": document.name, "tag": document.tag}
+
+
+def _unprefixed(error: Exception, source: str) -> Any:
+    """A whole-file error as a Problem without location; its message already names the file."""
+    from fluxmix.errors import Problem
+
+    message = str(error)
+    prefix = f"{source}: "
+    return Problem("", message[len(prefix):] if message.startswith(prefix) else message)
 
 
 def _problem_json(problem: Any) -> dict[str, str]:

@@ -614,3 +614,55 @@ def test_gears_one_type(cli: Invoke) -> None:
 
 def test_gears_unknown_type(cli: Invoke) -> None:
     assert_error(cli("gears", "generat"), 2, "did you mean 'generate'")
+
+
+def test_gears_shows_plugins(cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A type registered through the `fluxmix.gears` entry-point group is listed as a plugin."""
+    site = tmp_path / "site"
+    (site / "fluxmix_demo_plugin").mkdir(parents=True)
+    (site / "fluxmix_demo_plugin" / "__init__.py").write_text(
+        "from fluxmix.gears.base import Gear, Port\n"
+        "class Upper(Gear):\n"
+        "    '''Upper-cases a field.'''\n"
+        "    type = 'upper'\n"
+        "    inputs = (Port('in', 'text to change', required=True),)\n"
+        "    outputs = (Port('out', 'changed text'),)\n"
+        "    config_schema = {'type': 'object', 'required': ['field'], 'additionalProperties': False,\n"
+        "                     'properties': {'field': {'type': 'string', 'description': 'the field'}}}\n"
+    )
+    dist = site / "fluxmix_demo_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fluxmix-demo-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[fluxmix.gears]\nupper = fluxmix_demo_plugin:Upper\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    listing = {line.split()[0]: line.split() for line in cli("gears").stdout.splitlines()[1:] if line.strip()}
+    assert listing["upper"][1:] == ["plugin", "in*", "out,error", "field*"]
+    data = json.loads(cli("gears", "upper", "--json").stdout)
+    assert data["origin"] == "plugin fluxmix_demo_plugin:Upper"
+    assert data["config"] == [{"key": "field", "type": "string", "required": True, "description": "the field"}]
+    detail = cli("gears", "upper").stdout
+    assert detail.startswith("upper (plugin fluxmix_demo_plugin:Upper)")
+    assert "Upper-cases a field." in detail
+
+
+def test_validate_json_for_unreadable_files(cli: Invoke, files: Any, tmp_path: Path) -> None:
+    for target in (str(files("junk.yaml", "gears: [unclosed\n")), str(tmp_path / "missing.yaml")):
+        result = cli("scenario", "validate", target, "--json")
+        assert result.exit_code == 2
+        data = json.loads(result.stdout)
+        assert data["ok"] is False and data["source"] == target
+        assert len(data["problems"]) == 1 and data["problems"][0]["reason"]
+        assert result.stderr.startswith("error: ")
+
+
+def test_diff_refuses_an_invalid_scenario(cli: Invoke, stocked: dict[str, str], files: Any) -> None:
+    broken = files("broken.yaml", SCENARIO_BROKEN)
+    err = assert_error(cli("scenario", "diff", "payment-flow", str(broken)), 2, lines=None)
+    assert all("broken.yaml" in line for line in err)
+
+
+def test_a_mistyped_file_name_is_reported_as_a_file(cli: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a bare "flow.yaml" that does not exist would otherwise read as a store name
+    assert_error(cli("scenario", "validate", "flow.yaml"), 2, "flow.yaml: no such file")
+    assert_error(cli("spec", "diff", "a.yml", "b.yml"), 2, "a.yml: no such file")
