@@ -144,3 +144,24 @@ def test_control_character() -> None:
 
 def test_utf8_bom_accepted() -> None:
     assert load_yaml("\ufeffname: café\n".encode(), "s.yaml") == {"name": "café"}
+
+
+# ---------------------------------------------------------------- never a traceback
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_YAML_PIECES = st.sampled_from(
+    ["a", ":", " ", "\n", "-", "[", "]", "{", "}", ",", "&x", "*x", "!!", "<<", "'", '"', "#", "? ", "---", "|", ">", "1", "\t", "%YAML 1.1"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_YAML_PIECES, max_size=40).map("".join) | st.text(max_size=200) | st.binary(max_size=200))
+def test_any_input_loads_or_raises_scenario_error(data: str | bytes) -> None:
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        load_yaml(raw, "fuzz.yaml")
+    except ScenarioError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("fuzz.yaml")

@@ -467,3 +467,46 @@ def test_builtin_required_inputs() -> None:
     }
     problems = validate_scenario(raw, catalog=Catalog.default())
     assert [str(p) for p in problems] == ["gears[1]: input sink.in is required but no wire delivers to it"]
+
+
+# ---------------------------------------------------------------- never a traceback
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from(
+    ["name", "gears", "wires", "type", "config", "from", "to", "transport", "memory", "standard", "src", "sink",
+     "work", "gen", "mid", "switch", "src.out", "work.in", "sink.in", "work.out", "queue_size", "routes", "path", "x"]
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | _WORDS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_WORDS, inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_JSON)
+def test_any_document_gives_problems_not_exceptions(raw: object) -> None:
+    problems = validate_scenario(raw, catalog=CATALOG, spec_resolves=lambda ref: None)
+    assert all(isinstance(p, Problem) and p.reason for p in problems)
+    if not problems:
+        build_scenario(raw)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.fixed_dictionaries({"name": st.sampled_from(["a", "b", "c", "d"]), "type": st.sampled_from(["gen", "mid", "sink", "switch"])}), min_size=1, max_size=4),
+    st.lists(st.fixed_dictionaries({"from": st.sampled_from(["a.out", "b.out", "c.out", "d.default", "a.error"]), "to": st.sampled_from(["a.in", "b.in", "c.in", "d.in"])}), max_size=6),
+)
+def test_random_topologies_give_problems_not_exceptions(gears: list[dict[str, Any]], wires: list[dict[str, Any]]) -> None:
+    for g in gears:
+        if g["type"] == "sink":
+            g["config"] = {"path": "x"}
+        if g["type"] == "switch":
+            g["config"] = {"routes": {"r": "x"}}
+    raw = {"name": "fuzz", "gears": gears, "wires": wires}
+    problems = validate_scenario(raw, catalog=CATALOG)
+    if not problems:
+        build_scenario(raw)
