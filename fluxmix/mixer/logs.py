@@ -71,6 +71,8 @@ def configure_logging(fmt: str = "text", level: str = "info", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # watchfiles reports every filtered event in the watched directory at debug level: noise.
+    logging.getLogger("watchfiles").setLevel(max(root.level, logging.INFO))
     # The API's access log is one line per scrape or poll: only shown at debug level.
     access = logging.getLogger("fluxmix.mixer.http.access")
     access.setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
