@@ -89,6 +89,16 @@ def test_post_endpoints_need_the_token(tmp_path: Path, start_mixer: Callable[...
     assert mixer.stop() == 0
 
 
+def _handled(mixer: MixerProcess, gear: str) -> float:
+    code, text = mixer.request("GET", "/metrics")
+    assert code == 200
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "fluxmix_gear_handled_total" and sample.labels["gear"] == gear:
+                return sample.value
+    raise AssertionError(f"no fluxmix_gear_handled_total for {gear}")
+
+
 def _cli(mixer: MixerProcess, cwd: Path, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FLUXMIX_API_TOKEN", "FLUXMIX_MIXER_URL")}
     env["FLUXMIX_MIXER_URL"] = mixer.url
@@ -115,9 +125,11 @@ def test_fluxmix_mixer_commands_against_a_running_daemon(tmp_path: Path, start_m
     v2.write_text(scenario_yaml(tmp_path / "out.jsonl", version="v2", rate=100))
     result = _cli(mixer, tmp_path, "activate", "v2.yaml")
     assert result.returncode == 1 and "401" in result.stderr  # no token
+    handled_before = _handled(mixer, "sink")
     result = _cli(mixer, tmp_path, "activate", "v2.yaml", token=TOKEN)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("activated")
+    assert _handled(mixer, "sink") >= handled_before  # counters stay monotonic across a reload
     assert mixer.status()["following"] == str(v2.resolve())
 
     result = _cli(mixer, tmp_path, "reload", "--json", token=TOKEN)

@@ -306,7 +306,7 @@ def test_idle_without_scenario_then_activate_by_api(
     code, entry = mixer.post("/activate", {"ref": str(path)})
     assert code == 200 and entry["outcome"] == "activated" and entry["trigger"] == "api"
     wait_until(lambda: len(read_lines(out)) == 5, "5 lines", proc=mixer)
-    assert mixer.status()["following"] == str(path)
+    assert mixer.status()["following"] == str(path.resolve())
     assert mixer.stop() == 0
 
 
