@@ -103,7 +103,19 @@ class FluxmixYamlLoader(Composer, *_BASES, SafeConstructor, Resolver):  # type: 
         finally:
             self._depth -= 1
 
-    # ---- constructing: string keys, no duplicates ----
+    # ---- constructing: string keys, no duplicates, bad scalars reported with their place ----
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # `!!int x`, `!!bool maybe`, a 5000-digit number: bad input, not a bug
+            tag = node.tag.replace(_TAG, "!!")
+            shown = repr(node.value) if isinstance(node, ScalarNode) else f"a {node.id}"
+            shown = shown if len(shown) <= 40 else shown[:39] + "…"
+            why = _one_line(str(exc)).split(";")[0][:120] or type(exc).__name__
+            raise ConstructorError(None, None, f"cannot read {shown} as {tag}: {why}", node.start_mark) from None
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(node, MappingNode):

@@ -79,6 +79,24 @@ def test_non_json_tags_refused(tag: str) -> None:
     assert "is not allowed" in refused(f"a: {tag}\n")
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a: !!int x\n", ["cannot read 'x' as !!int"]),
+        ("a: !!bool maybe\n", ["cannot read 'maybe' as !!bool"]),
+        ("a: !!float abc\n", ["as !!float"]),
+        ("a: " + "9" * 5000 + "\n", ["as !!int", "4300 digits"]),
+        ("a: !!str [1]\n", ["expected a scalar"]),
+        ("a: !!map [1]\n", ["expected a mapping"]),
+    ],
+)
+def test_bad_explicit_scalars(text: str, words: list[str]) -> None:
+    message = refused(text)
+    assert message.startswith("s.yaml:1:4:")
+    for word in words:
+        assert word in message
+
+
 def test_timestamps_stay_strings() -> None:
     assert load_yaml(b"d: 2024-01-01\nt: 2024-01-01T10:00:00Z\n", "s.yaml") == {
         "d": "2024-01-01",
@@ -153,7 +171,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _YAML_PIECES = st.sampled_from(
-    ["a", ":", " ", "\n", "-", "[", "]", "{", "}", ",", "&x", "*x", "!!", "<<", "'", '"', "#", "? ", "---", "|", ">", "1", "\t", "%YAML 1.1"]
+    ["a", ":", " ", "\n", "-", "[", "]", "{", "}", ",", "&x", "*x", "!!", "<<", "'", '"', "#", "? ", "---", "|", ">", "1", "\t", "%YAML 1.1",
+     "!!int ", "!!bool ", "!!float ", "!!str ", "!!map ", "!!seq ", "!!null ", "!!timestamp ", "9" * 5000, "0x", "..."]
 )
 
 
