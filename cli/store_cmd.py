@@ -111,6 +111,7 @@ def gc(app: App, dry_run: bool, grace: float, as_json: bool) -> None:
                 "removed": list(report.removed),
                 "bytes_freed": report.bytes_freed,
                 "kept": report.kept,
+                "temp_files_removed": report.temp_files_removed,
             }
         )
         return
@@ -123,3 +124,5 @@ def gc(app: App, dry_run: bool, grace: float, as_json: bool) -> None:
         f"{'would free' if dry_run else 'freed'} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes); "
         f"kept {report.kept}"
     )
+    if report.temp_files_removed:
+        click.echo(f"{verb} {report.temp_files_removed} stale temporary file(s) of interrupted imports")

@@ -559,6 +559,7 @@ def test_store_gc(cli: Invoke, stocked: dict[str, str]) -> None:
 
     data = json.loads(cli("store", "gc", "--grace", "0s", "--json").stdout)
     assert data["removed"] == [stocked["other"]] and data["dry_run"] is False and data["bytes_freed"] > 0
+    assert set(data) == {"dry_run", "grace_seconds", "removed", "bytes_freed", "kept", "temp_files_removed"}
     assert not open_store().has_blob(stocked["other"])
     assert cli("scenario", "resolve", "payment-flow:1.2.0").exit_code == 0
 
