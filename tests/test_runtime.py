@@ -377,3 +377,69 @@ async def test_start_and_stop_refuse_the_wrong_state_and_stop_is_idempotent() ->
     await rt.start()
     await rt.stop()
     assert await rt.stop() == type(await rt.stop())(0, False)
+
+
+async def test_a_gear_failing_in_stop_is_counted_and_the_rest_still_stops(caplog: pytest.LogCaptureFixture) -> None:
+    class BadStop(Collect):
+        type = "t-badstop"
+
+        async def stop(self) -> None:
+            raise OSError("disk gone")
+
+    cat = h.catalog()
+    cat.register("t-badstop", BadStop)
+    scen = h.scenario("bs", [("src", "t-counter", {"count": 10}), ("mid", "t-pass", {}), ("sink", "t-badstop", {})],
+                      LINE_WIRES)
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 10)
+    with caplog.at_level(logging.ERROR):
+        report = await rt.stop()
+    assert not report.timed_out and rt.state == "stopped"
+    sink = rt.status()["gears"]["sink"]
+    assert sink["errors"] == 1 and "disk gone" in sink["last_error"] and sink["state"] == "stopped"
+    assert ("stop", "mid") in h.EVENTS
+    assert any("gear sink: stop failed" in r.getMessage() for r in caplog.records)
+
+
+class FlakyConsumeWire(MemoryWire):
+    """A real memory wire whose consumer crashes once, as a transport fault would."""
+
+    crashed = 0
+
+    async def consume(self, delivery: Any) -> None:
+        if FlakyConsumeWire.crashed == 0:
+            FlakyConsumeWire.crashed += 1
+            raise ConnectionError("transport hiccup")
+        await super().consume(delivery)
+
+
+class FlakyBroker(MemoryBroker):
+    def wire(self, scenario: Scenario, scenario_hash: str, spec: WireSpec) -> MemoryWire:
+        return FlakyConsumeWire(spec, queue_size=self.queue_size)
+
+
+async def test_a_crashed_wire_consumer_is_restarted() -> None:
+    FlakyConsumeWire.crashed = 0
+    scen = h.scenario("flaky", [("src", "t-counter", {"count": 20}), ("sink", "t-collect", {})], [("src.out", "sink.in")])
+    rt = make(scen, brokers={"memory": FlakyBroker()})
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 20)
+    await rt.stop()
+    assert FlakyConsumeWire.crashed == 1 and seqs("sink") == list(range(1, 21))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_topological_order_of_random_dags(seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    n = rnd.randint(2, 12)
+    names = [f"g{i}" for i in range(n)]
+    edges = {(a, b) for a in range(n) for b in range(a + 1, n) if rnd.random() < 0.3}
+    shuffled = names[:]
+    rnd.shuffle(shuffled)  # declaration order unrelated to the data flow
+    scen = h.scenario("r", [(name, "t-pass", {}) for name in shuffled],
+                      [(f"g{a}.out", f"g{b}.in") for a, b in sorted(edges)])
+    order = topological_order(scen)
+    assert sorted(order) == sorted(names)
+    pos = {name: i for i, name in enumerate(order)}
+    assert all(pos[f"g{a}"] < pos[f"g{b}"] for a, b in edges)
