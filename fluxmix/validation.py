@@ -461,6 +461,8 @@ def _check_endpoint(wire: Mapping[str, Any], key: str, base: str, state: _State)
         return None  # `gears` itself is reported; every wire would repeat it
     if endpoint.gear not in state.gears:
         state.add(location, f"gear {endpoint.gear!r} is not defined{did_you_mean(endpoint.gear, state.gears)}")
+        if key == "to":  # the gear it was meant for would also get a "required input" echo
+            state.targets_unclear.update(difflib.get_close_matches(endpoint.gear, list(state.gears), n=1, cutoff=0.6))
         return None
     if endpoint.gear in state.opaque:
         return endpoint  # its type or config is already reported; port checks would only add noise
@@ -478,10 +480,7 @@ def _check_endpoint(wire: Mapping[str, Any], key: str, base: str, state: _State)
         state.add(
             location,
             f"{endpoint} is an {other_direction} port; '{key}' must name an {direction} "
-            f"(outputs of {endpoint.gear!r}: {_names(p.name for p in info.outputs)})"
-            if key == "from"
-            else f"{endpoint} is an {other_direction} port; '{key}' must name an {direction} "
-            f"(inputs of {endpoint.gear!r}: {_names(p.name for p in info.inputs)})",
+            f"({direction}s of {endpoint.gear!r}: {_names(wanted_names)})",
         )
         return None
     state.add(

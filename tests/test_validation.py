@@ -172,6 +172,7 @@ RULES: list[tuple[str, Callable[[dict[str, Any]], Any], str, list[str]]] = [
     ("wire from malformed", lambda d: wire(d, **{"from": "src", "to": "sink.in"}), "wires[2].from", ["'src' is not gear.port", "did you mean 'src.out'?"]),
     ("wire to not a string", lambda d: wire(d, **{"from": "src.out", "to": 5}), "wires[2].to", ["the number 5 is not gear.port"]),
     ("wire unknown gear", lambda d: wire(d, **{"from": "src.out", "to": "snk.in"}), "wires[2].to", ["gear 'snk' is not defined", "did you mean 'sink'?"]),
+    ("wire misspelt required target", lambda d: d["wires"][0].update(to="wrok.in"), "wires[0].to", ["gear 'wrok' is not defined", "did you mean 'work'?"]),
     ("wire unknown port", lambda d: wire(d, **{"from": "src.out", "to": "sink.inn"}), "wires[2].to", ["has no input port 'inn'", "did you mean 'in'?", "inputs: in"]),
     ("wire unknown output port", lambda d: wire(d, **{"from": "src.output", "to": "sink.in"}), "wires[2].from", ["has no output port 'output'", "outputs: out"]),
     ("wire from an input", lambda d: wire(d, **{"from": "sink.in", "to": "work.in"}), "wires[2].from", ["sink.in is an input port", "'from' must name an output"]),
