@@ -14,10 +14,10 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,8 +26,6 @@ from fluxmix.cli._app import FluxmixGroup
 if TYPE_CHECKING:
     from fluxmix.gears.catalog import Catalog
     from fluxmix.store import Store
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 # Exit status of a process whose reader went away, as a shell reports a SIGPIPE death (128 + 13).
 EXIT_BROKEN_PIPE = 141
