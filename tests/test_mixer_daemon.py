@@ -613,3 +613,66 @@ def test_failed_start_at_startup_keeps_the_mixer_up_and_a_fixed_file_recovers(
     wait_until(lambda: len(read_lines(out)) >= 3, "output once the file is fixed", proc=mixer)
     assert mixer.request("GET", "/readyz")[0] == 200
     assert mixer.stop() == 0
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    def accepting() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"nats-server exited with {proc.returncode}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(accepting, f"nats-server on port {port}")
+
+
+@pytest.mark.nats
+def test_readyz_says_why_while_nats_is_down_and_recovers(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    from fluxmix.errors import NatsUnavailableError
+    from fluxmix.transports.embedded import find_nats_server
+
+    try:
+        binary = find_nats_server()
+    except NatsUnavailableError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"nats-server unavailable under CI: {error}")
+        pytest.skip(f"nats-server unavailable: {error}")
+    port = free_port()
+    cmd = [str(binary), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port)]
+
+    def launch() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(port, proc)
+        return proc
+
+    server = launch()
+    try:
+        out = tmp_path / "out.jsonl"
+        path = tmp_path / "durable.yaml"
+        path.write_text(_standard_scenario(out, "outage", 20))
+        mixer = start_mixer("-s", str(path), "--nats-url", f"nats://127.0.0.1:{port}")
+        mixer.wait_ready()
+        wait_until(lambda: len(read_lines(out)) == 20, "20 lines", proc=mixer)
+
+        server.terminate()
+        server.wait(timeout=30)
+
+        def down() -> Any:
+            answer = mixer.try_get("/readyz")
+            return answer if answer and answer[0] == 503 else None
+
+        _, body = wait_until(down, "/readyz 503 while NATS is down", proc=mixer)
+        assert "NATS" in body["reason"] and "standard" in body["reason"]
+        assert "fluxmix_nats_connected 0.0" in mixer.request("GET", "/metrics")[1]
+        assert mixer.request("GET", "/healthz")[0] == 200  # alive, just not ready
+
+        server = launch()
+        mixer.wait_ready()
+        assert mixer.stop() == 0
+        assert sorted(seqs(read_lines(out))) == list(range(1, 21))
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
