@@ -300,6 +300,9 @@ def test_idle_without_scenario_then_activate_by_api(
     assert mixer.request("GET", "/readyz")[1]["reason"] == "idle"
     status_code, body = mixer.post("/reload")
     assert status_code == 409 and "nothing to reload" in body["error"]
+    code, entry = mixer.post("/activate", {"ref": "nosuch:v1.0.0"})
+    assert code == 422 and entry["outcome"] == "rejected"
+    assert mixer.request("GET", "/readyz")[0] == 200  # a refused request while idle changes nothing
     out = tmp_path / "out.jsonl"
     path = tmp_path / "s.yaml"
     path.write_text(scenario_yaml(out, count=5, rate=None))

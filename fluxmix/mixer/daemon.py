@@ -98,6 +98,7 @@ class Mixer:
         self.outcomes: Counter[str] = Counter()
         self.retired = RetiredCounters()
         self._last_entry: Any = None
+        self.failure: str | None = None  # set while nothing runs although something should
         self._lock = asyncio.Lock()
         self._watch_lock = asyncio.Lock()
         self.watcher: FileWatcher | None = None
@@ -151,6 +152,12 @@ class Mixer:
                 self.retired.fold(before.status())
             except Exception:  # metrics must never break an activation
                 log.exception("could not read the counters of the replaced runtime")
+        # Why nothing runs, when something should: a failed start, or a startup/resume that did
+        # not come up. A rejected API call while idle changes nothing, so it leaves readiness be.
+        if current is not None:
+            self.failure = None
+        elif entry.outcome in ("failed", "rolled-back") or entry.trigger in ("startup", "resume"):
+            self.failure = f"last activation {entry.outcome}: {entry.reason}"
         if entry.outcome in OK_OUTCOMES and ref:
             self.following = ref
         elif entry.trigger == "startup" and self.following is None and ref:
@@ -259,10 +266,7 @@ class Mixer:
         runtime = self.activator.current
         if runtime is not None:
             return str(runtime.state)
-        last = self.last_entry()
-        if last is not None and last.outcome not in OK_OUTCOMES:
-            return "failed"
-        return "idle"
+        return "failed" if self.failure else "idle"
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason): running, or idle by choice; otherwise why not."""
@@ -272,9 +276,8 @@ class Mixer:
             return False, "stopping"
         runtime = self.activator.current
         if runtime is None:
-            last = self.last_entry()
-            if last is not None and last.outcome not in OK_OUTCOMES:
-                return False, f"no scenario is running: last activation {last.outcome}: {last.reason}"
+            if self.failure:
+                return False, f"no scenario is running: {self.failure}"
             return True, "idle"
         if runtime.state != "running":
             return False, f"scenario is {runtime.state}"
