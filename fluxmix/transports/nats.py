@@ -45,7 +45,6 @@ but not yet acked when the mixer died: sinks de-duplicate by message id when the
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import logging
@@ -493,13 +492,16 @@ class NatsBroker(Broker):
 # --- wire ----------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Publish:
+    """One message on its way to JetStream, until its ack arrives."""
+
     payload: bytes
     msg_id: str
-    future: "asyncio.Future[Any]"
-    deadline: float
-    attempts: int = 1
+    future: "asyncio.Future[Any] | None" = None
+    deadline: float = 0.0
+    attempts: int = 0
+    retry: bool = False  # the server answered with a retriable error; the watchdog re-publishes
 
 
 class NatsWire(Wire):
@@ -514,17 +516,17 @@ class NatsWire(Wire):
         self.consumer = consumer_name(spec)
         self.max_deliver = int(spec.options.get("max_deliver", DEFAULT_MAX_DELIVER))
         self.retry_delay = float(spec.options.get("retry_delay", DEFAULT_RETRY_DELAY))
-        self.published = 0
         self.duplicates = 0
         self.publish_retries = 0
         self.acked = 0
-        # publishing
+        # publishing: acks are confirmed by future callbacks (cheap per message); a watchdog task
+        # re-publishes what timed out or failed retriably
         self._slots = asyncio.Semaphore(broker.max_in_flight)
-        self._in_flight: collections.deque[_Publish] = collections.deque()
-        self._has_work = asyncio.Event()
+        self._in_flight: dict[int, _Publish] = {}  # insertion order == deadline order
+        self._retry_wanted = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._confirmer: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._failures: list[str] = []
         # consuming
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -546,7 +548,7 @@ class NatsWire(Wire):
         return self.consumer
 
     def _wake(self) -> None:
-        self._has_work.set()
+        self._retry_wanted.set()
 
     # sending ------------------------------------------------------------------------------------
     async def send(self, message: Message) -> None:
@@ -555,20 +557,18 @@ class NatsWire(Wire):
         if self._closed:
             raise TransportError(f"wire {self.spec.key} is closed")
         await self._slots.acquire()
+        entry = _Publish(message.encode(), f"{self.wire_id}:{message.id}")
         try:
-            entry = await self._publish(message.encode(), f"{self.wire_id}:{message.id}")
+            await self._publish(entry)
         except BaseException:
             self._slots.release()
             raise
-        self._in_flight.append(entry)
-        self._idle.clear()
-        self._has_work.set()
-        if self._confirmer is None or self._confirmer.done():
-            self._confirmer = asyncio.get_running_loop().create_task(
-                self._confirm_loop(), name=f"nats-confirm {self.spec.key}"
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._watch(), name=f"nats-publish-watchdog {self.spec.key}"
             )
 
-    async def _publish(self, payload: bytes, msg_id: str, attempts: int = 1) -> _Publish:
+    async def _publish(self, entry: _Publish) -> None:
         broker = self.broker
         delay = 0.05
         while True:
@@ -576,104 +576,102 @@ class NatsWire(Wire):
                 await broker.wait_connected()
             js = broker._need_js()
             try:
-                future = await js.publish_async(self.subject, payload, headers={"Nats-Msg-Id": msg_id})
+                future = await js.publish_async(self.subject, entry.payload, headers={"Nats-Msg-Id": entry.msg_id})
             except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError) as exc:
                 log.debug("publish on %s deferred: %s", self.spec.key, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
             except nats.errors.ConnectionClosedError as exc:
                 if broker.state == "closed" or self._closed:
                     raise NatsUnavailableError(f"wire {self.spec.key}: NATS connection closed") from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                continue
             except nats.errors.MaxPayloadError as exc:
-                raise TransportError(f"wire {self.spec.key}: message {msg_id} is too large for NATS: {exc}") from exc
-            return _Publish(payload, msg_id, future, time.monotonic() + broker.ack_timeout, attempts)
-
-    async def _confirm_loop(self) -> None:
-        """Await every ack future in order, each bounded (nats-py can leave one pending forever)."""
-        while True:
-            if not self._in_flight:
-                self._idle.set()
-                self._has_work.clear()
-                if self._closed:
-                    return
-                await self._has_work.wait()
-                continue
-            entry = self._in_flight[0]
-            try:
-                if entry.future.done():
-                    ack = entry.future.result()
-                else:
-                    ack = await asyncio.wait_for(entry.future, max(0.0, entry.deadline - time.monotonic()))
-            except asyncio.CancelledError:
-                if self._closed or asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-                ack = None
-                error: BaseException | None = asyncio.TimeoutError()
-            except Exception as exc:
-                ack = None
-                error = exc
+                raise TransportError(
+                    f"wire {self.spec.key}: message {entry.msg_id} is too large for NATS: {exc}"
+                ) from exc
             else:
-                error = None
-            if error is None:
-                self._in_flight.popleft()
-                self.published += 1
-                self.stats.sent += 1
-                if getattr(ack, "duplicate", False):
-                    self.duplicates += 1
-                self._slots.release()
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        entry.future = future
+        entry.deadline = time.monotonic() + broker.ack_timeout
+        entry.attempts += 1
+        entry.retry = False
+        self._in_flight.pop(id(entry), None)
+        self._in_flight[id(entry)] = entry
+        self._idle.clear()
+        future.add_done_callback(lambda fut: self._on_ack(entry, fut))
+
+    def _on_ack(self, entry: _Publish, fut: "asyncio.Future[Any]") -> None:
+        if entry.future is not fut or fut.cancelled():
+            return  # superseded by a re-publish, or cancelled by the watchdog / close()
+        exc = fut.exception()
+        if exc is None:
+            self.stats.sent += 1
+            if getattr(fut.result(), "duplicate", False):
+                self.duplicates += 1
+            self._finish(entry)
+        elif self._retriable(exc):
+            entry.retry = True
+            self._retry_wanted.set()
+        else:
+            reason = getattr(exc, "description", None) or str(exc) or type(exc).__name__
+            self._fail(entry, f"wire {self.spec.key}: publish of {entry.msg_id} failed: {reason}")
+
+    def _finish(self, entry: _Publish) -> None:
+        if self._in_flight.pop(id(entry), None) is not None:
+            self._slots.release()
+        if not self._in_flight:
+            self._idle.set()
+
+    def _fail(self, entry: _Publish, reason: str) -> None:
+        self._failures.append(reason)
+        log.error("%s", reason)
+        self._finish(entry)
+
+    async def _watch(self) -> None:
+        """Re-publish what JetStream did not acknowledge in time (nats-py would wait forever).
+
+        The same Nats-Msg-Id goes out again, so if the first attempt was stored after all the
+        duplicate window drops the second. One pass handles everything overdue, so a disconnect
+        that lost hundreds of publishes costs one backoff, not one per message."""
+        tick = min(0.25, self.broker.ack_timeout / 4)
+        backoff = 0.05
+        warned = 0.0
+        while not self._closed:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._retry_wanted.wait(), tick)
+            self._retry_wanted.clear()
+            now = time.monotonic()
+            stale = [e for e in self._in_flight.values() if e.retry or e.deadline <= now]
+            if not stale:
+                backoff = 0.05
                 continue
-            if not self._retriable(error):
-                self._in_flight.popleft()
-                self._slots.release()
-                reason = getattr(error, "description", None) or str(error) or type(error).__name__
-                self._failures.append(f"wire {self.spec.key}: publish of {entry.msg_id} failed: {reason}")
-                log.error("%s", self._failures[-1])
-                continue
-            # retry with the same Nats-Msg-Id: if the first attempt was stored after all, the
-            # duplicate window drops the second one
-            if entry.attempts == 1 or entry.attempts % 20 == 0:
+            if now - warned > 10:
+                warned = now
                 log.warning(
-                    "wire %s: publish of %s not acknowledged (%s); retrying",
+                    "wire %s: %d publish(es) not acknowledged by JetStream yet (NATS %s); retrying",
                     self.spec.key,
-                    entry.msg_id,
-                    type(error).__name__,
+                    len(stale),
+                    self.broker.state,
                 )
-            await asyncio.sleep(min(0.05 * 2 ** min(entry.attempts, 5), 1.0))
-            if self._closed:
-                return
-            await self._republish_stale()
-
-    async def _republish_stale(self) -> None:
-        """Re-publish the head and every other entry whose ack is overdue or failed retriably.
-
-        Done in one pass so that a disconnect that lost hundreds of publishes costs one backoff,
-        not one per message."""
-        now = time.monotonic()
-        for index, entry in enumerate(list(self._in_flight)):
-            fut = entry.future
-            if index > 0:
-                if fut.done():
-                    if fut.cancelled() or fut.exception() is None or not self._retriable(fut.exception()):
-                        continue  # confirmed (or a definitive failure the loop will report)
-                elif entry.deadline > now:
-                    continue  # still within its ack timeout
-            fut.cancel()  # frees nats-py's slot
-            self.publish_retries += 1
-            try:
-                fresh = await self._publish(entry.payload, entry.msg_id, entry.attempts + 1)
-            except NatsUnavailableError as exc:
-                self._failures.append(str(exc))
-                self._in_flight.remove(entry)
-                self._slots.release()
-                continue
-            try:
-                self._in_flight[self._in_flight.index(entry)] = fresh
-            except ValueError:  # pragma: no cover - removed concurrently (close)
-                fresh.future.cancel()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+            for entry in stale:
+                old = entry.future
+                if id(entry) not in self._in_flight or old is None:
+                    continue  # confirmed or failed meanwhile
+                if old.done() and not old.cancelled() and old.exception() is None:
+                    continue  # acked during the backoff; its callback confirms it
+                entry.future = None
+                old.cancel()  # frees nats-py's slot
+                self.publish_retries += 1
+                try:
+                    await self._publish(entry)
+                except (NatsUnavailableError, TransportError) as exc:
+                    self._fail(entry, str(exc))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never let the watchdog die with acks outstanding
+                    log.exception("wire %s: re-publish failed", self.spec.key)
+                    self._fail(entry, f"wire {self.spec.key}: re-publish of {entry.msg_id} failed: {exc}")
 
     @staticmethod
     def _retriable(error: BaseException) -> bool:
@@ -695,13 +693,12 @@ class NatsWire(Wire):
     async def flush(self) -> None:
         """Return once JetStream acknowledged everything sent so far; raise on a definitive failure."""
         while not self._idle.is_set():
-            if self._confirmer is None or self._confirmer.done():
-                if self._confirmer is not None and not self._confirmer.cancelled() and self._confirmer.exception():
-                    raise TransportError(f"wire {self.spec.key}: {self._confirmer.exception()}")
-                if self._in_flight:
-                    raise TransportError(f"wire {self.spec.key}: {len(self._in_flight)} publishes not confirmed (closed)")
-                break
-            await self._idle.wait()
+            if self._closed:
+                raise TransportError(f"wire {self.spec.key}: closed with {len(self._in_flight)} publishes unconfirmed")
+            if self._watchdog is None or self._watchdog.done():  # pragma: no cover - defensive
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 1.0)
         self._raise_failures()
 
     # consuming ----------------------------------------------------------------------------------
@@ -901,13 +898,13 @@ class NatsWire(Wire):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._consume_done.wait(), 5.0)
         await self._release_subscription()
-        if self._confirmer is not None and not self._confirmer.done():
-            self._has_work.set()
-            self._confirmer.cancel()
+        if self._watchdog is not None and not self._watchdog.done():
+            self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._confirmer
-        for entry in self._in_flight:
-            entry.future.cancel()  # frees nats-py's slot (its futures never time out by themselves)
+                await self._watchdog
+        for entry in list(self._in_flight.values()):
+            if entry.future is not None:
+                entry.future.cancel()  # frees nats-py's slot (its futures never time out by themselves)
         if self._info_task is not None:
             self._info_task.cancel()
         self.broker._forget(self)
