@@ -17,7 +17,9 @@ RAW_BATCH = 256  # pull fetch batch
 
 
 async def fluxmix_throughput(catalog: Any, url: str, n: int) -> float:
-    data = chain_scenario(f"bench-dur-{uuid.uuid4().hex[:8]}", 2, "standard")
+    # a bounded source, like the raw pattern: publish n as fast as the wire takes them while
+    # the consumer drains; an unbounded one starves the consumer (see RESULTS.md)
+    data = chain_scenario(f"bench-dur-{uuid.uuid4().hex[:8]}", 2, "standard", count=n)
     RECORDER.reset(n)
     async with running_scenario(data, catalog, nats_url=url):
         await asyncio.wait_for(RECORDER.done.wait(), 300)

@@ -122,11 +122,12 @@ def chain_scenario(
     transport: str,
     *,
     rate: float | None = None,
+    count: int | None = None,
     description: str | None = None,
     queue_size: int | None = None,
 ) -> bytes:
     """generate -> (gears - 2) x map -> bench-sink, joined by `gears - 1` wires."""
-    specs: list[dict[str, Any]] = [{"name": "source", "type": "generate", "config": generate_config(rate=rate)}]
+    specs: list[dict[str, Any]] = [{"name": "source", "type": "generate", "config": generate_config(rate=rate, count=count)}]
     specs += [{"name": f"relay{i}", "type": "map", "config": relay_config(i)} for i in range(1, gears - 1)]
     specs.append({"name": "sink", "type": SINK_TYPE})
     wires = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ async def reload_series(transport: str, reloads: int, nats_url: str | None) -> d
         await _wait_flowing(0.0, 50)
         windows: list[tuple[float, float]] = []
         journal_gaps: list[float] = []
+        phases: dict[str, list[float]] = {}
         for i in range(reloads):
             await asyncio.sleep(SETTLE)
             ref = refs[(i + 1) % 2]
@@ -73,6 +75,8 @@ async def reload_series(transport: str, reloads: int, nats_url: str | None) -> d
             windows.append((t0, t1))
             if entry.gap_seconds is not None:
                 journal_gaps.append(entry.gap_seconds)
+            for phase, seconds in (entry.phases or {}).items():
+                phases.setdefault(phase, []).append(seconds)
             await _wait_flowing(t1, 5)
         await asyncio.sleep(SETTLE)
         await activator.shutdown()
@@ -87,6 +91,7 @@ async def reload_series(transport: str, reloads: int, nats_url: str | None) -> d
             "gaps": gaps,
             "journal_gaps": journal_gaps,
             "ready": [t1 - t0 for t0, t1 in windows],
+            "phases": {k: statistics.median(v) for k, v in phases.items()},
             "handled": RECORDER.count,
             "duplicates": RECORDER.duplicates,
         }
@@ -119,6 +124,8 @@ async def run(ctx: Any) -> list[Row]:
         if res["journal_gaps"]:
             rows.append(Row("reload", f"{label}: journal gap_seconds", "s", False, Stat(res["journal_gaps"]),
                             note=_summary(res["journal_gaps"])))
+        phases = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in res["phases"].items())
+        ctx.log(f"reload {transport}: median phases: {phases}")
         rows.append(Row("reload", f"{label}: trigger -> ready", "s", False, Stat(res["ready"]),
-                        note=_summary(res["ready"])))
+                        note=f"{_summary(res['ready'])}; median phases: {phases}"))
     return rows
