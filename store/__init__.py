@@ -48,7 +48,7 @@ from ._refs import (
     parse_store_ref,
     short_hash,
     sort_tags_desc,
-    tag_version,
+    tag_key,
 )
 from ._state import JournalEntry, MixerState
 
@@ -276,18 +276,22 @@ class Store:
 
     def _resolve_name(self, ref: NameRef, kind: str) -> Resolved:
         check_name(ref.name)
+        exact = None if ref.tag in (None, "latest") else canonical_tag(ref.tag)
+        query = select(TagRow.tag, TagRow.hash).where(TagRow.kind == kind, TagRow.name == ref.name)
         with self._index.read() as session:
-            rows = {
-                r.tag: r for r in session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.name == ref.name))
-            }
-        if not rows:
+            if exact is not None:
+                found = session.scalar(query.with_only_columns(TagRow.hash).where(TagRow.tag == exact))
+                if found is not None:
+                    return Resolved(kind, ref.name, exact, found)
+            # latest, or a miss: every tag of the name (to pick from, or to list in the error)
+            hashes: dict[str, str] = {tag: digest for tag, digest in session.execute(query)}
+        if not hashes:
             raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(kind)}")
-        tag = latest_tag(list(rows)) if ref.tag in (None, "latest") else canonical_tag(ref.tag)
-        row = rows.get(tag) if tag is not None else None
-        if row is None:
-            available = ", ".join(sort_tags_desc(list(rows))[:10])
+        tag = latest_tag(list(hashes)) if exact is None else exact
+        if tag not in hashes:
+            available = ", ".join(sort_tags_desc(list(hashes))[:10])
             raise NotFoundError(f"{kind} {ref.name} has no tag {tag}; available: {available}")
-        return Resolved(kind, row.name, row.tag, row.hash)
+        return Resolved(kind, ref.name, tag, hashes[tag])
 
     def _resolve_hash(self, ref: HashRef, kind: str) -> Resolved:
         if ref.is_full:
@@ -307,7 +311,7 @@ class Store:
         with self._index.read() as session:
             tags = list(session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.hash == digest)))
         if tags:
-            best = max(tags, key=lambda r: (tag_version(r.tag), r.name))
+            best = max(tags, key=lambda r: (tag_key(r.tag), r.name))
             return Resolved(kind, best.name, best.tag, digest)
         return Resolved(kind, None, None, digest)
 
@@ -325,7 +329,7 @@ class Store:
             query = query.where(TagRow.name == check_name(name))
         with self._index.read() as session:
             rows = [_entry(r) for r in session.scalars(query)]
-        rows.sort(key=lambda e: tag_version(e.tag), reverse=True)
+        rows.sort(key=lambda e: tag_key(e.tag), reverse=True)
         rows.sort(key=lambda e: e.name)  # stable: versions stay descending within a name
         return rows
 

@@ -24,6 +24,7 @@ _DIR_MODE = 0o700
 _BLOB_MODE = 0o444  # read-only, as git does for loose objects: blobs never change
 _CHUNK = 1 << 20
 _PREFIX_RE = re.compile(r"[0-9a-f]{2,64}", re.ASCII)
+_SHARD_RE = re.compile(r"[0-9a-f]{2}", re.ASCII)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -71,7 +72,8 @@ class BlobStore:
         try:
             self._write_atomic(path, data)
         except OSError as error:
-            raise StoreError(f"cannot write blob sha256:{digest} under {self.root}: {error.strerror or error}") from error
+            reason = error.strerror or error
+            raise StoreError(f"cannot write blob sha256:{digest} under {self.root}: {reason}") from error
         return digest
 
     def get(self, hex_digest: str) -> bytes:
@@ -154,7 +156,7 @@ class BlobStore:
         except FileNotFoundError:
             return
         for entry in entries:
-            if len(entry.name) == 2 and all(c in "0123456789abcdef" for c in entry.name) and entry.is_dir(follow_symlinks=False):
+            if _SHARD_RE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
                 yield entry.path
 
     def _intact(self, path: Path, digest: str) -> bool:

@@ -6,6 +6,7 @@ ASCII-only patterns before they reach the index, and hex digests before they bec
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ _HEX_PREFIX_RE = re.compile(r"[0-9a-f]{1,64}", re.ASCII)
 MIN_PREFIX = 12
 HASH_PREFIX = "sha256:"
 LATEST = "latest"
+_NOT_SEMVER = "is not a SemVer version (expected vMAJOR.MINOR.PATCH[-pre], e.g. v1.2.0)"
 _FORMS = "name, name:tag, name:latest, sha256:<12 to 64 hex digits>, or a file path"
 
 
@@ -98,7 +100,7 @@ def canonical_tag(text: str) -> str:
     `v1.0.0+b` would be two tags that neither sort nor compare apart.
     """
     if not isinstance(text, str) or not _TAG_CHARS_RE.fullmatch(text):
-        raise InvalidNameError(_tag_reason(text, "is not a SemVer version (expected vMAJOR.MINOR.PATCH[-pre], e.g. v1.2.0)"))
+        raise InvalidNameError(_tag_reason(text, _NOT_SEMVER))
     bare = text[1:] if text[0] in "vV" else text
     if "+" in bare:
         build = bare.split("+", 1)[1]
@@ -112,24 +114,39 @@ def canonical_tag(text: str) -> str:
     try:
         version = semver.Version.parse(bare)
     except ValueError:
-        raise InvalidNameError(
-            _tag_reason(text, "is not a SemVer version (expected vMAJOR.MINOR.PATCH[-pre], e.g. v1.2.0)")
-        ) from None
+        raise InvalidNameError(_tag_reason(text, _NOT_SEMVER)) from None
     return f"v{version}"
 
 
 def tag_version(tag: str) -> semver.Version:
-    """The SemVer value of a canonical tag, for ordering."""
+    """The SemVer value of a canonical tag."""
     return semver.Version.parse(tag[1:])
 
 
+TagKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
+
+
+@functools.lru_cache(maxsize=4096)
+def tag_key(tag: str) -> TagKey:
+    """A plain tuple that sorts exactly as SemVer 2.0 precedence (semver's own compare is ~50x slower).
+
+    A release sorts above its pre-releases; numeric identifiers sort numerically and below
+    alphanumeric ones; a longer identifier list wins when the shorter is its prefix.
+    """
+    version = tag_version(tag)
+    if version.prerelease is None:
+        return (version.major, version.minor, version.patch, 1, ())
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in version.prerelease.split("."))
+    return (version.major, version.minor, version.patch, 0, parts)
+
+
 def is_release(tag: str) -> bool:
-    return tag_version(tag).prerelease is None
+    return tag_key(tag)[3] == 1
 
 
 def sort_tags_desc(tags: list[str]) -> list[str]:
     """Highest SemVer first: v1.10.0 > v1.9.0 > v1.9.0-rc.1."""
-    return sorted(tags, key=tag_version, reverse=True)
+    return sorted(tags, key=tag_key, reverse=True)
 
 
 def latest_tag(tags: list[str]) -> str | None:
@@ -137,18 +154,17 @@ def latest_tag(tags: list[str]) -> str | None:
     if not tags:
         return None
     releases = [t for t in tags if is_release(t)]
-    return max(releases or tags, key=tag_version)
+    return max(releases or tags, key=tag_key)
+
+
+def highest_tag(tags: list[str]) -> str | None:
+    return max(tags, key=tag_key) if tags else None
 
 
 def next_tag(tags: list[str]) -> str:
     """The next minor after the highest tag (pre-releases included); v0.1.0 for the first."""
-    if not tags:
-        return "v0.1.0"
-    return f"v{max(map(tag_version, tags)).bump_minor()}"
-
-
-def highest_tag(tags: list[str]) -> str | None:
-    return max(tags, key=tag_version) if tags else None
+    highest = highest_tag(tags)
+    return "v0.1.0" if highest is None else f"v{tag_version(highest).bump_minor()}"
 
 
 def check_hex(text: str) -> str:

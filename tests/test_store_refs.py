@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+import semver
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fluxmix.errors import BadReferenceError, FluxmixError, InvalidNameError
 from fluxmix.store import HashRef, NameRef, PathRef, canonical_tag, check_hex, parse_ref
-from fluxmix.store._refs import check_name, latest_tag, next_tag, sort_tags_desc
+from fluxmix.store._refs import check_name, latest_tag, next_tag, sort_tags_desc, tag_key
 
 HEX64 = "ab12cd34ef56" + "0" * 52
 STRICT_TAG = re.compile(r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?", re.ASCII)
@@ -99,6 +100,22 @@ def test_release_ordering_matches_numeric_tuples(versions: list[tuple[int, int, 
     expected = ["v%d.%d.%d" % v for v in sorted(versions, reverse=True)]
     assert sort_tags_desc(tags) == expected
     assert latest_tag(tags) == expected[0]
+
+
+_small_versions = st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+_pre_identifier = st.one_of(st.integers(0, 12).map(str), st.sampled_from(["a", "alpha", "b", "rc", "RC", "x-1", "0a"]))
+_prereleases = st.lists(_pre_identifier, max_size=3)
+
+
+@given(_small_versions, _prereleases, _small_versions, _prereleases)
+def test_tag_ordering_agrees_with_the_semver_library(
+    v1: tuple[int, int, int], p1: list[str], v2: tuple[int, int, int], p2: list[str]
+) -> None:
+    texts = ["%d.%d.%d" % v + (f"-{'.'.join(p)}" if p else "") for v, p in ((v1, p1), (v2, p2))]
+    a, b = (canonical_tag(t) for t in texts)
+    expected = semver.Version.parse(texts[0]).compare(texts[1])
+    actual = (tag_key(a) > tag_key(b)) - (tag_key(a) < tag_key(b))
+    assert actual == expected, (a, b)
 
 
 @given(st.text(max_size=40))
