@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -365,7 +366,9 @@ def compile_expression(text: str) -> Expression:
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionSyntaxError(f"longer than {MAX_EXPRESSION_CHARS} characters")
     try:
-        tree = ast.parse(source, mode="eval")
+        with warnings.catch_warnings():  # `x is 1`, "\d": Python's warnings are not ours to print
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         col = f" at column {exc.offset}" if exc.offset else " at the end"
         raise ExpressionSyntaxError(f"{exc.msg}{col}") from None

@@ -4,6 +4,9 @@ Trust boundary: scenario text is never evaluated. The gear imports a module by n
 sys.path, which the operator controls (installed packages, PYTHONPATH); a scenario can only pick
 among code that is already installed. For code that should be shared, prefer a plugin package
 with a `fluxmix.gears` entry point; this gear is for one-off classes.
+
+Modules are imported once per process (Python's import cache): a reload of the scenario picks
+up a changed `config`, but changed code needs a mixer restart.
 """
 
 from __future__ import annotations
