@@ -187,3 +187,23 @@ def test_the_body_is_never_modified() -> None:
     body = {"items": [1, 2]}
     compile_expression("items + [3]").evaluate(body)
     assert body == {"items": [1, 2]}
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EXPRESSION_ALPHABET = "ab19()[]{}*+-/%<>=!\"'.,:_ ifelsnotandorgehlu"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_EXPRESSION_ALPHABET, max_size=40))
+def test_any_text_either_compiles_or_is_refused_and_never_escapes(text: str) -> None:
+    """Whatever an operator writes: a clean refusal, or a value, or a clean per-message error."""
+    try:
+        expr = compile_expression(text)
+    except ExpressionSyntaxError:
+        return
+    try:
+        expr.evaluate({"a": 1, "b": "x", "l": [1, 2]})
+    except ExpressionEvalError:
+        pass
