@@ -59,7 +59,7 @@ class FileOut(Gear):
     """
 
     type = "file-out"
-    description = "Append each message body as one JSON line to a file."
+    description = "Append each message body as one JSON line to a file (bytes as base64, dates as ISO 8601)."
     inputs = (Port("in", "messages to write", required=True),)
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
