@@ -427,6 +427,12 @@ class Store:
         with self._index.write() as session:
             return _state.add_journal(session, entry)
 
+    def update_activation_gap(self, entry_id: int, gap_seconds: float) -> None:
+        """Fill in a reload's processing gap, known only once the new scenario's first message
+        arrives, which may be after its journal row was written."""
+        with self._index.write() as session:
+            _state.set_journal_gap(session, entry_id, gap_seconds)
+
     def journal(self, limit: int = 50) -> list[JournalEntry]:
         """Newest first."""
         with self._index.read() as session:

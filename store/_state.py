@@ -107,6 +107,13 @@ def add_journal(session: Session, entry: JournalEntry) -> int:
     return row.id
 
 
+def set_journal_gap(session: Session, entry_id: int, gap_seconds: float) -> None:
+    row = session.get(JournalRow, entry_id)
+    if row is None:
+        raise KeyError(f"no journal entry {entry_id}")
+    row.gap_seconds = float(gap_seconds)
+
+
 def read_journal(session: Session, limit: int) -> list[JournalEntry]:
     rows = session.scalars(select(JournalRow).order_by(JournalRow.id.desc()).limit(max(0, limit)))
     return [

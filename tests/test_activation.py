@@ -249,6 +249,8 @@ async def test_late_first_message_fills_in_the_gap(tmp_path: Path, store: Store)
         assert entry.outcome == "activated"
         await wait_until(lambda: act.last_reload is not None and act.last_reload.gap_seconds is not None)
         assert act.last_reload.id == entry.id and act.last_reload.gap_seconds >= 0
+        await wait_until(lambda: store.journal(1)[0].gap_seconds is not None)
+        assert store.journal(1)[0].gap_seconds == act.last_reload.gap_seconds
     finally:
         await act.shutdown()
 

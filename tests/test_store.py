@@ -570,3 +570,18 @@ def test_reads_do_not_wait_for_another_process_holding_the_write_lock(store: Sto
         writer.execute("ROLLBACK")
     finally:
         writer.close()
+
+
+def test_a_late_reload_gap_is_written_into_its_journal_row(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from fluxmix.store import JournalEntry, open_store
+
+    with open_store(tmp_path / "gap") as store:
+        entry_id = store.record_activation(JournalEntry(
+            ts=datetime.now(timezone.utc), trigger="api", ref="x", from_hash=None, to_hash=None,
+            outcome="activated", reason="", problems=[], phases={}, drained=0, gap_seconds=None))
+        store.update_activation_gap(entry_id, 0.25)
+        assert store.journal(1)[0].gap_seconds == 0.25
+        with pytest.raises(KeyError):
+            store.update_activation_gap(entry_id + 1, 0.1)

@@ -13,8 +13,7 @@ before, and its sources continue from their checkpoints. Every attempt is journa
 The processing gap of a reload (last message handled at a sink of the old runtime -> first one
 of the new) is measured here. The journal row is written when the activation ends; to fill in
 its gap, `activate()` waits up to `gap_wait` seconds for the new runtime's first message. A
-first message that comes later still updates `last_reload` in memory (and the row, when the
-store offers `update_activation_gap`).
+first message that comes later updates `last_reload` and the row (`update_activation_gap`).
 """
 
 from __future__ import annotations
@@ -346,11 +345,9 @@ class Activator:
         if entry is not None and watch.entry_id is not None and entry.id == watch.entry_id:
             self.last_reload = dataclasses.replace(entry, gap_seconds=gap)
         log.info("reload gap: %.3fs (first message after the activation returned)", gap, extra={"gap_seconds": gap})
-        # The store has no update API yet; use it when it exists (see the module docstring).
-        update = getattr(self.store, "update_activation_gap", None)
-        if update is not None and watch.entry_id is not None:
+        if watch.entry_id is not None:
             try:
-                await asyncio.to_thread(update, watch.entry_id, gap)
+                await asyncio.to_thread(self.store.update_activation_gap, watch.entry_id, gap)
             except Exception:
                 log.exception("could not record the reload gap in the journal")
 
