@@ -844,6 +844,14 @@ class NatsWire(Wire):
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(Exception):
                     await nc.flush(timeout=self.broker.ack_timeout)
+        except asyncio.CancelledError:
+            # abandoned (close() without drain): hand back what is not settled now, instead of
+            # leaving it to ack_wait; already-acked ones ignore the nak
+            for raw in msgs:
+                if id(raw) in self._in_hand:
+                    with contextlib.suppress(Exception):
+                        await raw.nak()
+            raise
         finally:
             for raw in msgs:
                 self._in_hand.pop(id(raw), None)
