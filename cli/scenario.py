@@ -90,10 +90,10 @@ def kind_group(kind: str) -> click.Group:
             )
 
     import_help = (
-        f"Import FILE into the store as NAME:TAG.\n\nThe bytes are stored exactly as they are, under their "
-        f"SHA-256. NAME defaults to the file's `name:`, TAG to its `version:`, else the next minor version "
-        f"after the highest tag (v0.1.0 for the first). Tags are immutable: re-importing identical bytes "
-        f"is a no-op; other bytes under an existing tag are refused."
+        "Import FILE into the store as NAME:TAG.\n\nThe bytes are stored exactly as they are, under their "
+        "SHA-256. NAME defaults to the file's `name:`, TAG to its `version:`, else the next minor version "
+        "after the highest tag (v0.1.0 for the first). Tags are immutable: re-importing identical bytes "
+        "is a no-op; other bytes under an existing tag are refused."
     )
     command: Any = pass_app(import_cmd)
     if kind == "scenario":

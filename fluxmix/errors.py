@@ -8,13 +8,19 @@
      │    ├── NotFoundError         a well-formed reference that names nothing
      │    ├── AmbiguousReferenceError  a hash prefix that matches several blobs
      │    ├── InvalidNameError      a name or tag outside the allowed patterns
-     │    └── TagConflictError      an immutable tag asked to hold other bytes
+     │    ├── TagConflictError      an immutable tag asked to hold other bytes
+     │    ├── GearClassError        a `python` gear's `class` is not an importable Gear subclass
+     │    └── ExpressionSyntaxError an expression outside the allowed language (also an ExpressionError)
      ├── StoreError                 the store is damaged or unusable: exit 1
      │    └── CorruptBlobError      a blob whose bytes no longer match its name
+     ├── ExpressionError            an expression could not be compiled or evaluated
+     │    ├── ExpressionSyntaxError (see above)
+     │    └── ExpressionEvalError   evaluating it against one message failed (that message fails)
      ├── GearError                  a gear failed in start/handle/stop
      ├── TransportError             a wire could not carry a message
      │    └── NatsUnavailableError  no NATS server could be reached or started
      ├── ActivationError            a scenario could not be brought up (the old one keeps running)
+     │    └── NothingToReload       a reload asked for while the mixer follows no reference
      └── MixerApiError              the mixer's HTTP API refused or could not be reached
 
 The CLI maps UserError to exit status 2 and every other FluxmixError to 1, printing
@@ -89,6 +95,22 @@ class TagConflictError(UserError):
     """A tag already holds other bytes; tags are immutable."""
 
 
+class GearClassError(UserError):
+    """`class` does not name an importable Gear subclass (a validation problem, one line)."""
+
+
+class ExpressionError(FluxmixError):
+    """An expression could not be compiled or evaluated."""
+
+
+class ExpressionSyntaxError(ExpressionError, UserError):
+    """The expression text is not in the allowed language (reported by config validation)."""
+
+
+class ExpressionEvalError(ExpressionError):
+    """Evaluating the expression against one message failed (that message counts as failed)."""
+
+
 class StoreError(FluxmixError):
     """The store is damaged or cannot be used."""
 
@@ -117,6 +139,10 @@ class ActivationError(FluxmixError):
     """A scenario could not be brought up; the previous one keeps (or resumes) running."""
 
 
+class NothingToReload(ActivationError):
+    """POST /reload or SIGHUP while the mixer follows no reference."""
+
+
 class MixerApiError(FluxmixError):
     """The mixer's HTTP API could not be reached or refused the request."""
 
@@ -132,11 +158,16 @@ __all__ = [
     "AmbiguousReferenceError",
     "InvalidNameError",
     "TagConflictError",
+    "GearClassError",
+    "ExpressionError",
+    "ExpressionSyntaxError",
+    "ExpressionEvalError",
     "StoreError",
     "CorruptBlobError",
     "GearError",
     "TransportError",
     "NatsUnavailableError",
     "ActivationError",
+    "NothingToReload",
     "MixerApiError",
 ]

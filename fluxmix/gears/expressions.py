@@ -32,25 +32,13 @@ from typing import Any, Callable, Mapping
 
 import simpleeval
 
-from fluxmix.errors import FluxmixError
+from fluxmix.errors import ExpressionError, ExpressionEvalError, ExpressionSyntaxError
 
 MAX_EXPRESSION_CHARS = 4096
 MAX_SEQUENCE_LENGTH = simpleeval.MAX_STRING_LENGTH  # 100,000: strings, lists, tuples
 MAX_POWER_BITS = 10_000
 
 _SCALARS = (str, int, float, bool, type(None))
-
-
-class ExpressionError(FluxmixError):
-    """An expression could not be compiled or evaluated."""
-
-
-class ExpressionSyntaxError(ExpressionError):
-    """The expression text is not in the allowed language (reported by config validation)."""
-
-
-class ExpressionEvalError(ExpressionError):
-    """Evaluating the expression against one message failed (that message counts as failed)."""
 
 
 class _MissingField(Exception):

@@ -17,15 +17,11 @@ from typing import Any, ClassVar, Mapping
 
 import jsonschema
 
-from fluxmix.errors import UserError
+from fluxmix.errors import GearClassError
 from fluxmix.gears.base import Gear, Port
 from fluxmix.message import Message
 
 CLASS_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-class GearClassError(UserError):
-    """`class` does not name an importable Gear subclass (a validation problem, one line)."""
 
 
 def load_gear_class(ref: str) -> type[Gear]:

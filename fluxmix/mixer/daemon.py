@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxmix import __version__
-from fluxmix.errors import ActivationError, FluxmixError, ScenarioError
+from fluxmix.errors import ActivationError, FluxmixError, NothingToReload
 from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer.metrics import RetiredCounters
 from fluxmix.mixer.settings import MixerSettings, is_loopback
@@ -34,10 +34,6 @@ from fluxmix.transports.registry import Brokers
 log = logging.getLogger("fluxmix.mixer")
 
 OK_OUTCOMES = ("activated", "unchanged")
-
-
-class NothingToReload(ActivationError):
-    """POST /reload or SIGHUP while the mixer follows no reference."""
 
 
 def normalize_ref(ref: str) -> str:

@@ -136,7 +136,7 @@ async def activate(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _unauthorized()
-    from fluxmix.mixer.daemon import NothingToReload
+    from fluxmix.errors import NothingToReload
 
     try:
         entry = await request.app[MIXER].reload(trigger="api")
