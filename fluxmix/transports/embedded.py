@@ -9,6 +9,7 @@ Layout of `store_dir` (e.g. `$FLUXMIX_HOME/nats`):
     embedded.lock      flock held by the owning mixer for the server's whole life
     embedded.json      {"pid", "url", "port", "started_at"} of the running server
     nats-server.pid    written by nats-server itself (`--pid`)
+    nats-server.conf   settings without a flag (log rotation: 10 MB x 3)
     nats-server.log    the server's log (`-l`); its tail is quoted in every start error
     jetstream/         JetStream's file store (`-sd store_dir`)
 
@@ -259,8 +260,16 @@ class EmbeddedNats:
 
     # process ------------------------------------------------------------------------------
     async def _spawn(self, binary: Path) -> str:
+        # settings with no command-line flag: keep the log from growing without bound
+        config = self.store_dir / "nats-server.conf"
+        config.write_text(
+            "# written by fluxmix for its embedded nats-server; flags on the command line win\n"
+            "logfile_size_limit: 10MB\nlogfile_max_num: 3\n"
+        )
         args = [
             str(binary),
+            "-c",
+            str(config),
             "-js",
             "-sd",
             str(self.store_dir),
@@ -269,7 +278,7 @@ class EmbeddedNats:
             "-p",
             str(self.port),
             "-n",
-            f"fluxmix-embedded-{os.getpid()}",
+            "fluxmix-embedded",  # stable: JetStream's state belongs to this server name
             "-l",
             str(self.log_path),
             "--pid",
