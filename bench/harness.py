@@ -217,8 +217,11 @@ def human(value: float | None, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
-def _short(value: float, unit: str) -> str:
-    return human(value, unit).split(" ")[0]
+def _short(value: float, unit: str, like: str) -> str:
+    """`value` without its unit when it would be spelled in the same unit as `like`."""
+    text = human(value, unit)
+    number, _, suffix = text.partition(" ")
+    return number if suffix == like.partition(" ")[2] else text
 
 
 def cell(stat: Stat | None, unit: str) -> str:
@@ -227,7 +230,7 @@ def cell(stat: Stat | None, unit: str) -> str:
     med = human(stat.median, unit)
     if len(stat.samples) == 1:
         return med
-    return f"{med} ({_short(stat.low, unit)}..{_short(stat.high, unit)})"
+    return f"{med} ({_short(stat.low, unit, med)}..{_short(stat.high, unit, med)})"
 
 
 def table(rows: list[Row]) -> str:
