@@ -392,3 +392,31 @@ async def test_drain_finishes_the_batch_in_hand_and_leaves_the_rest(nats_url: st
             await asyncio.sleep(0.2)
         assert sorted(collector.seqs + rest.seqs) == list(range(100))
         assert wire.stats.redelivered == 0  # the drained batch was acked, nothing came back
+
+
+async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_url: str, unique_name: str) -> None:
+    """Two inputs of one gear share its output wire: one consumer's flush must not be starved
+    by the other's steady sending (its acks would wait, then be redelivered)."""
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        wire = broker.wire(scenario, "h", spec)
+        stop = asyncio.Event()
+
+        async def busy_sender() -> int:
+            i = 0
+            while not stop.is_set():
+                await wire.send(Message(id=source_id(unique_name, "busy", i), body={"seq": i}))
+                i += 1
+            return i
+
+        busy = asyncio.create_task(busy_sender())
+        await wait_for(lambda: wire.stats.sent > 100)
+        for m in messages(unique_name, 10, gear="quiet"):
+            await wire.send(m)
+        await asyncio.wait_for(wire.flush(), 20)  # returns while the busy sender keeps going
+        assert not busy.done()
+        stop.set()
+        await busy
+        await wire.flush()

@@ -524,8 +524,7 @@ class NatsWire(Wire):
         self._slots = asyncio.Semaphore(broker.max_in_flight)
         self._in_flight: dict[int, _Publish] = {}  # insertion order == deadline order
         self._retry_wanted = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._progress: asyncio.Future[None] | None = None  # resolved whenever a publish settles
         self._watchdog: asyncio.Task[None] | None = None
         self._failures: list[str] = []
         # consuming
@@ -596,7 +595,6 @@ class NatsWire(Wire):
         entry.retry = False
         self._in_flight.pop(id(entry), None)
         self._in_flight[id(entry)] = entry
-        self._idle.clear()
         future.add_done_callback(lambda fut: self._on_ack(entry, fut))
 
     def _on_ack(self, entry: _Publish, fut: "asyncio.Future[Any]") -> None:
@@ -618,8 +616,9 @@ class NatsWire(Wire):
     def _finish(self, entry: _Publish) -> None:
         if self._in_flight.pop(id(entry), None) is not None:
             self._slots.release()
-        if not self._in_flight:
-            self._idle.set()
+        progress, self._progress = self._progress, None
+        if progress is not None and not progress.done():
+            progress.set_result(None)
 
     def _fail(self, entry: _Publish, reason: str) -> None:
         self._failures.append(reason)
@@ -691,14 +690,21 @@ class NatsWire(Wire):
             raise TransportError(failures[0] + more)
 
     async def flush(self) -> None:
-        """Return once JetStream acknowledged everything sent so far; raise on a definitive failure."""
-        while not self._idle.is_set():
-            if self._closed:
-                raise TransportError(f"wire {self.spec.key}: closed with {len(self._in_flight)} publishes unconfirmed")
-            if self._watchdog is None or self._watchdog.done():  # pragma: no cover - defensive
-                self._watchdog = asyncio.get_running_loop().create_task(self._watch())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), 1.0)
+        """Return once JetStream acknowledged everything sent before this call; raise on a
+        definitive failure. Publishes that start while flushing are not waited for, so a gear fed
+        by several wires cannot starve another's flush (and with it, its acks)."""
+        for entry in list(self._in_flight.values()):
+            while id(entry) in self._in_flight:
+                if self._closed:
+                    raise TransportError(
+                        f"wire {self.spec.key}: closed with {len(self._in_flight)} publishes unconfirmed"
+                    )
+                if self._watchdog is None or self._watchdog.done():  # pragma: no cover - defensive
+                    self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+                if self._progress is None:
+                    self._progress = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._progress), 1.0)
         self._raise_failures()
 
     # consuming ----------------------------------------------------------------------------------
