@@ -12,8 +12,10 @@ from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats
 
 try:
+    from tests.nats_fixtures import nats_unavailable
     from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
 except ModuleNotFoundError:
+    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
     from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
@@ -30,8 +32,6 @@ async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, un
     try:
         url = await server.start()
     except NatsUnavailableError as exc:
-        from tests.nats_fixtures import nats_unavailable
-
         nats_unavailable(str(exc))
     total = 2000
     spec = make_wire()

@@ -23,7 +23,8 @@ Crash safety, why each part exists:
   ~30 ms of startup; JetStream's files survive, so nothing acknowledged is lost.
 - On Linux the child asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG),
   so a killed mixer does not leave the server running. On other systems there is no such hook;
-  the leftover is replaced by the next start, as above.
+  the leftover is replaced by the next start, as above. (The signal fires when the *thread* that
+  started the server exits: call start() from the event loop's thread, as the mixer does.)
 - The server runs in its own session, so a Ctrl-C in the mixer's terminal reaches the mixer
   (which drains and acknowledges) and not the server underneath it.
 """
