@@ -187,3 +187,60 @@ async def nats_latency_one_in_flight(url: str, n: int) -> tuple[float, float]:
     finally:
         await sub_nc.close()
         await pub.close()
+
+
+async def nats_steady(url: str, *, warmup: float = 1.0, window: float = 4.0, max_pending: int = 1024,
+                      batch: int = 256) -> tuple[float, float]:
+    """(consumed/s, published/s) with a producer that never stops (publish_async, bounded in
+    flight) and a pull consumer fetching `batch` + ack, both in this event loop: what a durable
+    wire fed by an unpaced source sees. The difference piles up in the stream."""
+    pub = await nats.connect(url, **CONNECT)
+    sub_nc = await nats.connect(url, **CONNECT)
+    try:
+        js = pub.jetstream(publish_async_max_pending=max_pending)
+        sjs = sub_nc.jetstream()
+        stream, subject = await _stream(js, "steady")
+        try:
+            await sjs.add_consumer(
+                stream, ConsumerConfig(durable_name="raw", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000)
+            )
+            sub = await sjs.pull_subscribe(subject, durable="raw", stream=stream)
+            packb, unpackb = msgpack.packb, msgpack.unpackb
+            published = consumed = 0
+            stop = asyncio.Event()
+
+            async def produce() -> None:
+                nonlocal published
+                while not stop.is_set():
+                    await js.publish_async(subject, packb({"seq": published, "data": PAD}))
+                    published += 1
+
+            async def consume() -> None:
+                nonlocal consumed
+                while not stop.is_set():
+                    try:
+                        msgs = await sub.fetch(batch, timeout=0.5)
+                    except nats.errors.TimeoutError:
+                        continue
+                    for m in msgs:
+                        unpackb(m.data)
+                        await m.ack()
+                    consumed += len(msgs)
+
+            tasks = [asyncio.create_task(produce()), asyncio.create_task(consume())]
+            try:
+                await asyncio.sleep(warmup)
+                c0, p0, t0 = consumed, published, time.perf_counter()
+                await asyncio.sleep(window)
+                c1, p1, t1 = consumed, published, time.perf_counter()
+            finally:
+                stop.set()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            return (c1 - c0) / (t1 - t0), (p1 - p0) / (t1 - t0)
+        finally:
+            await js.delete_stream(stream)
+    finally:
+        await sub_nc.close()
+        await pub.close()

@@ -5,6 +5,8 @@ the fastest raw nats-py pattern measured in the same run, and end-to-end latency
 from __future__ import annotations
 
 import asyncio
+import statistics
+import time
 import uuid
 from typing import Any
 
@@ -24,6 +26,18 @@ async def fluxmix_throughput(catalog: Any, url: str, n: int) -> float:
     async with running_scenario(data, catalog, nats_url=url):
         await asyncio.wait_for(RECORDER.done.wait(), 300)
         return RECORDER.rate()
+
+
+async def fluxmix_steady(catalog: Any, url: str, warmup: float, window: float) -> tuple[float, float]:
+    """(sink msg/s, source msg/s) of generate -> sink with an unpaced, unbounded source."""
+    data = chain_scenario(f"bench-steady-{uuid.uuid4().hex[:8]}", 2, "standard")
+    RECORDER.reset(10**12)
+    async with running_scenario(data, catalog, nats_url=url) as runtime:
+        await asyncio.sleep(warmup)
+        c0, e0, t0 = RECORDER.count, runtime.status()["gears"]["source"]["emitted"], time.perf_counter()
+        await asyncio.sleep(window)
+        c1, e1, t1 = RECORDER.count, runtime.status()["gears"]["source"]["emitted"], time.perf_counter()
+    return (c1 - c0) / (t1 - t0), (e1 - e0) / (t1 - t0)
 
 
 async def fluxmix_latency(catalog: Any, url: str, n: int, rate: float) -> tuple[float, float]:
@@ -49,6 +63,23 @@ async def run(ctx: Any) -> list[Row]:
         ctx.log(f"durable: fluxmix {fx.samples[-1]:.0f}/s raw {raw.samples[-1]:.0f}/s")
     rows.append(Row("durable", f"generate -> sink, 1 standard wire, {n // 1000}k msgs", "msg/s", True, fx, raw,
                     f"publish_async({RAW_MAX_PENDING}) -> fetch({RAW_BATCH})+ack"))
+
+    warmup, window = (1.0, 4.0) if not ctx.quick else (0.5, 2.0)
+    fx, raw = Stat(), Stat()
+    fx_pub, raw_pub = [], []
+    for _ in range(ctx.reps):
+        sink, source = await fluxmix_steady(catalog, url, warmup, window)
+        fx.samples.append(sink)
+        fx_pub.append(source)
+        consumed, published = await baselines.nats_steady(url, warmup=warmup, window=window,
+                                                          max_pending=RAW_MAX_PENDING, batch=RAW_BATCH)
+        raw.samples.append(consumed)
+        raw_pub.append(published)
+        ctx.log(f"durable steady: fluxmix sink {sink:.0f}/s (source {source:.0f}/s), raw {consumed:.0f}/s (pub {published:.0f}/s)")
+    rows.append(Row("durable", "unpaced endless source: sink rate", "msg/s", True, fx, raw,
+                    "same raw pattern, endless producer",
+                    note=f"source ran at {statistics.median(fx_pub):.0f}/s (raw producer {statistics.median(raw_pub):.0f}/s): "
+                         "the difference piles up in the stream"))
 
     rate = 1000.0
     n = ctx.scale(3000, 1000)
