@@ -420,3 +420,24 @@ async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_
         stop.set()
         await busy
         await wire.flush()
+
+
+async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, unique_name: str) -> None:
+    """`nats consumer rm` on a live wire: messages sent after it still arrive (no silent stop)."""
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        wire = broker.wire(scenario, "h", spec)
+        collector = Collector()
+        async with consuming(wire, collector):
+            for m in messages(unique_name, 5):
+                await wire.send(m)
+            await wire.flush()
+            await wait_for(lambda: len(collector.handled) == 5)
+            await broker.js.delete_consumer(stream_name(unique_name), consumer_name(spec))
+            for m in messages(unique_name, 5, start=5):
+                await wire.send(m)
+            await wire.flush()
+            await wait_for(lambda: len(collector.handled) == 10)
+        assert sorted(collector.seqs) == list(range(10))

@@ -92,6 +92,7 @@ STREAM_PREFIX = "FLUXMIX_"
 SUBJECT_PREFIX = "fluxmix"
 DEFAULT_MAX_DELIVER = 5
 DEFAULT_RETRY_DELAY = 0.5
+CONSUMER_CHECK_INTERVAL = 5.0  # seconds of idle fetching between checks that the durable exists
 
 _TOKEN_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOKEN_BAD_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -712,6 +713,7 @@ class NatsWire(Wire):
         self._consume_task = asyncio.current_task()
         self._consume_done.clear()
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(), name=f"nats-inprogress {self.spec.key}")
+        last_check = time.monotonic()
         try:
             while not self._stopping:
                 if not self.broker.is_connected:
@@ -723,6 +725,9 @@ class NatsWire(Wire):
                 try:
                     msgs = await sub.fetch(self.broker.batch_size, timeout=self.broker.fetch_timeout)
                 except asyncio.TimeoutError:  # includes nats' TimeoutError: nothing to do, loop
+                    if time.monotonic() - last_check > CONSUMER_CHECK_INTERVAL:
+                        last_check = time.monotonic()
+                        await self._check_consumer()
                     continue
                 except nats.js.errors.APIError as exc:
                     if self._stopping:
@@ -760,16 +765,31 @@ class NatsWire(Wire):
                 delay = min(delay * 2, 2.0)
         return self._sub
 
-    async def _on_fetch_error(self, exc: nats.js.errors.APIError) -> None:
-        if exc.code == 404 or isinstance(exc, nats.js.errors.NotFoundError):
-            # the consumer (or stream) was removed behind our back: re-create it, never lose the wire
-            log.warning("wire %s: consumer %s missing (%s); re-creating", self.spec.key, self.consumer, exc)
-            js = self.broker._need_js()
-            with contextlib.suppress(Exception):
+    async def _check_consumer(self) -> None:
+        """While idle, make sure the durable still exists: a pull on a deleted consumer just
+        times out, so without this check a `nats consumer rm` would silently stop the wire."""
+        js = self.broker.js
+        if js is None or not self.broker.is_connected:
+            return
+        try:
+            await js.consumer_info(self.stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            log.warning("wire %s: consumer %s was removed; re-creating it", self.spec.key, self.consumer)
+            try:
                 await self.broker._ensure_stream(js, self.scenario_name)
                 await self.broker._ensure_consumer(js, self.scenario_name, self.spec)
-        else:
-            log.debug("fetch on %s: %s", self.spec.key, exc)
+            except Exception as exc:
+                log.error("wire %s: re-creating consumer %s failed: %s", self.spec.key, self.consumer, exc)
+                return
+            await self._release_subscription()  # re-bind to the new consumer
+        except Exception:  # a slow or unavailable API: the next check tries again
+            return
+
+    async def _on_fetch_error(self, exc: nats.js.errors.APIError) -> None:
+        # 503 (no responders) is what a pull on a removed consumer gets, as well as a stream
+        # without a leader for a moment (cluster): check, re-create if it is gone, back off
+        log.debug("fetch on %s: %r", self.spec.key, exc)
+        await self._check_consumer()
         await asyncio.sleep(0.5)
 
     async def _handle_batch(self, msgs: list[Msg], delivery: Delivery) -> None:
