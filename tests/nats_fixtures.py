@@ -21,9 +21,10 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Iterator, NoReturn
+from typing import NoReturn
 
 import pytest
 

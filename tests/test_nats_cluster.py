@@ -8,10 +8,24 @@ import pytest
 
 try:
     from tests.nats_fixtures import NatsCluster
-    from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
+    from tests.test_nats_wire import (
+        Collector,
+        broker_for,
+        make_scenario,
+        make_wire,
+        messages,
+        wait_for,
+    )
 except ModuleNotFoundError:
     from nats_fixtures import NatsCluster  # type: ignore[no-redef]
-    from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
+    from test_nats_wire import (  # type: ignore[no-redef]
+        Collector,
+        broker_for,
+        make_scenario,
+        make_wire,
+        messages,
+        wait_for,
+    )
 
 from fluxmix.transports.nats import stream_name
 

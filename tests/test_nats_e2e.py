@@ -13,13 +13,14 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 try:
-    from tests.test_mixer_daemon import (  # noqa: F401 - fixtures are used by name
+    from tests.test_mixer_daemon import (
         MixerProcess,
         assert_exactly_once,
         home,
@@ -130,7 +131,7 @@ def test_twenty_reloads_on_standard_wires_keep_every_seq_exactly_once(
         assert code == 200, entry
         outcomes.append(entry["outcome"])
         count = len(read_lines(out))
-        wait_until(lambda: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
+        wait_until(lambda count=count: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
     assert outcomes == ["activated"] * 20, outcomes
     assert mixer.stop() == 0
     assert_exactly_once(seqs(read_lines(out)))
@@ -201,14 +202,14 @@ def test_two_mixers_with_two_homes_get_their_own_embedded_servers(tmp_path: Path
             mixer = MixerProcess(tmp_path, home, ["-s", str(path)])
             procs.append(mixer)
             mixer.wait_ready()
-            wait_until(lambda: len(read_lines(out)) >= 20, "20 lines", proc=mixer)
+            wait_until(lambda out=out: len(read_lines(out)) >= 20, "20 lines", proc=mixer)
             states.append(embedded_state(home))
         assert states[0] and states[1]
         assert states[0]["url"] != states[1]["url"] and states[0]["pid"] != states[1]["pid"]
         for mixer in procs:
             assert mixer.stop() == 0
         for state in states:
-            wait_until(lambda: not alive(state["pid"]), "the embedded server to stop with its mixer")
+            wait_until(lambda state=state: not alive(state["pid"]), "the embedded server to stop with its mixer")
     finally:
         for mixer in procs:
             mixer.kill()

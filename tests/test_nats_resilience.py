@@ -13,10 +13,24 @@ from fluxmix.transports.embedded import EmbeddedNats
 
 try:
     from tests.nats_fixtures import nats_unavailable
-    from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
+    from tests.test_nats_wire import (
+        Collector,
+        broker_for,
+        make_scenario,
+        make_wire,
+        messages,
+        wait_for,
+    )
 except ModuleNotFoundError:
     from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
-    from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
+    from test_nats_wire import (  # type: ignore[no-redef]
+        Collector,
+        broker_for,
+        make_scenario,
+        make_wire,
+        messages,
+        wait_for,
+    )
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 

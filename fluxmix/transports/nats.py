@@ -51,9 +51,10 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import nats
 import nats.errors
@@ -77,13 +78,13 @@ from fluxmix.scenario import Scenario, WireSpec
 from fluxmix.transports.base import Broker, Delivery, Wire
 
 __all__ = [
+    "CONNECT_OPTION_KEYS",
     "NatsBroker",
     "NatsWire",
-    "CONNECT_OPTION_KEYS",
-    "stream_name",
-    "wire_subject",
     "consumer_name",
     "scenario_token",
+    "stream_name",
+    "wire_subject",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def _connect_kwargs(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds") if ts else None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else None
 
 
 # --- broker --------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ class NatsBroker(Broker):
                         timeout=max(1.0, self.initial_connect_timeout),
                     )
                     break
-                except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, nats.errors.Error, OSError) as exc:
                     last = exc
                     if time.monotonic() >= deadline:
                         raise NatsUnavailableError(
@@ -384,7 +385,7 @@ class NatsBroker(Broker):
         """Run a JetStream API call, waiting (bounded) for the connection first."""
         try:
             await asyncio.wait_for(self.wait_connected(), self.initial_connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             coro.close()
             raise NatsUnavailableError(
                 f"cannot {what}: NATS disconnected since {_iso(self.down_since) or '?'}"
@@ -393,7 +394,7 @@ class NatsBroker(Broker):
             return await coro
         except nats.js.errors.APIError as exc:
             raise TransportError(f"cannot {what}: {exc.description or exc} (err_code {exc.err_code})") from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             raise NatsUnavailableError(f"cannot {what}: {exc or type(exc).__name__}") from exc
 
     async def _ensure_stream(self, js: JetStreamContext, scenario_name: str) -> None:
@@ -440,12 +441,12 @@ class NatsBroker(Broker):
         await js.add_consumer(stream_name(scenario_name), self.consumer_config(scenario_name, spec))
 
     # wires --------------------------------------------------------------------------------------
-    def wire(self, scenario: Scenario, scenario_hash: str, spec: WireSpec) -> "NatsWire":
+    def wire(self, scenario: Scenario, scenario_hash: str, spec: WireSpec) -> NatsWire:
         wire = NatsWire(self, scenario.name, spec)
         self._wires.add(wire)
         return wire
 
-    def _forget(self, wire: "NatsWire") -> None:
+    def _forget(self, wire: NatsWire) -> None:
         self._wires.discard(wire)
 
     async def close(self) -> None:
@@ -499,7 +500,7 @@ class _Publish:
 
     payload: bytes
     msg_id: str
-    future: "asyncio.Future[Any] | None" = None
+    future: asyncio.Future[Any] | None = None
     deadline: float = 0.0
     attempts: int = 0
     retry: bool = False  # the server answered with a retriable error; the watchdog re-publishes
@@ -598,7 +599,7 @@ class NatsWire(Wire):
         self._in_flight[id(entry)] = entry
         future.add_done_callback(lambda fut: self._on_ack(entry, fut))
 
-    def _on_ack(self, entry: _Publish, fut: "asyncio.Future[Any]") -> None:
+    def _on_ack(self, entry: _Publish, fut: asyncio.Future[Any]) -> None:
         if entry.future is not fut or fut.cancelled():
             return  # superseded by a re-publish, or cancelled by the watchdog / close()
         exc = fut.exception()
@@ -724,7 +725,7 @@ class NatsWire(Wire):
                     break
                 try:
                     msgs = await sub.fetch(self.broker.batch_size, timeout=self.broker.fetch_timeout)
-                except asyncio.TimeoutError:  # includes nats' TimeoutError: nothing to do, loop
+                except TimeoutError:  # includes nats' TimeoutError: nothing to do, loop
                     if time.monotonic() - last_check > CONSUMER_CHECK_INTERVAL:
                         last_check = time.monotonic()
                         await self._check_consumer()
@@ -759,7 +760,7 @@ class NatsWire(Wire):
                 self._sub = await js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
             except NatsUnavailableError:
                 raise
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error) as exc:
                 log.warning("wire %s: cannot bind to consumer %s: %s", self.spec.key, self.consumer, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -869,7 +870,7 @@ class NatsWire(Wire):
             nc = self.broker.nc
             if nc is not None and nc.is_connected:
                 with contextlib.suppress(Exception):
-                    await nc.flush(timeout=self.broker.ack_timeout)
+                    await nc.flush(timeout=max(1, int(self.broker.ack_timeout)))
         except asyncio.CancelledError:
             # abandoned (close() without drain): hand back what is not settled now, instead of
             # leaving it to ack_wait; already-acked ones ignore the nak
