@@ -83,3 +83,28 @@ async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, un
             assert broker.status()["reconnects"] >= 1 and broker.ready == (True, "")
     finally:
         await server.stop()
+
+
+async def test_drain_while_nats_is_down_returns(tmp_path: Path, unique_name: str) -> None:
+    """A reload or stop during an outage must not hang on the consumer (nothing is in hand)."""
+    server = EmbeddedNats(tmp_path / "nats", port=_free_port())
+    try:
+        url = await server.start()
+    except NatsUnavailableError as exc:
+        nats_unavailable(str(exc))
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    try:
+        async with broker_for(url) as broker:
+            await broker.prepare(scenario, "h", [spec])
+            wire = broker.wire(scenario, "h", spec)
+            collector = Collector()
+            consumer = asyncio.create_task(wire.consume(collector.delivery()))
+            await asyncio.sleep(0.2)
+            await server.stop()
+            await wait_for(lambda: not broker.ready[0], timeout=10)
+            assert await asyncio.wait_for(wire.drain(), 10) == 0
+            await asyncio.wait_for(consumer, 10)
+            await wire.close()
+    finally:
+        await server.stop()

@@ -718,7 +718,11 @@ class NatsWire(Wire):
         try:
             while not self._stopping:
                 if not self.broker.is_connected:
-                    await self.broker.wait_connected()  # raises once the connection is closed for good
+                    # short waits, so a drain while NATS is down returns instead of hanging
+                    if self.broker.state == "closed":
+                        await self.broker.wait_connected()  # raises: closed for good
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self.broker._connected.wait(), 0.25)
                     continue
                 sub = await self._subscription()
                 if sub is None:
