@@ -64,6 +64,7 @@ async def reload_series(transport: str, reloads: int, nats_url: str | None) -> d
         windows: list[tuple[float, float]] = []
         journal_gaps: list[float] = []
         phases: dict[str, list[float]] = {}
+        per_reload: list[dict[str, float]] = []
         for i in range(reloads):
             await asyncio.sleep(SETTLE)
             ref = refs[(i + 1) % 2]
@@ -77,6 +78,7 @@ async def reload_series(transport: str, reloads: int, nats_url: str | None) -> d
                 journal_gaps.append(entry.gap_seconds)
             for phase, seconds in (entry.phases or {}).items():
                 phases.setdefault(phase, []).append(seconds)
+            per_reload.append(dict(entry.phases or {}))
             await _wait_flowing(t1, 5)
         await asyncio.sleep(SETTLE)
         await activator.shutdown()
@@ -92,6 +94,7 @@ async def reload_series(transport: str, reloads: int, nats_url: str | None) -> d
             "journal_gaps": journal_gaps,
             "ready": [t1 - t0 for t0, t1 in windows],
             "phases": {k: statistics.median(v) for k, v in phases.items()},
+            "slowest": per_reload[max(range(len(windows)), key=lambda k: windows[k][1] - windows[k][0])] if windows else {},
             "handled": RECORDER.count,
             "duplicates": RECORDER.duplicates,
         }
@@ -125,7 +128,8 @@ async def run(ctx: Any) -> list[Row]:
             rows.append(Row("reload", f"{label}: journal gap_seconds", "s", False, Stat(res["journal_gaps"]),
                             note=_summary(res["journal_gaps"])))
         phases = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in res["phases"].items())
-        ctx.log(f"reload {transport}: median phases: {phases}")
+        slowest = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in res["slowest"].items())
+        ctx.log(f"reload {transport}: median phases: {phases}; slowest reload: {slowest}")
         rows.append(Row("reload", f"{label}: trigger -> ready", "s", False, Stat(res["ready"]),
-                        note=f"{_summary(res['ready'])}; median phases: {phases}"))
+                        note=f"{_summary(res['ready'])}; median phases: {phases}; slowest reload: {slowest}"))
     return rows
