@@ -301,3 +301,186 @@ async def test_file_in_read_from_end_records_where_it_started(tmp_path: Path) ->
         await asyncio.wait_for(task, 10)
         await h.stop()
     assert h.ctx.checkpoint == 20
+
+
+# ---------------------------------------------------------------- file-out dedupe
+
+
+def envelope_ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+async def test_file_out_dedupe_skips_an_id_it_wrote_recently(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "out.jsonl"
+    caplog.set_level(logging.DEBUG, logger="fluxmix.gear.sink")
+    async with GearHarness("file-out", {"path": str(path), "envelope": True, "dedupe": 10}, name="sink") as h:
+        await h.send({"seq": 1}, id="a")
+        await h.send({"seq": 2}, id="b")
+        await h.send({"seq": 1, "again": True}, id="a")  # a redelivery: same id
+        await h.send({"seq": 3}, id="c")
+        gear = h.gear
+        assert isinstance(gear, FileOut)
+        assert (gear.written, gear.skipped) == (3, 1)
+    assert envelope_ids(path) == ["a", "b", "c"]
+    assert any("skipped duplicate message a" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+    # the summary at stop, at info
+    assert any("skipped 1 duplicate messages" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+
+
+async def test_file_out_dedupe_off_by_default_writes_repeats(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path), "envelope": True}) as h:
+        await h.send({"seq": 1}, id="a")
+        await h.send({"seq": 1}, id="a")
+    assert envelope_ids(path) == ["a", "a"]
+
+
+async def test_file_out_dedupe_rebuilds_its_window_from_the_file_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    config = {"path": str(path), "envelope": True, "dedupe": 100}
+    async with GearHarness("file-out", config) as h:
+        for n in range(50):
+            await h.send({"seq": n}, id=f"m{n}")
+    # a new instance on the same file (the mixer after a crash): no memory but the file's
+    async with GearHarness("file-out", config) as h:
+        for n in range(40, 60):  # the batch handled but not acked comes again, then new ones
+            await h.send({"seq": n}, id=f"m{n}")
+        assert (h.gear.written, h.gear.skipped) == (10, 10)  # type: ignore[attr-defined]
+    assert envelope_ids(path) == [f"m{n}" for n in range(60)]
+
+
+async def test_file_out_dedupe_window_is_bounded_by_the_last_n_lines(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    config = {"path": str(path), "envelope": True, "dedupe": 3}
+    async with GearHarness("file-out", config) as h:
+        for name in "abcd":
+            await h.send({}, id=name)
+        assert len(h.gear._recent) == 3  # type: ignore[attr-defined]
+        await h.send({}, id="a")  # fell out of the window: written again
+        await h.send({}, id="d")  # still inside it: skipped
+    assert envelope_ids(path) == ["a", "b", "c", "d", "a"]
+    async with GearHarness("file-out", config) as h:  # rebuilt: the last 3 lines are c, d, a
+        for name in "bdac":  # b is new (c falls out); d, a are inside; c fell out, so it is new
+            await h.send({}, id=name)
+        assert (h.gear.written, h.gear.skipped) == (2, 2)  # type: ignore[attr-defined]
+    assert envelope_ids(path) == ["a", "b", "c", "d", "a", "b", "c"]
+
+
+async def test_file_out_dedupe_ignores_a_torn_last_line_left_by_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    config = {"path": str(path), "envelope": True, "dedupe": 10}
+    async with GearHarness("file-out", config) as h:
+        await h.send({"seq": 1}, id="a")
+    # the crash cut the next write short: never acked, so it comes again
+    write(path, '{"id":"b","origin":"x","ts":1.0,"headers":{},"body":{"se')
+    async with GearHarness("file-out", config) as h:
+        await h.send({"seq": 2}, id="b")
+        await h.send({"seq": 1}, id="a")
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["id"] == "a" and lines[1].startswith('{"id":"b"') and json.loads(lines[2])["id"] == "b"
+    assert len(lines) == 3
+
+
+async def test_file_out_dedupe_reads_only_the_tail_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fluxmix.gears import files
+
+    path = tmp_path / "out.jsonl"
+    line = b'{"id":"old","origin":"x","ts":1.0,"headers":{},"body":{"pad":"' + b"x" * 900 + b'"}}\n'
+    new = b"".join(files.encode_json_line({"id": f"new{n}", "origin": "x", "ts": 1.0, "headers": {}, "body": {}}) for n in range(5))
+    path.write_bytes(line * 5000 + new)  # ~4.6 MB of older lines, then 5 new ones
+    read_sizes: list[int] = []
+    real_open = open
+
+    def counting_open(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        handle = real_open(*args, **kwargs)  # type: ignore[call-overload]
+        real_read = handle.read
+
+        def read(n: int = -1) -> bytes:
+            data = real_read(n)
+            read_sizes.append(len(data))
+            return data
+
+        handle.read = read
+        return handle
+
+    monkeypatch.setattr(files, "open", counting_open, raising=False)
+    assert files.tail_ids(path, 5) == [f"new{n}" for n in range(5)]
+    assert sum(read_sizes) <= files.READ_CHUNK
+    read_sizes.clear()
+    assert files.tail_ids(path, 7) == ["old", "old", *(f"new{n}" for n in range(5))]
+    assert sum(read_sizes) <= files.READ_CHUNK
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 64, 65536])
+def test_tail_ids_any_block_size_gives_the_last_n_complete_lines(tmp_path: Path, block_size: int) -> None:
+    from fluxmix.gears.files import encode_json_line, tail_ids
+
+    path = tmp_path / "out.jsonl"
+    envelopes = b"".join(encode_json_line({"id": f"m{n}", "origin": "x", "ts": 1.0, "headers": {}, "body": {"n": n}}) for n in range(20))
+    # a body line (not an envelope) takes a place but gives no id; then a torn last line
+    path.write_bytes(b"not json\n" + envelopes + b'{"seq":1}\n' + b'{"id":"torn","bo')
+    assert tail_ids(path, 3, block_size=block_size) == ["m18", "m19"]
+    assert tail_ids(path, 21, block_size=block_size) == [f"m{n}" for n in range(20)]
+    assert tail_ids(path, 1000, block_size=block_size) == [f"m{n}" for n in range(20)]
+    assert tail_ids(tmp_path / "missing.jsonl", 5) == []
+    assert tail_ids(path, 0) == []
+
+
+def test_file_out_dedupe_needs_envelope() -> None:
+    problems = config_problems(FileOut, {"path": "x", "dedupe": 100})
+    assert [(p.location, p.reason) for p in problems] == [
+        ("config.dedupe", "dedupe needs envelope: true: the message id must be in the file to survive a crash")
+    ]
+    assert config_problems(FileOut, {"path": "x", "dedupe": 100, "envelope": True}) == []
+    assert config_problems(FileOut, {"path": "x", "dedupe": 0}) == []
+    assert [p.location for p in config_problems(FileOut, {"path": "x", "dedupe": -1, "envelope": True})] == ["config.dedupe"]
+    assert [p.location for p in config_problems(FileOut, {"path": "x", "dedupe": 1.5, "envelope": True})] == ["config.dedupe"]
+
+
+async def test_file_out_dedupe_recognises_a_replay_through_the_real_runtime(tmp_path: Path) -> None:
+    """Ids are deterministic end to end: a source replaying from scratch through a map gear
+    re-emits the very ids the sink wrote, so nothing is written twice."""
+    from fluxmix.gears.catalog import Catalog
+    from fluxmix.runtime import Runtime
+    from fluxmix.scenario import Endpoint, GearSpec, Scenario, WireSpec
+    from fluxmix.transports.memory import MemoryBroker
+
+    path = tmp_path / "out.jsonl"
+
+    class NoCheckpoints:  # every run starts the source from seq 1: a full replay
+        def load_checkpoint(self, scenario_name: str, gear: str) -> None:
+            return None
+
+        def save_checkpoint(self, scenario_name: str, gear: str, value: object) -> None:
+            pass
+
+    def wire(src: str, dst: str) -> WireSpec:
+        return WireSpec(Endpoint(*src.split(".")), Endpoint(*dst.split(".")), "memory", {})
+
+    scenario = Scenario(
+        name="replay",
+        gears=(
+            GearSpec("source", "generate", {"count": 30}),
+            GearSpec("stamp", "map", {"set": {"double": {"expr": "seq * 2"}}}),
+            GearSpec("sink", "file-out", {"path": str(path), "envelope": True, "dedupe": 1000}),
+        ),
+        wires=(wire("source.out", "stamp.in"), wire("stamp.out", "sink.in")),
+    )
+
+    async def run_once() -> dict:
+        rt = Runtime(scenario, "a" * 64, catalog=Catalog.default(), brokers={"memory": MemoryBroker(queue_size=8)}, checkpoints=NoCheckpoints())
+        await rt.build()
+        await rt.start()
+        async with asyncio.timeout(10):
+            while rt.status()["gears"]["sink"]["handled"] < 30:
+                await asyncio.sleep(0.01)
+        await rt.stop()
+        return rt.status()["gears"]["sink"]
+
+    first = await run_once()
+    ids = envelope_ids(path)
+    assert len(ids) == 30 and len(set(ids)) == 30
+    second = await run_once()
+    assert second["handled"] == 30 and envelope_ids(path) == ids  # all 30 recognised, none written
+    assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == list(range(1, 31))
+    assert first["errors"] == second["errors"] == 0

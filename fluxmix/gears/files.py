@@ -12,6 +12,8 @@ import datetime as dt
 import json
 import os
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Mapping
 
@@ -23,6 +25,8 @@ from fluxmix.message import Message
 CHECKPOINT_INTERVAL = 0.5
 CHECKPOINT_EVERY = 1000
 READ_CHUNK = 64 * 1024
+# file-out with `dedupe` logs how many duplicates it skipped at most this often (seconds).
+DEDUPE_SUMMARY_INTERVAL = 60.0
 
 
 def _json_default(value: Any) -> Any:
@@ -49,6 +53,67 @@ def encode_json_line(record: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+def tail_ids(path: Path, count: int, *, block_size: int = READ_CHUNK) -> list[str]:
+    """Message ids of the last `count` complete envelope lines of `path`, oldest first.
+
+    Reads backwards from the end in blocks, so the cost is the size of those lines, never the
+    size of the file. A last line without its newline (torn by a crash: that message was never
+    acked, so it comes again) is not counted; lines that are not envelopes (not JSON, no string
+    `id` next to a `body`) take a place in the window but give no id.
+    """
+    if count <= 0:
+        return []
+    blocks: list[bytes] = []
+    try:
+        with open(path, "rb") as f:
+            pos, newlines = os.fstat(f.fileno()).st_size, 0
+            # count + 1 newlines: the one before the window's first line marks where that line starts
+            while pos > 0 and newlines <= count:
+                step = min(block_size, pos)
+                pos -= step
+                f.seek(pos)
+                block = f.read(step)
+                blocks.append(block)
+                newlines += block.count(b"\n")
+    except FileNotFoundError:
+        return []
+    data = b"".join(reversed(blocks))
+    data = data[: data.rfind(b"\n") + 1]  # drop a torn last line
+    # with count + 1 newlines read, a first piece that is the tail of an older line falls off here
+    lines = data.split(b"\n")[:-1][-count:]
+    ids: list[str] = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # includes UnicodeDecodeError
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str) and "body" in record:
+            ids.append(record["id"])
+    return ids
+
+
+class RecentIds:
+    """The last `size` ids written, in write order: O(size) memory, O(1) per message."""
+
+    def __init__(self, size: int, ids: Iterable[str] = ()) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        for message_id in ids:
+            self.add(message_id)
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, message_id: str) -> None:
+        self._ids[message_id] = None
+        self._ids.move_to_end(message_id)  # an id seen again (a file written without dedupe) is recent
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
 class FileOut(Gear):
     """Appends each body as one JSON line to `path`.
 
@@ -56,6 +121,11 @@ class FileOut(Gear):
     returns, so "handled" (and the ack on a durable wire) means the line reached the file. A
     failed write is truncated away so the file never holds a torn line; a torn last line left by
     a crash is closed with a newline on start.
+
+    With `dedupe: N` a message whose id is among the last N ids written is skipped: standard wires
+    deliver at least once, and after a crash the batch the sink wrote but had not yet acked comes
+    again with the same ids. The window is rebuilt from the file's last N lines at start (so it
+    survives a crash; hence `envelope: true`), and it holds exactly what those lines hold.
     """
 
     type = "file-out"
@@ -79,18 +149,39 @@ class FileOut(Gear):
             "envelope": {
                 "type": "boolean",
                 "default": False,
-                "description": "Write the whole message {id, origin, ts, headers, body} instead of the body alone.",
+                "description": "Write the whole message {id, origin, ts, headers, body} instead of the body alone "
+                "(needed by dedupe: the id must be in the file).",
+            },
+            "dedupe": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "Skip a message whose id is among the last N written (exactly-once output over "
+                "at-least-once wires; the ids are re-read from the file's last N lines at start, so it needs "
+                "envelope: true). N must cover what the sink writes between a message and its redelivery: "
+                "a fetch batch plus the throughput times the ack wait. 0: off.",
             },
         },
     }
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        if config.get("dedupe", 0) > 0 and not config.get("envelope", False):
+            return [("dedupe", "dedupe needs envelope: true: the message id must be in the file to survive a crash")]
+        return []
 
     def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
         super().__init__(name, config, ctx)
         self.path = Path(self.config["path"]).expanduser()
         self.fsync: bool = bool(self.config.get("fsync", False))
         self.envelope: bool = bool(self.config.get("envelope", False))
+        self.dedupe: int = int(self.config.get("dedupe", 0))
         self._fd: int | None = None
+        self._recent: RecentIds | None = None
         self.written = 0
+        self.skipped = 0  # duplicates not written again (dedupe)
+        self._skipped_logged = 0
+        self._summary_at = time.monotonic()
 
     async def start(self) -> None:
         try:
@@ -99,6 +190,10 @@ class FileOut(Gear):
         except OSError as exc:
             raise GearError(self.name, f"cannot open {str(self.path)!r} for appending: {exc.strerror or exc}") from None
         self._fd = fd
+        if self.dedupe:
+            ids = await asyncio.to_thread(tail_ids, self.path, self.dedupe)
+            self._recent = RecentIds(self.dedupe, ids)
+            self.ctx.log.debug("gear %s: dedupe remembers %d ids from the end of %s", self.name, len(self._recent), self.path)
         size = os.fstat(fd).st_size
         if size:
             with open(self.path, "rb") as f:
@@ -129,6 +224,13 @@ class FileOut(Gear):
     async def handle(self, port: str, message: Message) -> None:
         if self._fd is None:
             raise GearError(self.name, "not started")
+        recent = self._recent
+        if recent is not None and message.id in recent:
+            self.skipped += 1
+            self.ctx.log.debug("gear %s: skipped duplicate message %s", self.name, message.id)
+            if time.monotonic() - self._summary_at >= DEDUPE_SUMMARY_INTERVAL:
+                self._log_skipped()
+            return
         line = encode_json_line(self.record(message))
         try:
             self._write(line)
@@ -137,8 +239,20 @@ class FileOut(Gear):
         except OSError as exc:
             raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
         self.written += 1
+        if recent is not None:
+            recent.add(message.id)
+
+    def _log_skipped(self) -> None:
+        """One info line per interval instead of one per duplicate (a redelivered batch is many)."""
+        new = self.skipped - self._skipped_logged
+        if new:
+            self.ctx.log.info(
+                "gear %s: skipped %d duplicate messages already in %s (%d since start)", self.name, new, self.path, self.skipped
+            )
+        self._skipped_logged, self._summary_at = self.skipped, time.monotonic()
 
     async def stop(self) -> None:
+        self._log_skipped()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
