@@ -39,6 +39,15 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
               "when a scenario has a standard wire.")
 @click.option("--nats-replicas", type=click.IntRange(min=1), default=1, show_default=True,
               help="JetStream stream replicas (3 for a three-node cluster).")
+@click.option("--nats-ack-wait", type=click.FloatRange(min=3.0), default=30.0, show_default=True, metavar="SECONDS",
+              help="How long JetStream waits for an ack before redelivering; after a crash, the time until the "
+              "dead mixer's unacked batch comes back.")
+@click.option("--nats-duplicate-window", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
+              metavar="SECONDS", help="How long JetStream remembers message ids to drop re-published ones; must "
+              "exceed --nats-ack-wait plus a source's checkpoint interval.")
+@click.option("--nats-max-bytes", type=click.IntRange(min=1), default=None, metavar="BYTES",
+              help="Size limit of each scenario's stream; when full, publishers wait (nothing is dropped). "
+              "Default: unlimited.")
 @click.option("--nats-creds", type=_FILE, envvar="FLUXMIX_NATS_CREDS", help="NATS credentials file (JWT + NKey).")
 @click.option("--nats-user", envvar="FLUXMIX_NATS_USER", help="NATS user (with --nats-password).")
 @click.option("--nats-password", envvar="FLUXMIX_NATS_PASSWORD", help="NATS password.")
@@ -67,6 +76,9 @@ def main(
     follow_latest: float | None,
     nats_urls: tuple[str, ...],
     nats_replicas: int,
+    nats_ack_wait: float,
+    nats_duplicate_window: float,
+    nats_max_bytes: int | None,
     nats_creds: Path | None,
     nats_user: str | None,
     nats_password: str | None,
@@ -106,6 +118,9 @@ def main(
             tls_ca=nats_tls_ca,
             tls_cert=nats_tls_cert,
             tls_key=nats_tls_key,
+            ack_wait=nats_ack_wait,
+            duplicate_window=nats_duplicate_window,
+            max_bytes=nats_max_bytes,
         ),
         memory_queue_size=memory_queue_size,
         stop_timeout=stop_timeout,

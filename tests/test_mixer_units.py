@@ -155,3 +155,43 @@ def test_status_rendering_shows_gears_and_wires() -> None:
     assert "1m 15s" in text
     assert "source.out->sink.in" in text and "generate" in text
     assert "broker memory: queue_size=1024" in text
+
+
+def test_nats_settings_carry_the_jetstream_knobs() -> None:
+    settings = nats_settings([], ack_wait=3.0, duplicate_window=10.0, max_bytes=1 << 30)
+    assert (settings.ack_wait, settings.duplicate_window, settings.max_bytes) == (3.0, 10.0, 1 << 30)
+    defaults = nats_settings([])
+    assert (defaults.ack_wait, defaults.duplicate_window, defaults.max_bytes) == (30.0, 120.0, None)
+
+
+def test_nats_settings_refuse_a_duplicate_window_not_longer_than_ack_wait() -> None:
+    with pytest.raises(UserError, match=r"--nats-duplicate-window 60 must be longer than --nats-ack-wait 60"):
+        nats_settings([], ack_wait=60.0, duplicate_window=60.0)
+    with pytest.raises(UserError, match=r"--nats-ack-wait 1: must be at least 3 seconds"):
+        nats_settings([], ack_wait=1.0)
+    with pytest.raises(UserError, match=r"--nats-max-bytes 0"):
+        nats_settings([], max_bytes=0)
+
+
+def test_mixer_flags_for_jetstream_reach_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fluxmix.cli.mixerd import main
+    from fluxmix.mixer import daemon
+
+    seen = []
+
+    async def fake_serve(settings: object) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(daemon, "serve", fake_serve)
+    monkeypatch.setattr("fluxmix.cli.mixerd.configure_logging", lambda *a: None)
+    args = ["--store", str(tmp_path), "--no-http", "--nats-ack-wait", "5", "--nats-duplicate-window", "45", "--nats-max-bytes", "1048576"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    nats = seen[0].nats  # type: ignore[attr-defined]
+    assert (nats.ack_wait, nats.duplicate_window, nats.max_bytes) == (5.0, 45.0, 1048576)
+    refused = CliRunner().invoke(main, ["--store", str(tmp_path), "--no-http", "--nats-ack-wait", "150"])
+    assert refused.exit_code == 2 and "--nats-duplicate-window 120 must be longer than --nats-ack-wait 150" in refused.output
+    assert "Traceback" not in refused.output

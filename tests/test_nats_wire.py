@@ -442,3 +442,37 @@ async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, un
             await wire.flush()
             await wait_for(lambda: len(collector.handled) == 10)
         assert sorted(collector.seqs) == list(range(10))
+
+
+async def test_brokers_pass_the_jetstream_settings_to_streams_and_consumers(
+    nats_url: str, unique_name: str, tmp_path: Any
+) -> None:
+    """--nats-ack-wait / --nats-duplicate-window / --nats-max-bytes reach the server, and a
+    changed ack_wait updates an existing durable (a restart with a new flag takes effect)."""
+    from fluxmix.transports.registry import Brokers, NatsSettings
+
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url) as broker:  # the defaults first: an existing durable with 30 s
+        await broker.prepare(scenario, "h", [spec])
+        info = await broker.js.consumer_info(stream_name(unique_name), consumer_name(spec))
+        assert info.config.ack_wait == 30
+    brokers = Brokers(tmp_path, NatsSettings(servers=[nats_url], ack_wait=4.0, duplicate_window=9.0, max_bytes=1 << 20))
+    try:
+        broker = (await brokers.for_scenario(scenario))["standard"]
+        assert isinstance(broker, NatsBroker)
+        await broker.prepare(scenario, "h", [spec])
+        stream = await broker.js.stream_info(stream_name(unique_name))
+        assert stream.config.duplicate_window == 9.0 and stream.config.max_bytes == 1 << 20
+        consumer = await broker.js.consumer_info(stream_name(unique_name), consumer_name(spec))
+        assert consumer.config.ack_wait == 4.0
+    finally:
+        await brokers.close()
+    unlimited = Brokers(tmp_path, NatsSettings(servers=[nats_url]))
+    try:
+        broker = (await unlimited.for_scenario(scenario))["standard"]
+        await broker.prepare(scenario, "h", [spec])
+        stream = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[attr-defined]
+        assert stream.config.max_bytes == -1 and stream.config.duplicate_window == 120
+    finally:
+        await unlimited.close()

@@ -16,6 +16,7 @@ from fluxmix.transports.registry import NatsSettings
 
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8470
+MIN_ACK_WAIT = 3.0  # seconds; below it the in-progress keep-alive of a slow batch cannot keep up
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,11 @@ def nats_settings(
     tls_ca: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    ack_wait: float = 30.0,
+    duplicate_window: float = 120.0,
+    max_bytes: int | None = None,
 ) -> NatsSettings:
-    """Map the --nats-* flags onto `nats.connect()` keyword arguments (the broker passes them on)."""
+    """Map the --nats-* flags onto `nats.connect()` keyword arguments and JetStream settings."""
     options: dict[str, Any] = {}
     for flag, path in (("--nats-creds", creds), ("--nats-tls-ca", tls_ca), ("--nats-tls-cert", tls_cert), ("--nats-tls-key", tls_key)):
         if path is not None and not Path(path).is_file():
@@ -107,4 +111,21 @@ def nats_settings(
             options[key] = str(Path(path).resolve())
     if replicas < 1:
         raise UserError("--nats-replicas must be at least 1")
-    return NatsSettings(servers=urls, connect_options=options, replicas=replicas)
+    if ack_wait < MIN_ACK_WAIT:
+        # the wire's keep-alive marks a slow batch in progress every ack_wait/3 (at least 1 s)
+        raise UserError(f"--nats-ack-wait {ack_wait:g}: must be at least {MIN_ACK_WAIT:g} seconds")
+    if duplicate_window <= ack_wait:
+        raise UserError(
+            f"--nats-duplicate-window {duplicate_window:g} must be longer than --nats-ack-wait {ack_wait:g} "
+            "(plus a source's checkpoint interval): a redelivered or replayed message must still be recognised"
+        )
+    if max_bytes is not None and max_bytes < 1:
+        raise UserError(f"--nats-max-bytes {max_bytes}: must be a positive number of bytes")
+    return NatsSettings(
+        servers=urls,
+        connect_options=options,
+        replicas=replicas,
+        ack_wait=ack_wait,
+        duplicate_window=duplicate_window,
+        max_bytes=max_bytes,
+    )

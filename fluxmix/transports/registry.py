@@ -26,6 +26,12 @@ class NatsSettings:
     servers: list[str] = field(default_factory=list)
     connect_options: dict[str, Any] = field(default_factory=dict)  # user/password/token/creds/tls
     replicas: int = 1
+    # Seconds before JetStream redelivers a message fetched but not acked (a crashed mixer's batch).
+    ack_wait: float = 30.0
+    # Seconds JetStream remembers a Nats-Msg-Id. It must exceed ack_wait + a source's checkpoint
+    # interval, so a replay or redelivery re-publishes ids the stream still recognises.
+    duplicate_window: float = 120.0
+    max_bytes: int | None = None  # per stream; None = unlimited. Full: publishers wait, nothing is dropped
 
 
 class Brokers:
@@ -59,7 +65,14 @@ class Brokers:
                 self._embedded = EmbeddedNats(self.home / "nats")
                 servers = [await self._embedded.start()]
                 log.info("started embedded nats-server at %s (store %s)", servers[0], self._embedded.store_dir)
-            broker = NatsBroker(servers, connect_options=self.nats.connect_options, replicas=self.nats.replicas)
+            broker = NatsBroker(
+                servers,
+                connect_options=self.nats.connect_options,
+                replicas=self.nats.replicas,
+                ack_wait=self.nats.ack_wait,
+                duplicate_window=self.nats.duplicate_window,
+                max_bytes=-1 if self.nats.max_bytes is None else self.nats.max_bytes,
+            )
             await broker.connect()
             return broker
         raise ActivationError(f"unknown transport {kind!r}")
