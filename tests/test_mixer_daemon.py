@@ -451,6 +451,62 @@ def test_sighup_reresolves_latest_after_a_new_import(
     assert_exactly_once(seqs(read_lines(out)))
 
 
+GATED_GEAR = """\
+import asyncio
+import os
+from pathlib import Path
+
+from fluxmix.gears.base import Gear
+
+
+class Gated(Gear):
+    \"\"\"Holds the mixer in its startup phase until the test creates $GATE_FILE.\"\"\"
+
+    type = "gated"
+
+    async def start(self) -> None:
+        gate = Path(os.environ["GATE_FILE"])
+        while not gate.exists():
+            await asyncio.sleep(0.02)
+"""
+
+
+def test_sighup_while_starting_reloads_once_startup_is_done(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGHUP that arrives during the startup activation is neither lost nor folded into it."""
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "gated_gear.py").write_text(GATED_GEAR)
+    gate = tmp_path / "gate"
+    gated = "  - {name: gate, type: python, config: {class: 'gated_gear:Gated'}}\n"
+    v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
+    v1.write_text(scenario_yaml(out, version="v1", rate=100, extra_gear=gated))
+    v2.write_text(scenario_yaml(out, version="v2", rate=100, extra_gear=gated))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the CLI and the mixer both import the gear
+    monkeypatch.setenv("GATE_FILE", str(gate))
+    imported = run_fluxmix(home, tmp_path, "scenario", "import", str(v1), "--name", "hello", "--tag", "1.0.0")
+    assert imported.returncode == 0, imported.stderr
+    mixer = start_mixer("-s", "hello:latest")
+
+    def starting() -> Any:
+        answer = mixer.try_get("/readyz")
+        return answer if answer and answer[0] == 503 and answer[1]["reason"] == "starting" else None
+
+    wait_until(starting, "/readyz to say starting", proc=mixer)  # the gate holds startup here
+    imported = run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0")
+    assert imported.returncode == 0, imported.stderr
+    mixer.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP received while starting" in mixer.output(), "the SIGHUP noted", proc=mixer)
+    gate.touch()
+    wait_until(lambda: (mixer.status()["scenario"] or {}).get("tag") == "v1.1.0", "v1.1.0 after the SIGHUP", proc=mixer)
+    entry = mixer.wait_journal(lambda e: e["trigger"] == "signal", "the SIGHUP reload journaled")
+    assert entry["outcome"] == "activated", entry
+    assert [e["trigger"] for e in mixer.journal()] == ["signal", "startup"]
+    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
+    assert mixer.stop() == 0
+    assert_exactly_once(seqs(read_lines(out)))
+
+
 # --------------------------------------------------------------------------------------------
 # stop and reload without loss
 

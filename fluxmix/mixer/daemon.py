@@ -358,10 +358,56 @@ async def serve(settings: MixerSettings) -> int:
 
     t0 = time.monotonic()
     loop = asyncio.get_running_loop()
-    store = open_store(settings.home)
+    stop = asyncio.Event()
+    interrupts = 0
+    tasks: set[asyncio.Task[Any]] = set()
+    mixer: Mixer | None = None
+    hup_while_starting = False
+
+    def spawn(coro: Any, name: str) -> None:
+        task = loop.create_task(coro, name=name)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_stop(signame: str) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1 and signame == "SIGINT":
+            log.error("second interrupt: exiting now without draining")
+            logging.shutdown()
+            os._exit(130)
+        if not stop.is_set():
+            log.info("%s received: draining and stopping (up to %ss; press Ctrl-C again to force)", signame, settings.stop_timeout)
+            stop.set()
+
+    async def on_hup() -> None:
+        nonlocal hup_while_starting
+        if mixer is None or mixer.phase == "starting":
+            # The operator may have imported a new tag after the startup reference was resolved:
+            # dropping the signal would leave the old one running. Reload once startup is done.
+            if not hup_while_starting:
+                log.info("SIGHUP received while starting: reloading once startup has finished")
+            hup_while_starting = True
+            return
+        if mixer.phase != "serving":
+            log.warning("SIGHUP ignored while %s", mixer.phase)
+            return
+        log.info("SIGHUP received: reloading %s", mixer.following or "the active scenario")
+        try:
+            await mixer.reload(trigger="signal")
+        except ActivationError as error:
+            log.warning("%s", error)
+
+    # Installed before anything slow (store, pre-flight, activation): until then SIGHUP's
+    # default action would kill the process, and SIGTERM would skip the graceful stop.
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(on_hup(), "sighup"))
+    store = None
     runner = None
     brokers: Brokers | None = None
     try:
+        store = open_store(settings.home)
         catalog = Catalog.default()
         ref = (settings.ref or "").strip()
         startup_ref = normalize_ref(ref) if ref else ""
@@ -370,40 +416,6 @@ async def serve(settings: MixerSettings) -> int:
         brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
         activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout)
         mixer = Mixer(settings, store, catalog, brokers, activator)
-
-        stop = asyncio.Event()
-        interrupts = 0
-        tasks: set[asyncio.Task[Any]] = set()
-
-        def spawn(coro: Any, name: str) -> None:
-            task = loop.create_task(coro, name=name)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        def on_stop(signame: str) -> None:
-            nonlocal interrupts
-            interrupts += 1
-            if interrupts > 1 and signame == "SIGINT":
-                log.error("second interrupt: exiting now without draining")
-                logging.shutdown()
-                os._exit(130)
-            if not stop.is_set():
-                log.info("%s received: draining and stopping (up to %ss; press Ctrl-C again to force)", signame, settings.stop_timeout)
-                stop.set()
-
-        async def on_hup() -> None:
-            if mixer.phase != "serving":
-                log.warning("SIGHUP ignored while %s", mixer.phase)
-                return
-            log.info("SIGHUP received: reloading %s", mixer.following or "the active scenario")
-            try:
-                await mixer.reload(trigger="signal")
-            except ActivationError as error:
-                log.warning("%s", error)
-
-        loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
-        loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
-        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(on_hup(), "sighup"))
 
         log.info(
             "fluxmix-mixer %s starting",
@@ -426,6 +438,9 @@ async def serve(settings: MixerSettings) -> int:
         mixer.phase = "serving"
         if entry is not None and entry.outcome == "activated":
             log.debug("startup took %.3fs (activation %.3fs)", time.monotonic() - t0, time.monotonic() - started)
+        if hup_while_starting and not stop.is_set():  # a stop asked for meanwhile wins
+            hup_while_starting = False
+            spawn(on_hup(), "sighup")
         if settings.follow_latest:
             spawn(mixer.follow_latest(settings.follow_latest), "follow-latest")
 
@@ -447,4 +462,5 @@ async def serve(settings: MixerSettings) -> int:
             await runner.cleanup()
         if brokers is not None:
             await brokers.close()
-        store.close()
+        if store is not None:
+            store.close()
