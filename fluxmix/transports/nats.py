@@ -19,7 +19,8 @@ Stream settings and why:
 - work-queue retention: an acked message is removed, so the stream only ever holds what is still
   owed to a consumer; no max-age, no silent discard of old messages. A message on a wire whose
   consumer does not exist (yet) stays until one does.
-- file storage, replicas from the settings (3 on a cluster), a 2-minute duplicate window.
+- file storage, replicas from the settings (3 on a cluster), a duplicate window (2 minutes by
+  default; `--nats-duplicate-window`).
 - size limit: unlimited by default; with `max_bytes` set, `discard: new` makes a full stream refuse
   new messages, which the publisher turns into backpressure (it retries), never into loss.
 - prepare() adds the stream, or updates it when a setting differs; it never purges or deletes a
@@ -28,8 +29,9 @@ Stream settings and why:
   `sync_interval` is 2 minutes); a process crash loses nothing, a power loss of a single node can.
   Run a replicated cluster (deploy/) or set `sync_interval: always` on the server for more.
 
-Consumers: durable pull consumers, explicit acks, `ack_wait` 30 s (kept alive with in-progress
-acks while a slow batch is being handled), no server-side delivery limit (`max_deliver` -1): the
+Consumers: durable pull consumers, explicit acks, `ack_wait` (30 s by default, `--nats-ack-wait`;
+kept alive with in-progress acks while a slow batch is being handled), no server-side delivery
+limit (`max_deliver` -1): the
 wire's own `max_deliver` decides when a failing message is dead-lettered, so a message is never
 stranded unacked by the server giving up on it.
 
