@@ -280,7 +280,12 @@ def _json_option() -> Any:
 
 def _resolve(app: App, kind: str, ref: str) -> Resolved:
     """A store reference only: the store refuses a path with a message that says what to do."""
-    return app.store.resolve(ref, kind=kind)
+    from fluxmix.loading import refuse_other_kind
+
+    resolved = app.store.resolve(ref, kind=kind)
+    if resolved.name is None:  # a bare sha256: may name a blob of the other kind
+        refuse_other_kind(app.store, resolved.hash, kind, f"sha256:{resolved.hash}")
+    return resolved
 
 
 def load_document(app: App, kind: str, target: str) -> Document:
@@ -296,17 +301,34 @@ def load_document(app: App, kind: str, target: str) -> Document:
         resolved = app.store.resolve(parsed, kind=kind)
     except NotFoundError:
         # `validate flow.yaml` with a typo reads as the store name "flow.yaml": say what was tried.
+        if Path(target).is_dir():
+            raise ScenarioError(f"{target}: is a directory, not a {kind} file") from None
         if Path(target).suffix.lower() in _FILE_SUFFIXES:
             raise ScenarioError(f"{target}: no such file (and no {kind} of that name in the store)") from None
         raise
     label = f"{resolved.name}:{resolved.tag}" if resolved.name else f"sha256:{resolved.hash}"
+    data = app.store.get_blob(resolved.hash)
+    if resolved.name is None:  # a bare sha256: may name a blob of the other kind
+        _refuse_other_kind(app, kind, resolved.hash, data, label)
     return Document(
-        data=app.store.get_blob(resolved.hash),
+        data=data,
         source=label,
         hash=resolved.hash,
         name=resolved.name,
         tag=resolved.tag,
     )
+
+
+def _refuse_other_kind(app: App, kind: str, digest: str, data: bytes, label: str) -> None:
+    """Say "this is a spec" (or a scenario) instead of listing every key the other kind lacks."""
+    from fluxmix.loading import refuse_other_kind
+    from fluxmix.scenario_yaml import load_yaml
+
+    try:
+        raw = load_yaml(data, label)
+    except ScenarioError:  # not YAML at all: validation reports that itself
+        raw = None
+    refuse_other_kind(app.store, digest, kind, label, raw=raw)
 
 
 def _parse(app: App, kind: str, document: Document) -> Any:

@@ -82,7 +82,7 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int = MAX_DOCUMENT
     except OSError as exc:
         raise ScenarioError(f"{p}: cannot read: {exc.strerror or exc}") from None
     if p.is_dir():
-        raise ScenarioError(f"{p}: is a directory, not a scenario file")
+        raise ScenarioError(f"{p}: is a directory, not a scenario or spec file")
     if info.st_size > max_bytes:
         raise ScenarioError(f"{p}: {info.st_size} bytes is larger than the {max_bytes}-byte limit for a scenario or spec file")
     try:
@@ -270,14 +270,29 @@ def _load_path(store: "Store", path: Path, catalog: Catalog) -> LoadedScenario:
 
 def _refuse_spec_blob(store: "Store", digest: str, raw: Any, label: str) -> None:
     """A `sha256:` reference to a spec blob must say so, not list a dozen scenario problems."""
+    refuse_other_kind(store, digest, "scenario", label, raw=raw)
+
+
+def refuse_other_kind(store: "Store", digest: str, kind: str, label: str, *, raw: Any = None) -> None:
+    """Refuse a `sha256:` blob tagged only as the other kind (or, given `raw`, shaped like it).
+
+    Blobs are shared by both kinds, so `scenario validate sha256:<a spec>` would otherwise list
+    every scenario key the spec lacks instead of saying what the blob is. Call it only when the
+    hash resolved to no `name:tag` of `kind`.
+    """
+    other = "spec" if kind == "scenario" else "scenario"
     try:
-        as_spec = store.resolve(f"sha256:{digest}", kind="spec")
+        as_other = store.resolve(f"sha256:{digest}", kind=other)
     except UserError:
-        as_spec = None
-    if as_spec is not None and as_spec.name is not None:
-        raise ScenarioError(f"{label}: this blob is the spec {as_spec.name}:{as_spec.tag}, not a scenario")
-    if isinstance(raw, Mapping) and "gears" not in raw and "schema" in raw and not validate_spec(raw):
+        as_other = None
+    if as_other is not None and as_other.name is not None:
+        raise ScenarioError(f"{label}: this blob is the {other} {as_other.name}:{as_other.tag}, not a {kind}")
+    if not isinstance(raw, Mapping):
+        return
+    if kind == "scenario" and "gears" not in raw and "schema" in raw and not validate_spec(raw):
         raise ScenarioError(f"{label}: this blob is a spec document, not a scenario")
+    if kind == "spec" and "gears" in raw and "schema" not in raw:
+        raise ScenarioError(f"{label}: this blob is a scenario document, not a spec")
 
 
 __all__ = [
@@ -289,6 +304,7 @@ __all__ = [
     "parse_scenario",
     "parse_spec",
     "read_document",
+    "refuse_other_kind",
     "resolve_scenario",
     "spec_resolver",
 ]

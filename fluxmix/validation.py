@@ -67,8 +67,8 @@ def describe(value: object) -> str:
         return f"the boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
         return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
+    if isinstance(value, str):  # bounded: a whole file read as one string must not fill the log
+        return f"the string {value!r}" if len(value) <= 60 else f"the string {value[:57]!r}… ({len(value)} characters)"
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):

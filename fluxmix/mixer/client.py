@@ -8,16 +8,18 @@ from __future__ import annotations
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
-from fluxmix.errors import MixerApiError
+from fluxmix.errors import MixerApiError, UserError
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 
 
 class MixerClient:
     def __init__(self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 120.0) -> None:
+        _check_url(url)
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -59,6 +61,17 @@ class MixerClient:
             raise MixerApiError(f"the mixer at {self.url} did not answer within {self.timeout:g}s") from None
         except (ConnectionError, OSError) as error:
             raise MixerApiError(f"cannot reach the mixer at {self.url}: {_why(error)}") from None
+
+
+def _check_url(url: str) -> None:
+    """A mistyped --url is bad input (exit 2), not a traceback from urllib or a confusing DNS error."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as error:
+        raise UserError(f"--url {url!r}: not a valid URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"--url {url!r}: expected http://HOST:PORT (e.g. http://127.0.0.1:8470)")
 
 
 def _decode(raw: bytes, content_type: str) -> Any:

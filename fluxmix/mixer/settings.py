@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fluxmix.errors import UserError
 from fluxmix.transports.registry import NatsSettings
@@ -71,8 +72,30 @@ def split_urls(values: tuple[str, ...] | list[str] | None) -> list[str]:
     """`--nats-url a,b --nats-url c` and `FLUXMIX_NATS_URL="a, b"` both give [a, b, c]."""
     urls: list[str] = []
     for value in values or ():
-        urls.extend(part for part in value.replace(",", " ").split() if part)
+        parts = [part for part in value.replace(",", " ").split() if part]
+        if value.strip() and not parts:
+            raise UserError(f"--nats-url {value!r}: no URL in it")
+        for part in parts:
+            _check_nats_url(part)
+        urls.extend(parts)
     return urls
+
+
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def _check_nats_url(url: str) -> None:
+    """Refuse a malformed URL at startup (exit 2) instead of a 10 s connect attempt and a rejection."""
+    text = url if "://" in url else f"nats://{url}"  # nats-py accepts a bare host[:port]
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as error:
+        raise UserError(f"--nats-url {url!r}: not a valid URL ({error})") from None
+    if parts.scheme not in NATS_SCHEMES:
+        raise UserError(f"--nats-url {url!r}: scheme must be one of {', '.join(s + '://' for s in NATS_SCHEMES)}")
+    if not parts.hostname:
+        raise UserError(f"--nats-url {url!r}: no host (expected e.g. nats://127.0.0.1:4222)")
 
 
 def nats_settings(
