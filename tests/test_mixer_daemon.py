@@ -178,7 +178,17 @@ class MixerProcess:
         return self.get("/journal?limit=100")["entries"]
 
     def wait_journal(self, predicate: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-        return wait_until(lambda: next((e for e in self.journal() if predicate(e)), None), what, proc=self)
+        seen: list[dict[str, Any]] = []
+
+        def found() -> dict[str, Any] | None:
+            seen[:] = self.journal()
+            return next((e for e in seen if predicate(e)), None)
+
+        try:
+            return wait_until(found, what, proc=self)
+        except pytest.fail.Exception as failure:  # say what the journal did hold
+            rows = [(e["trigger"], e["outcome"], e["ref"], e["reason"]) for e in seen]
+            pytest.fail(f"{failure.msg}\njournal, newest first: {rows}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import nats.errors
 import pytest
 
 try:
@@ -44,13 +45,26 @@ async def _prepare_with_retry(broker, scenario, wires) -> None:  # type: ignore[
             await asyncio.sleep(0.5)
 
 
+async def _stream_info_with_leader(broker, name: str):  # type: ignore[no-untyped-def]
+    """Stream info once the R3 stream has elected a leader (under load that can lag its creation)."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                info = await broker.js.stream_info(name)
+            except (nats.errors.Error, TimeoutError):
+                info = None
+            if info is not None and info.cluster is not None and info.cluster.leader:
+                return info
+            await asyncio.sleep(0.2)
+
+
 async def test_killing_the_stream_leader_mid_stream_loses_nothing(nats_cluster: NatsCluster, unique_name: str) -> None:
     total = 2000
     spec = make_wire()
     scenario = make_scenario(unique_name, spec)
     async with broker_for(nats_cluster.urls, replicas=3, ack_timeout=2.0, ack_wait=2.0) as broker:
         await _prepare_with_retry(broker, scenario, [spec])
-        info = await broker.js.stream_info(stream_name(unique_name))
+        info = await _stream_info_with_leader(broker, stream_name(unique_name))
         assert info.config.num_replicas == 3
         leader = info.cluster.leader
         victim = next(n.index for n in nats_cluster.nodes if leader == f"fluxmix-nats-{n.index + 1}")
@@ -78,12 +92,17 @@ async def test_killing_the_stream_leader_mid_stream_loses_nothing(nats_cluster: 
         await asyncio.to_thread(nats_cluster.start, victim)
         await asyncio.to_thread(nats_cluster.wait_healthy, [victim], 60)
 
-        async def owed() -> int:
-            info = await broker.js.stream_info(stream_name(unique_name))
+        async def owed() -> int | None:
+            """Messages still in the stream; None while the cluster cannot say (the rejoining
+            node can trigger a leader election, and stream info fails for a moment)."""
+            try:
+                info = await broker.js.stream_info(stream_name(unique_name))
+            except (nats.errors.Error, TimeoutError):
+                return None
             return info.state.messages
 
         async with asyncio.timeout(60):
-            while await owed():
+            while await owed() != 0:
                 await asyncio.sleep(0.2)
         await wire.drain()
         await asyncio.wait_for(consumer, 10)

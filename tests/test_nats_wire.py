@@ -88,7 +88,7 @@ async def settled_status(wire: NatsWire) -> dict[str, Any]:
         status = wire.status()  # refreshes the consumer info in the background (at most 1/s)
         return status.get("pending") == 0 and status.get("ack_pending") == 0
 
-    await wait_for(settled, timeout=10)
+    await wait_for(settled, timeout=30)  # each refresh is one consumer-info round trip: slow under load
     return wire.status()
 
 
