@@ -34,6 +34,10 @@ def _guarded(ctx: click.Context, invoke: Any) -> Any:
             raise
         report_error(error)
         raise click.exceptions.Exit(error.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C before a handler of our own is installed: a shell's 130, not "Aborted!" and 1
+        if _debug(ctx):
+            raise
+        raise click.exceptions.Exit(130) from None
     except BrokenPipeError:  # the reader went away (`fluxmix ... | head`): not an error to report
         raise
     except OSError as error:  # unreadable file, full disk, permission: the user's environment, not a bug

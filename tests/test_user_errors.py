@@ -6,6 +6,7 @@ Found by QA against the installed scripts; each test feeds the input that used t
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,36 @@ def test_well_formed_nats_urls_are_accepted(url: str) -> None:
 
     assert split_urls((url,)) == url.split(",")
     assert split_urls(("",)) == []  # an empty FLUXMIX_NATS_URL means "not set"
+
+
+def test_ctrl_c_before_the_mixer_installs_its_handlers_exits_130_quietly(
+    fluxmix_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Click's default is 'Aborted!' and status 1; an interrupted command exits 130, as in a shell."""
+    from fluxmix.cli import mixerd
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mixerd, "configure_logging", interrupted)
+    scenario = tmp_path / "flow.yaml"
+    scenario.write_text(SCENARIO)
+    result = _run(mixerd_main, "-s", str(scenario), "--no-http")
+    assert result.exit_code == 130
+    assert "Aborted" not in result.output + result.stderr
+
+
+def test_the_mixer_refuses_a_store_it_cannot_write(fluxmix_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Otherwise each activation logs an SQLite 'readonly database' traceback (os.access is faked: tests may run as root)."""
+    from fluxmix.errors import StoreError
+    from fluxmix.mixer import daemon
+
+    open_store(fluxmix_home).close()
+    index = fluxmix_home / "index.sqlite3"
+    real_access = os.access
+    monkeypatch.setattr(daemon.os, "access", lambda path, mode: Path(path) != index and real_access(path, mode))
+    with pytest.raises(StoreError, match=f"^{index}: not writable by this user"):
+        daemon.require_writable(fluxmix_home)
+    result = _run(mixerd_main, "--no-http")
+    assert result.exit_code == 1
+    assert _error_lines(result) == [f"error: {index}: not writable by this user; the mixer records scenarios, its journal and checkpoints in the store"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxmix import __version__
-from fluxmix.errors import ActivationError, FluxmixError, NothingToReload
+from fluxmix.errors import ActivationError, FluxmixError, NothingToReload, StoreError
 from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer.metrics import RetiredCounters
 from fluxmix.mixer.settings import MixerSettings, is_loopback
@@ -348,6 +348,16 @@ def _short(digest: str | None) -> str | None:
     return digest[:12] if digest else None
 
 
+def require_writable(home: Path) -> None:
+    """Refuse a store this user cannot write: the mixer imports, journals and checkpoints in it.
+
+    Without this, every activation ends in an SQLite 'readonly database' traceback in the log.
+    """
+    for path in (home, home / "blobs", home / "index.sqlite3"):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise StoreError(f"{path}: not writable by this user; the mixer records scenarios, its journal and checkpoints in the store")
+
+
 async def serve(settings: MixerSettings) -> int:
     """Run the mixer until SIGTERM/SIGINT; returns the process exit status.
 
@@ -408,6 +418,7 @@ async def serve(settings: MixerSettings) -> int:
     brokers: Brokers | None = None
     try:
         store = open_store(settings.home)
+        require_writable(store.home)
         catalog = Catalog.default()
         ref = (settings.ref or "").strip()
         startup_ref = normalize_ref(ref) if ref else ""
