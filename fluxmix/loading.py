@@ -233,7 +233,11 @@ def resolve_scenario(store: "Store", ref: str, *, catalog: Catalog | None = None
     if isinstance(parsed, PathRef):
         return _load_path(store, parsed.path, catalog)
 
-    resolved = store.resolve(parsed, kind="scenario")
+    try:
+        resolved = store.resolve(parsed, kind="scenario")
+    except NotFoundError:
+        _refuse_file_lookalike(ref.strip())
+        raise
     data = store.get_blob(resolved.hash)
     label = f"{resolved.name}:{resolved.tag}" if resolved.name and resolved.tag else f"sha256:{resolved.hash[:12]}"
     raw = load_yaml(data, label)
@@ -248,6 +252,15 @@ def resolve_scenario(store: "Store", ref: str, *, catalog: Catalog | None = None
         data=data,
         path=None,
     )
+
+
+def _refuse_file_lookalike(ref: str) -> None:
+    """`-s flow.yaml` with a typo, or a directory, reads as a store name: say what was meant."""
+    path = Path(ref)
+    if path.is_dir():
+        raise ScenarioError(f"{path}: is a directory, not a scenario or spec file")
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        raise ScenarioError(f"{path}: no such file (and no scenario of that name in the store)")
 
 
 def _load_path(store: "Store", path: Path, catalog: Catalog) -> LoadedScenario:

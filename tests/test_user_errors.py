@@ -202,3 +202,21 @@ def test_the_mixer_refuses_a_store_it_cannot_write(fluxmix_home: Path, monkeypat
     result = _run(mixerd_main, "--no-http")
     assert result.exit_code == 1
     assert _error_lines(result) == [f"error: {index}: not writable by this user; the mixer records scenarios, its journal and checkpoints in the store"]
+
+
+@pytest.mark.parametrize(
+    ("ref", "line"),
+    [
+        ("flow.yml", "error: flow.yml: no such file (and no scenario of that name in the store)"),
+        ("flows", "error: flows: is a directory, not a scenario or spec file"),
+    ],
+)
+def test_mixer_startup_ref_that_looks_like_a_file_is_reported_as_one(
+    fluxmix_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ref: str, line: str
+) -> None:
+    """A mistyped file name without a slash reads as a store name; say what was probably meant."""
+    (tmp_path / "flows").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = _run(mixerd_main, "-s", ref, "--no-http")
+    assert result.exit_code == 2
+    assert _error_lines(result) == [line]
