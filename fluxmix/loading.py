@@ -185,7 +185,7 @@ def import_scenario_file(
     final_name = name if name is not None else declared_name
     if final_name is None:
         raise ScenarioError(f"{source}: the file declares no valid name; give one with --name")
-    return store.import_bytes("scenario", data, name=final_name, tag=tag, version=version)
+    return _imported(store, "scenario", data, source, name=final_name, tag=tag, version=version)
 
 
 def import_spec_file(
@@ -199,7 +199,17 @@ def import_spec_file(
     source = str(path)
     data = read_document(path)
     spec = parse_spec(data, source)
-    return store.import_bytes("spec", data, name=name if name is not None else spec.name, tag=tag, version=spec.version)
+    return _imported(
+        store, "spec", data, source, name=name if name is not None else spec.name, tag=tag, version=spec.version
+    )
+
+
+def _imported(store: "Store", kind: str, data: bytes, source: str, **where: Any) -> "ImportResult":
+    """store.import_bytes, with a tag conflict naming the file that was refused."""
+    try:
+        return store.import_bytes(kind, data, **where)
+    except TagConflictError as exc:
+        raise TagConflictError(f"{source}: {exc}") from None
 
 
 def _declared(raw: Any, key: str) -> str | None:

@@ -220,3 +220,18 @@ def test_mixer_startup_ref_that_looks_like_a_file_is_reported_as_one(
     result = _run(mixerd_main, "-s", ref, "--no-http")
     assert result.exit_code == 2
     assert _error_lines(result) == [line]
+
+
+@pytest.mark.parametrize("kind", ["scenario", "spec"])
+def test_a_tag_conflict_names_the_refused_file(fluxmix_home: Path, tmp_path: Path, kind: str) -> None:
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    text = SCENARIO if kind == "scenario" else SPEC
+    first.write_text(text)
+    second.write_text(text + "description: edited without a version bump\n")
+    assert _run(root, kind, "import", str(first)).exit_code == 0
+    before = _store_files(fluxmix_home)
+    result = _run(root, kind, "import", str(second))
+    assert result.exit_code == 2
+    [line] = _error_lines(result)
+    assert line.startswith(f"error: {second}: tag v1.0.0 of ")
+    assert _store_files(fluxmix_home) == before
