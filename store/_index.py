@@ -26,7 +26,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -123,15 +123,28 @@ class Index:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:  # the URL itself is not echoed: it may hold a password
+            raise StoreError(
+                "store index URL ($FLUXMIX_STORE_URL) is not a database URL "
+                "(expected e.g. sqlite:////path/index.sqlite3 or postgresql+psycopg://user@host/db)"
+            ) from None
         self.display_url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        self.engine = _create_engine(url)
+        try:
+            self.engine = _create_engine(url)
+        except (ArgumentError, ImportError) as error:  # unknown dialect, or its driver is not installed
+            raise StoreError(f"store index {self.display_url}: cannot use this database: {error}") from None
         self._writer = self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         try:
             self._prepare(parsed.database)
-        except Exception:
+        except Exception as error:
             self.engine.dispose()
+            driver_error = getattr(getattr(self.engine.dialect, "loaded_dbapi", None), "Error", ())
+            if isinstance(error, (DBAPIError, driver_error)):  # e.g. the sqlite file's directory is missing
+                reason = error.orig if isinstance(error, DBAPIError) else error
+                raise StoreError(f"store index {self.display_url} cannot be opened: {reason}") from None
             raise
 
     @contextmanager

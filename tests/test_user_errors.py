@@ -235,3 +235,21 @@ def test_a_tag_conflict_names_the_refused_file(fluxmix_home: Path, tmp_path: Pat
     [line] = _error_lines(result)
     assert line.startswith(f"error: {second}: tag v1.0.0 of ")
     assert _store_files(fluxmix_home) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "line"),
+    [
+        ("not a url", "error: store index URL ($FLUXMIX_STORE_URL) is not a database URL"),
+        ("nosuchdialect://u:hunter2@h/db", "error: store index nosuchdialect://u:***@h/db: cannot use this database"),
+        ("sqlite:////nonexistent/dir/index.sqlite3", "error: store index sqlite:////nonexistent/dir/index.sqlite3 cannot be opened"),
+    ],
+)
+def test_an_unusable_store_url_is_one_line_without_its_password(
+    fluxmix_home: Path, monkeypatch: pytest.MonkeyPatch, url: str, line: str
+) -> None:
+    monkeypatch.setenv("FLUXMIX_STORE_URL", url)
+    result = _run(root, "scenario", "list")
+    assert result.exit_code == 1
+    [error] = _error_lines(result)
+    assert error.startswith(line) and "hunter2" not in error
