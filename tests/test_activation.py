@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import AsyncIterator
@@ -238,6 +239,30 @@ async def test_resume_and_shutdown(tmp_path: Path, store: Store) -> None:
         await again.shutdown()
     seqs = sink_seqs()
     assert len(seqs) > handled and seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_last_reload_switches_with_the_running_scenario(tmp_path: Path, store: Store) -> None:
+    """While activate() waits for the new scenario's first sink message (the reload gap), that
+    scenario already runs: last_reload (what /status shows next to it) must be its attempt."""
+    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=10, gap_wait=60)
+    try:
+        await act.activate(write(tmp_path, good()), trigger="startup")
+        await producing(5)
+        v2 = good("1.1.0").replace("sink", "held")  # a new sink, held back by its gate
+        h.GATES["held"] = asyncio.Event()
+        task = asyncio.create_task(act.activate(write(tmp_path, v2), trigger="signal"))
+        await wait_until(lambda: act.current_loaded is not None and act.current_loaded.hash == sha(v2), timeout=30)
+        assert not task.done()  # still waiting for the gap
+        assert act.last_reload is not None
+        assert (act.last_reload.trigger, act.last_reload.outcome) == ("signal", "activated")
+        assert act.last_reload.to_hash == sha(v2) and act.last_reload.id is None
+        h.GATES["held"].set()
+        entry = await asyncio.wait_for(task, 30)
+        assert act.last_reload == entry and entry.id is not None and entry.gap_seconds is not None
+        assert [e.trigger for e in store.journal()] == ["signal", "startup"]
+    finally:
+        h.GATES["held"].set()  # a failed assert must not leave the sink blocking the stop
+        await act.shutdown()
 
 
 async def test_late_first_message_fills_in_the_gap(tmp_path: Path, store: Store) -> None:

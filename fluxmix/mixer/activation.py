@@ -223,12 +223,12 @@ class Activator:
             await new.stop(timeout=self.stop_timeout)
             return await self._roll_back(attempt, reason, loaded, old_last_handled)
         attempt.lap("start")
-        self._set_current(new, loaded, active_ref)
+        sc = loaded.scenario
+        reason = f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}"
+        self._set_current(new, loaded, active_ref, attempt.entry("activated", reason))
         await self._remember_active(loaded.hash, active_ref)
         gap = await self._measure_gap(new, old_last_handled)
-        sc = loaded.scenario
-        return attempt.entry("activated", f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}",
-                             gap=gap)
+        return attempt.entry("activated", reason, gap=gap)
 
     async def _build(self, loaded: LoadedScenario) -> Runtime:
         brokers = await self.brokers.for_scenario(loaded.scenario)
@@ -267,10 +267,11 @@ class Activator:
             return attempt.entry("failed", f"{reason}; rollback to {target.ref} failed: {_describe(exc)}")
         attempt.lap("rollback")
         ref = target_ref or target.ref
-        self._set_current(runtime, target, ref)
+        reason = f"{reason}; rolled back to {target.ref} ({_short(target.hash)})"
+        self._set_current(runtime, target, ref, attempt.entry("rolled-back", reason))
         await self._remember_active(target.hash, ref)
         gap = await self._measure_gap(runtime, old_last_handled)
-        return attempt.entry("rolled-back", f"{reason}; rolled back to {target.ref} ({_short(target.hash)})", gap=gap)
+        return attempt.entry("rolled-back", reason, gap=gap)
 
     async def _stored_known_good(self, *, exclude: str) -> tuple[LoadedScenario | None, str | None]:
         """The store's last known good (from an earlier mixer run), when this process has none."""
@@ -286,7 +287,11 @@ class Activator:
         ref = state.active_ref if state.active_hash == digest and state.active_ref else loaded.ref
         return loaded, ref
 
-    def _set_current(self, runtime: Runtime, loaded: LoadedScenario, ref: str) -> None:
+    def _set_current(self, runtime: Runtime, loaded: LoadedScenario, ref: str, attempt: JournalEntry) -> None:
+        """Switch to `runtime`. `last_reload` switches with it, to the attempt not yet journaled
+        (no id, gap unknown), so /status never shows the new scenario next to the previous
+        attempt while the journal row waits for the reload gap; activate() replaces it."""
+        self.last_reload = attempt
         self.current = runtime
         self.current_loaded = loaded
         self.current_ref = ref
