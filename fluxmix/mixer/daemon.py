@@ -442,7 +442,9 @@ async def serve(settings: MixerSettings) -> int:
             runner = await start_http(mixer, settings.http_host, settings.http_port)
 
         started = time.monotonic()
-        if startup_ref:
+        if stop.is_set():  # SIGTERM/SIGINT while opening the store or checking the reference
+            entry = None
+        elif startup_ref:
             entry = await mixer.activate(startup_ref, trigger="startup")
         else:
             entry = await mixer.resume()
