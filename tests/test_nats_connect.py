@@ -52,3 +52,21 @@ async def test_user_and_password_reach_the_server(tmp_path: Path) -> None:
         await bad.close()
     finally:
         await server.stop()
+
+
+async def test_an_unreachable_server_is_reported_with_its_cause() -> None:
+    """nats-py's connect timeout carries no text; the error must still say why."""
+    import socket
+
+    from fluxmix.errors import NatsUnavailableError
+    from fluxmix.transports.nats import NatsBroker
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    broker = NatsBroker([f"nats://127.0.0.1:{port}"], initial_connect_timeout=1.0)
+    with pytest.raises(NatsUnavailableError) as info:
+        await broker.connect()
+    assert str(info.value).startswith(f"cannot connect to NATS at nats://127.0.0.1:{port}: ")
+    assert str(info.value).split(": ", 1)[1].strip()
+    await broker.close()

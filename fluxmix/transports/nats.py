@@ -192,6 +192,11 @@ def _iso(ts: float | None) -> str | None:
 # --- broker --------------------------------------------------------------------------------------
 
 
+
+def _describe(exc: BaseException) -> str:
+    """nats-py raises some errors (timeouts) with no text: name the type rather than print nothing."""
+    return str(exc) or type(exc).__name__
+
 class NatsBroker(Broker):
     """One NATS connection for the mixer's whole life; a JetStream stream per scenario name."""
 
@@ -275,7 +280,8 @@ class NatsBroker(Broker):
                     last = exc
                     if time.monotonic() >= deadline:
                         raise NatsUnavailableError(
-                            f"cannot connect to NATS at {', '.join(self.servers)}: {exc or type(exc).__name__}"
+                            f"cannot connect to NATS at {', '.join(self.servers)}: "
+                            f"{self.last_error or _describe(exc)}"
                         ) from exc
                     await asyncio.sleep(0.5)
             del last
@@ -308,7 +314,7 @@ class NatsBroker(Broker):
 
     async def _on_error(self, exc: Exception) -> None:
         self.errors += 1
-        text = str(exc) or type(exc).__name__
+        text = _describe(exc)
         if text != self.last_error:
             log.warning("NATS error: %s", text)
         self.last_error = text
@@ -397,7 +403,7 @@ class NatsBroker(Broker):
         except nats.js.errors.APIError as exc:
             raise TransportError(f"cannot {what}: {exc.description or exc} (err_code {exc.err_code})") from exc
         except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsUnavailableError(f"cannot {what}: {exc or type(exc).__name__}") from exc
+            raise NatsUnavailableError(f"cannot {what}: {_describe(exc)}") from exc
 
     async def _ensure_stream(self, js: JetStreamContext, scenario_name: str) -> None:
         wanted = self.stream_config(scenario_name)
