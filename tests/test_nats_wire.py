@@ -347,9 +347,9 @@ async def test_full_stream_is_backpressure_not_loss(nats_url: str, unique_name: 
             await wire.flush()
 
         producer = asyncio.create_task(produce())
-        await asyncio.sleep(1.5)
-        assert not producer.done()  # 60 x ~1 KiB does not fit in 16 KiB: the producer waits
-        assert wire.publish_retries > 0
+        # 60 x ~1 KiB does not fit in 16 KiB: once the stream refuses, the publisher retries and waits
+        await wait_for(lambda: wire.publish_retries > 0 or producer.done(), timeout=30)
+        assert not producer.done()
         collector = Collector()
         async with consuming(wire, collector):
             await asyncio.wait_for(producer, 30)
