@@ -367,18 +367,20 @@ async def test_drain_finishes_the_batch_in_hand_and_leaves_the_rest(nats_url: st
             await wire.send(m)
         await wire.flush()
         gate = asyncio.Event()
+        in_hand = asyncio.Event()
         collector = Collector()
         original = collector.handle
 
         async def slow_handle(msg: Message) -> None:
+            in_hand.set()
             await gate.wait()
             await original(msg)
 
         collector.handle = slow_handle  # type: ignore[method-assign]
         task = asyncio.create_task(wire.consume(collector.delivery()))
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(in_hand.wait(), 30)  # a batch is in hand (not a guess at how long a fetch takes)
         drainer = asyncio.create_task(wire.drain())
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: wire._stopping)  # the drain has begun before the batch may finish
         gate.set()
         drained = await asyncio.wait_for(drainer, 10)
         await asyncio.wait_for(task, 10)
