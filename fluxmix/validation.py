@@ -346,13 +346,28 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
         state.opaque.discard(info.name)
 
 
+_VALIDATORS: dict[type, tuple[int, Any]] = {}  # gear class -> (id of its schema, validator)
+
+
+def _config_validator(cls: type[Gear]) -> Any:
+    """One checked validator per gear type: checking the schema and building the validator per
+    gear was 5 of 6 seconds when validating a 1,000-gear scenario (bench/RESULTS.md)."""
+    schema = cls.config_schema
+    cached = _VALIDATORS.get(cls)
+    if cached is not None and cached[0] == id(schema):
+        return cached[1]
+    validator_cls = validator_for(schema, default=jsonschema.Draft202012Validator)
+    validator_cls.check_schema(schema)
+    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    _VALIDATORS[cls] = (id(schema), validator)
+    return validator
+
+
 def _check_config(cls: type[Gear], type_name: str, config: Mapping[str, Any], base: str, state: _State) -> bool:
     """JSON Schema first (every error), then the type's semantic checks. True when both pass."""
     schema = cls.config_schema
     try:
-        validator_cls = validator_for(schema, default=jsonschema.Draft202012Validator)
-        validator_cls.check_schema(schema)
-        validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+        validator = _config_validator(cls)
         errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     except SchemaError as exc:
         state.add(base, f"gear type {type_name!r} declares an invalid config schema: {exc.message}")
