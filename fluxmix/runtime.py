@@ -132,7 +132,9 @@ class _GearSlot:
         self.cls = cls
         self.gear: Gear | None = None
         self.ctx: _Context | None = None
-        self.lock = asyncio.Lock()  # one handle() at a time per gear
+        self.lock = asyncio.Lock()  # one handle() at a time per gear (needed with several inputs)
+        self.parent_id: str | None = None  # the message being handled (single-input gears)
+        self.parent_emitted: dict[str, int] = {}
         self.counters = GearCounters()
         self.state = "built"
         self.started = False
@@ -175,6 +177,12 @@ class _Context:
     def _next_id(self, port: str, position: int | str | None) -> str:
         if position is not None:
             return source_id(self.scenario_name, self.gear_name, position)
+        parent_id = self._slot.parent_id
+        if parent_id is not None:
+            emitted = self._slot.parent_emitted
+            index = emitted.get(port, 0)
+            emitted[port] = index + 1
+            return derived_id(parent_id, self.gear_name, port, index)
         parent = _PARENT.get()
         if parent is not None and parent.gear == self.gear_name:
             index = parent.emitted.get(port, 0)
@@ -420,20 +428,27 @@ class Runtime:
 
     async def _handle(self, slot: _GearSlot, port: str, message: Message) -> None:
         assert slot.gear is not None
-        async with slot.lock:
-            token = _PARENT.set(_Parent(slot.name, message.id))
+        if len(slot.inputs) <= 1:
+            # One input wire means one consumer task: handle() calls are already one at a time,
+            # so no lock, and the parent id lives on the slot instead of in a ContextVar.
+            slot.parent_id, slot.parent_emitted = message.id, {}
             try:
                 await slot.gear.handle(port, message)
             except Exception as exc:
-                slot.counters.errors += 1
-                slot.last_error = f"{type(exc).__name__}: {exc}"
-                if slot.error_log.hit():
-                    log.warning("gear %s failed on message %s (port %s): %s [%d failures so far]", slot.name,
-                                message.id, port, slot.last_error, slot.error_log.count,
-                                extra={"gear": slot.name})
+                self._count_failure(slot, port, message, exc)
                 raise
             finally:
-                _PARENT.reset(token)
+                slot.parent_id = None
+        else:
+            async with slot.lock:
+                token = _PARENT.set(_Parent(slot.name, message.id))
+                try:
+                    await slot.gear.handle(port, message)
+                except Exception as exc:
+                    self._count_failure(slot, port, message, exc)
+                    raise
+                finally:
+                    _PARENT.reset(token)
         slot.counters.handled += 1
         if slot.is_sink:
             now = time.time()
@@ -441,6 +456,14 @@ class Runtime:
                 self.first_handled_at = now
                 self.first_handled.set()
             self.last_handled_at = now
+
+    def _count_failure(self, slot: _GearSlot, port: str, message: Message, exc: Exception) -> None:
+        slot.counters.errors += 1
+        slot.last_error = f"{type(exc).__name__}: {exc}"
+        if slot.error_log.hit():
+            log.warning("gear %s failed on message %s (port %s): %s [%d failures so far]", slot.name,
+                        message.id, port, slot.last_error, slot.error_log.count,
+                        extra={"gear": slot.name})
 
     async def _dead_letter(self, slot: _GearSlot, port: str, message: Message, exc: BaseException) -> bool:
         """A message used up its attempts: to the gear's `error` wires if any, else a counted drop."""
