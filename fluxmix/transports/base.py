@@ -52,6 +52,10 @@ class Delivery:
 class Wire(abc.ABC):
     """One scenario wire, for one activation."""
 
+    # A durable wire keeps what its consumer has not taken (in its stream) for the next consumer,
+    # so the runtime may stop its consumer at any moment; a memory wire must be emptied first.
+    durable: ClassVar[bool] = False
+
     def __init__(self, spec: WireSpec) -> None:
         self.spec = spec
         self.stats = WireStats()

@@ -517,6 +517,8 @@ class _Publish:
 class NatsWire(Wire):
     """One standard wire: publishes to its subject, consumes through its durable consumer."""
 
+    durable = True
+
     def __init__(self, broker: NatsBroker, scenario_name: str, spec: WireSpec) -> None:
         super().__init__(spec)
         self.broker = broker
