@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+import signal
 
-import click
+# SIGHUP's default action kills the process. Until serve() installs the reload handler, a
+# `systemctl reload` (or a SIGHUP from a script that raced our start) would kill the mixer, and
+# systemd does not restart a unit that died of SIGHUP. Startup resolves the newest reference
+# anyway, so a SIGHUP this early has nothing to add: ignore it.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-from fluxmix import __version__
-from fluxmix.cli._app import FluxmixCommand
-from fluxmix.mixer.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from fluxmix.mixer.settings import MixerSettings, nats_settings, parse_listen, split_urls
+import asyncio  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from fluxmix import __version__  # noqa: E402
+from fluxmix.cli._app import FluxmixCommand  # noqa: E402
+from fluxmix.mixer.logs import LOG_FORMATS, LOG_LEVELS, configure_logging  # noqa: E402
+from fluxmix.mixer.settings import MixerSettings, nats_settings, parse_listen, split_urls  # noqa: E402
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 

@@ -195,3 +195,15 @@ def test_mixer_flags_for_jetstream_reach_the_settings(monkeypatch: pytest.Monkey
     refused = CliRunner().invoke(main, ["--store", str(tmp_path), "--no-http", "--nats-ack-wait", "150"])
     assert refused.exit_code == 2 and "--nats-duplicate-window 120 must be longer than --nats-ack-wait 150" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_sighup_before_the_daemon_runs_is_ignored_not_fatal() -> None:
+    """A `systemctl reload` racing the mixer's start must not kill it (systemd would not restart
+    a unit that died of SIGHUP): the console script's module ignores SIGHUP until serve()
+    installs the reload handler. Checked in a fresh interpreter, without racing a real signal."""
+    import subprocess
+    import sys
+
+    probe = "import signal, fluxmix.cli.mixerd; print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "True"
