@@ -135,6 +135,7 @@ class _GearSlot:
         self.lock = asyncio.Lock()  # one handle() at a time per gear (needed with several inputs)
         self.parent_id: str | None = None  # the message being handled (single-input gears)
         self.parent_emitted: dict[str, int] = {}
+        self.parent_task: asyncio.Task[Any] | None = None  # the consumer task handling it
         self.counters = GearCounters()
         self.state = "built"
         self.started = False
@@ -178,7 +179,9 @@ class _Context:
         if position is not None:
             return source_id(self.scenario_name, self.gear_name, position)
         parent_id = self._slot.parent_id
-        if parent_id is not None:
+        # Only emits made by the handling task itself derive from the message in hand: a gear's
+        # own background task (a timer, a run() loop beside its inputs) must not borrow its id.
+        if parent_id is not None and asyncio.current_task() is self._slot.parent_task:
             emitted = self._slot.parent_emitted
             index = emitted.get(port, 0)
             emitted[port] = index + 1
@@ -431,14 +434,14 @@ class Runtime:
         if len(slot.inputs) <= 1:
             # One input wire means one consumer task: handle() calls are already one at a time,
             # so no lock, and the parent id lives on the slot instead of in a ContextVar.
-            slot.parent_id, slot.parent_emitted = message.id, {}
+            slot.parent_id, slot.parent_emitted, slot.parent_task = message.id, {}, asyncio.current_task()
             try:
                 await slot.gear.handle(port, message)
             except Exception as exc:
                 self._count_failure(slot, port, message, exc)
                 raise
             finally:
-                slot.parent_id = None
+                slot.parent_id = slot.parent_task = None
         else:
             async with slot.lock:
                 token = _PARENT.set(_Parent(slot.name, message.id))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 import test_runtime_helpers as h
 from fluxmix.errors import ActivationError, GearError
+from fluxmix.gears.base import Gear, Port
 from fluxmix.message import Message, derived_id, source_id
 from fluxmix.runtime import Runtime, topological_order
 from fluxmix.scenario import Scenario, WireSpec
@@ -443,3 +444,36 @@ def test_topological_order_of_random_dags(seed: int) -> None:
     assert sorted(order) == sorted(names)
     pos = {name: i for i, name in enumerate(order)}
     assert all(pos[f"g{a}"] < pos[f"g{b}"] for a, b in edges)
+
+
+class Ticker(Gear):
+    """Single input; also emits from a background task of its own while a message is in hand."""
+
+    type = "t-ticker"
+    inputs = (Port("in", required=True),)
+    outputs = (Port("out"),)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    async def handle(self, port: str, message: Message) -> None:
+        tick = asyncio.ensure_future(self.ctx.emit("out", {"tick": message.body["seq"]}))
+        await tick  # the background emit runs while this message is in hand
+        await self.ctx.emit("out", {"echo": message.body["seq"]})
+
+
+async def test_an_emit_from_another_task_does_not_borrow_the_message_id() -> None:
+    """Only the handling task's emits derive their id from the message in hand; an id borrowed by
+    a background emit could later be given to a different message and be de-duplicated away."""
+    cat = h.catalog()
+    cat.register("t-ticker", Ticker)
+    scen = h.scenario("ticks", [("src", "t-counter", {"count": 3}), ("tick", "t-ticker", {}),
+                                ("sink", "t-collect", {})], [("src.out", "tick.in"), ("tick.out", "sink.in")])
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 6)
+    await rt.stop()
+    for body in h.SEEN["sink"]:
+        parent = source_id("ticks", "src", body.get("echo", body.get("tick")))
+        if "echo" in body:
+            assert body["_id"] == derived_id(parent, "tick", "out", 0)
+        else:
+            assert body["_id"] != derived_id(parent, "tick", "out", 0)
+            assert len(body["_id"]) == 32  # a random id: never one a replay could hand to another message
