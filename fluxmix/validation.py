@@ -365,7 +365,6 @@ def _config_validator(cls: type[Gear]) -> Any:
 
 def _check_config(cls: type[Gear], type_name: str, config: Mapping[str, Any], base: str, state: _State) -> bool:
     """JSON Schema first (every error), then the type's semantic checks. True when both pass."""
-    schema = cls.config_schema
     try:
         validator = _config_validator(cls)
         errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
