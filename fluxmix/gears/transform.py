@@ -8,7 +8,6 @@ by validation as `gears[i].config.where: invalid expression: ...` before anythin
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any, ClassVar, Mapping
 
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
@@ -164,7 +163,6 @@ class Filter(Gear):
 
 # ---------------------------------------------------------------- route
 
-ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 DEFAULT_PORT = "default"
 _RESERVED_ROUTES = frozenset({DEFAULT_PORT, ERROR_PORT, "in"})
 
