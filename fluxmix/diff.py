@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fluxmix.scenario import GearSpec, Scenario, WireSpec
+from fluxmix.validation import gear_to_raw, wire_to_raw
 
 _MISSING = object()
 _SCALAR_FIELDS = ("name", "version", "spec", "description")
@@ -95,13 +96,13 @@ class ScenarioDiff:
             "empty": self.empty,
             "fields": {k: {"old": old, "new": new} for k, (old, new) in self.fields.items()},
             "gears": {
-                "added": [_gear_dict(g) for g in self.added_gears],
-                "removed": [_gear_dict(g) for g in self.removed_gears],
+                "added": [gear_to_raw(g) for g in self.added_gears],
+                "removed": [gear_to_raw(g) for g in self.removed_gears],
                 "changed": [c.as_dict() for c in self.changed_gears],
             },
             "wires": {
-                "added": [_wire_dict(w) for w in self.added_wires],
-                "removed": [_wire_dict(w) for w in self.removed_wires],
+                "added": [wire_to_raw(w) for w in self.added_wires],
+                "removed": [wire_to_raw(w) for w in self.removed_wires],
                 "changed": [c.as_dict() for c in self.changed_wires],
             },
         }
@@ -192,14 +193,6 @@ def text_diff(old_bytes: bytes, new_bytes: bytes, old_label: str, new_label: str
             line += "\n\\ No newline at end of file\n"
         out.append(line)
     return "".join(out)
-
-
-def _gear_dict(gear: GearSpec) -> dict[str, Any]:
-    return {"name": gear.name, "type": gear.type, "config": dict(gear.config)}
-
-
-def _wire_dict(wire: WireSpec) -> dict[str, Any]:
-    return {"from": str(wire.source), "to": str(wire.target), "transport": wire.transport, **dict(wire.options)}
 
 
 def _wire_label(transport: str, options: dict[str, Any]) -> str:

@@ -191,6 +191,16 @@ class _State:
         self.problems.append(Problem(location, reason))
 
 
+def gear_to_raw(gear: GearSpec) -> dict[str, Any]:
+    """A gear as the scenario file writes it."""
+    return {"name": gear.name, "type": gear.type, "config": dict(gear.config)}
+
+
+def wire_to_raw(wire: WireSpec) -> dict[str, Any]:
+    """A wire as the scenario file writes it: from, to, transport and its options."""
+    return {"from": str(wire.source), "to": str(wire.target), "transport": wire.transport, **dict(wire.options)}
+
+
 def scenario_to_raw(scenario: Scenario) -> dict[str, Any]:
     """The YAML-shaped mapping of a `Scenario` (the inverse of `build_scenario`)."""
     raw: dict[str, Any] = {"name": scenario.name}
@@ -200,10 +210,8 @@ def scenario_to_raw(scenario: Scenario) -> dict[str, Any]:
         raw["spec"] = scenario.spec
     if scenario.description is not None:
         raw["description"] = scenario.description
-    raw["gears"] = [{"name": g.name, "type": g.type, "config": dict(g.config)} for g in scenario.gears]
-    raw["wires"] = [
-        {"from": str(w.source), "to": str(w.target), "transport": w.transport, **dict(w.options)} for w in scenario.wires
-    ]
+    raw["gears"] = [gear_to_raw(g) for g in scenario.gears]
+    raw["wires"] = [wire_to_raw(w) for w in scenario.wires]
     return raw
 
 
@@ -710,10 +718,12 @@ __all__ = [
     "build_scenario",
     "check_spec_reference",
     "did_you_mean",
+    "gear_to_raw",
     "is_semver",
     "parse_endpoint",
     "scenario_to_raw",
     "spec_problem",
     "validate_scenario",
     "validate_spec",
+    "wire_to_raw",
 ]
