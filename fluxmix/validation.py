@@ -137,6 +137,16 @@ def _check_unknown_keys(raw: Mapping[Any, Any], allowed: Sequence[str], base: st
             )
 
 
+def _check_header(raw: Mapping[Any, Any], allowed: Sequence[str], what: str, problems: list[Problem]) -> None:
+    """The top-level keys scenarios and specs share: unknown keys, name, version, description."""
+    _check_unknown_keys(raw, allowed, "", "top-level", problems)
+    _check_name(raw, problems, what)
+    if "version" in raw:
+        _check_version(raw["version"], "version", problems)
+    if "description" in raw and not isinstance(raw["description"], str):
+        problems.append(Problem("description", f"must be a string; found {describe(raw['description'])}"))
+
+
 def check_spec_reference(value: object) -> str | None:
     """Why `value` is not a spec reference (`name`, `name:tag`, `name:latest`, `sha256:<hex>`), or None."""
     if not isinstance(value, str):
@@ -233,12 +243,7 @@ def validate_scenario(
         state.add("", f"a scenario must be a YAML mapping with name, gears and wires; found {describe(raw)}")
         return state.problems
 
-    _check_unknown_keys(raw, SCENARIO_KEYS, "", "top-level", state.problems)
-    _check_name(raw, state.problems, "scenario")
-    if "version" in raw:
-        _check_version(raw["version"], "version", state.problems)
-    if "description" in raw and not isinstance(raw["description"], str):
-        state.add("description", f"must be a string; found {describe(raw['description'])}")
+    _check_header(raw, SCENARIO_KEYS, "scenario", state.problems)
     if "spec" in raw:
         _check_spec(raw["spec"], spec_resolves, state)
 
@@ -694,12 +699,7 @@ def validate_spec(raw: object) -> list[Problem]:
     problems: list[Problem] = []
     if not isinstance(raw, Mapping):
         return [Problem("", f"a spec must be a YAML mapping with name and schema; found {describe(raw)}")]
-    _check_unknown_keys(raw, SPEC_KEYS, "", "top-level", problems)
-    _check_name(raw, problems, "spec")
-    if "version" in raw:
-        _check_version(raw["version"], "version", problems)
-    if "description" in raw and not isinstance(raw["description"], str):
-        problems.append(Problem("description", f"must be a string; found {describe(raw['description'])}"))
+    _check_header(raw, SPEC_KEYS, "spec", problems)
     if "schema" in raw:
         schema = raw["schema"]
         if not isinstance(schema, (Mapping, bool)):
