@@ -15,13 +15,12 @@ runtime keeps the rules that make a reload lose nothing:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import heapq
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Protocol
 
 import msgpack
@@ -86,18 +85,6 @@ class _Throttle:
         return self.count <= self.first or self.count % self.every == 0
 
 
-@dataclass(slots=True)
-class _Parent:
-    """The message a gear is handling, so what it emits gets deterministic derived ids."""
-
-    gear: str
-    id: str
-    emitted: dict[str, int] = field(default_factory=dict)  # per port: how many so far
-
-
-_PARENT: contextvars.ContextVar[_Parent | None] = contextvars.ContextVar("fluxmix_parent", default=None)
-
-
 def _freeze(body: Mapping[str, Any], gear: str, port: str) -> bytes:
     """Snapshot a body as msgpack, so memory wires carry what standard wires would carry and a
     gear that mutates its dict after emit() (or a downstream gear mutating its input) cannot
@@ -133,8 +120,10 @@ class _GearSlot:
         self.gear: Gear | None = None
         self.ctx: _Context | None = None
         self.lock = asyncio.Lock()  # one handle() at a time per gear (needed with several inputs)
-        self.parent_id: str | None = None  # the message being handled (single-input gears)
-        self.parent_emitted: dict[str, int] = {}
+        # The message being handled, so what the handling task emits gets deterministic derived
+        # ids; handle() calls are one at a time per gear, so one set of fields is enough.
+        self.parent_id: str | None = None
+        self.parent_emitted: dict[str, int] = {}  # per port: how many so far
         self.parent_task: asyncio.Task[Any] | None = None  # the consumer task handling it
         self.counters = GearCounters()
         self.state = "built"
@@ -186,11 +175,6 @@ class _Context:
             index = emitted.get(port, 0)
             emitted[port] = index + 1
             return derived_id(parent_id, self.gear_name, port, index)
-        parent = _PARENT.get()
-        if parent is not None and parent.gear == self.gear_name:
-            index = parent.emitted.get(port, 0)
-            parent.emitted[port] = index + 1
-            return derived_id(parent.id, self.gear_name, port, index)
         return uuid.uuid4().hex
 
     async def emit(
@@ -430,28 +414,12 @@ class Runtime:
     # ---- message path ------------------------------------------------------------------
 
     async def _handle(self, slot: _GearSlot, port: str, message: Message) -> None:
-        assert slot.gear is not None
         if len(slot.inputs) <= 1:
-            # One input wire means one consumer task: handle() calls are already one at a time,
-            # so no lock, and the parent id lives on the slot instead of in a ContextVar.
-            slot.parent_id, slot.parent_emitted, slot.parent_task = message.id, {}, asyncio.current_task()
-            try:
-                await slot.gear.handle(port, message)
-            except Exception as exc:
-                self._count_failure(slot, port, message, exc)
-                raise
-            finally:
-                slot.parent_id = slot.parent_task = None
+            # One input wire means one consumer task: handle() calls are already one at a time.
+            await self._handle_one(slot, port, message)
         else:
             async with slot.lock:
-                token = _PARENT.set(_Parent(slot.name, message.id))
-                try:
-                    await slot.gear.handle(port, message)
-                except Exception as exc:
-                    self._count_failure(slot, port, message, exc)
-                    raise
-                finally:
-                    _PARENT.reset(token)
+                await self._handle_one(slot, port, message)
         slot.counters.handled += 1
         if slot.is_sink:
             now = time.time()
@@ -459,6 +427,17 @@ class Runtime:
                 self.first_handled_at = now
                 self.first_handled.set()
             self.last_handled_at = now
+
+    async def _handle_one(self, slot: _GearSlot, port: str, message: Message) -> None:
+        assert slot.gear is not None
+        slot.parent_id, slot.parent_emitted, slot.parent_task = message.id, {}, asyncio.current_task()
+        try:
+            await slot.gear.handle(port, message)
+        except Exception as exc:
+            self._count_failure(slot, port, message, exc)
+            raise
+        finally:
+            slot.parent_id = slot.parent_task = None
 
     def _count_failure(self, slot: _GearSlot, port: str, message: Message, exc: Exception) -> None:
         slot.counters.errors += 1

@@ -477,3 +477,39 @@ async def test_an_emit_from_another_task_does_not_borrow_the_message_id() -> Non
         else:
             assert body["_id"] != derived_id(parent, "tick", "out", 0)
             assert len(body["_id"]) == 32  # a random id: never one a replay could hand to another message
+
+
+class TwoInputTicker(Ticker):
+    """Ticker with two inputs, so handle() runs under the gear's lock rather than the fast path."""
+
+    type = "t-ticker2"
+    inputs = (Port("in", required=True), Port("in2"))
+
+    async def handle(self, port: str, message: Message) -> None:
+        tick = asyncio.ensure_future(self.ctx.emit("out", {"tick": message.body["seq"], "port": port}))
+        await tick
+        await self.ctx.emit("out", {"echo": message.body["seq"], "port": port})
+
+
+async def test_an_emit_from_another_task_does_not_borrow_the_message_id_with_several_inputs() -> None:
+    """The same rule holds for a gear with several inputs: a task started while a message is in
+    hand inherits the handler's context, yet must not derive its ids from that message."""
+    cat = h.catalog()
+    cat.register("t-ticker2", TwoInputTicker)
+    scen = h.scenario(
+        "ticks2",
+        [("a", "t-counter", {"count": 3}), ("b", "t-counter", {"count": 3}), ("tick", "t-ticker2", {}),
+         ("sink", "t-collect", {})],
+        [("a.out", "tick.in"), ("b.out", "tick.in2"), ("tick.out", "sink.in")],
+    )
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 12)
+    await rt.stop()
+    for body in h.SEEN["sink"]:
+        source = "a" if body["port"] == "in" else "b"
+        parent = source_id("ticks2", source, body.get("echo", body.get("tick")))
+        if "echo" in body:
+            assert body["_id"] == derived_id(parent, "tick", "out", 0)
+        else:
+            assert body["_id"] != derived_id(parent, "tick", "out", 0)
+            assert len(body["_id"]) == 32
