@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import platformdirs
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from fluxmix.errors import (
@@ -324,11 +324,11 @@ class Store:
     def entries(self, kind: str, name: str | None = None) -> list[Entry]:
         """Tags of a kind (optionally one name): name ascending, tag SemVer descending."""
         check_kind(kind)
-        query = select(TagRow).where(TagRow.kind == kind)
+        query = _select_entries().where(TagRow.kind == kind)
         if name is not None:
             query = query.where(TagRow.name == check_name(name))
         with self._index.read() as session:
-            rows = [_entry(r) for r in session.scalars(query)]
+            rows = [Entry(*r) for r in session.execute(query).tuples()]
         rows.sort(key=lambda e: tag_key(e.tag), reverse=True)
         rows.sort(key=lambda e: e.name)  # stable: versions stay descending within a name
         return rows
@@ -358,7 +358,7 @@ class Store:
     def verify(self) -> VerifyReport:
         """Re-hash every blob and check every tag points at an intact blob; orphans are info only."""
         with self._index.read() as session:
-            tags = [_entry(r) for r in session.scalars(select(TagRow))]
+            tags = [Entry(*r) for r in session.execute(_select_entries()).tuples()]
             referenced = self._referenced(session)
         corrupt: list[str] = []
         intact: set[str] = set()
@@ -446,6 +446,11 @@ class Store:
         """Store a JSON value (None deletes it)."""
         with self._index.write() as session:
             _state.write_checkpoint(session, scenario_name, gear, value)
+
+
+def _select_entries() -> Select[str, str, str, str, int, datetime]:
+    """Entry's fields as plain columns: no ORM object (identity map, state) is built per row."""
+    return select(TagRow.kind, TagRow.name, TagRow.tag, TagRow.hash, TagRow.size, TagRow.imported_at)
 
 
 def _entry(row: TagRow) -> Entry:
