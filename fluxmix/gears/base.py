@@ -117,5 +117,13 @@ class Gear:
     async def run(self) -> None:
         """Sources only: produce until `self.ctx.stopping` is set, then return."""
 
+    async def wait_for_stop(self, timeout: float) -> None:
+        """Sleep up to `timeout` seconds, waking as soon as the gear must stop: for sources that
+        pace or poll, so a stop or reload never waits out a whole interval."""
+        try:
+            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+
     async def stop(self) -> None:
         """Release resources. Called after inputs are drained (or run() returned)."""

@@ -437,12 +437,6 @@ class FileIn(Gear):
         mine = os.fstat(self._file.fileno())
         return (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev) or mine.st_size < self._file.tell()
 
-    async def _wait(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
     async def run(self) -> None:
         stopping = self.ctx.stopping
         # The last value saved; None until a first save, so a reset (read_from: end, a file
@@ -455,7 +449,7 @@ class FileIn(Gear):
                     try:
                         self._open()
                     except FileNotFoundError:
-                        await self._wait(self.poll_interval)
+                        await self.wait_for_stop(self.poll_interval)
                         continue
                     except OSError as exc:
                         raise GearError(self.name, f"cannot read {str(self.path)!r}: {exc.strerror or exc}") from None
@@ -495,7 +489,7 @@ class FileIn(Gear):
                 if self.offset != saved_offset:
                     await self.ctx.save_checkpoint(self.offset)
                     saved_offset, saved_at, since_save = self.offset, time.monotonic(), 0
-                await self._wait(self.poll_interval)
+                await self.wait_for_stop(self.poll_interval)
         finally:
             if self.offset != saved_offset:
                 await self.ctx.save_checkpoint(self.offset)

@@ -61,7 +61,7 @@ class Generate(Gear):
         self.next_seq = 1
         # Injectable for tests: a monotonic clock and "sleep until woken or timeout".
         self.clock: Callable[[], float] = time.monotonic
-        self.sleep: Callable[[float], Awaitable[None]] = self._sleep_unless_stopping
+        self.sleep: Callable[[float], Awaitable[None]] = self.wait_for_stop
 
     async def start(self) -> None:
         saved = await self.ctx.load_checkpoint()
@@ -69,12 +69,6 @@ class Generate(Gear):
             self.next_seq = saved
         elif saved is not None:
             self.ctx.log.warning("gear %s: ignoring unreadable checkpoint %r; starting at seq 1", self.name, saved)
-
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     def _done(self) -> bool:
         return self.count is not None and self.next_seq > self.count
