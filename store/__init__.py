@@ -328,7 +328,7 @@ class Store:
         if name is not None:
             query = query.where(TagRow.name == check_name(name))
         with self._index.read() as session:
-            rows = [Entry(*r) for r in session.execute(query).tuples()]
+            rows = [Entry(*r) for r in session.execute(query)]
         rows.sort(key=lambda e: tag_key(e.tag), reverse=True)
         rows.sort(key=lambda e: e.name)  # stable: versions stay descending within a name
         return rows
@@ -358,7 +358,7 @@ class Store:
     def verify(self) -> VerifyReport:
         """Re-hash every blob and check every tag points at an intact blob; orphans are info only."""
         with self._index.read() as session:
-            tags = [Entry(*r) for r in session.execute(_select_entries()).tuples()]
+            tags = [Entry(*r) for r in session.execute(_select_entries())]
             referenced = self._referenced(session)
         corrupt: list[str] = []
         intact: set[str] = set()
