@@ -81,12 +81,11 @@ def kind_group(kind: str) -> click.Group:
         if as_json:
             echo_json(_import_json(result))
             return
-        ref = f"{result.name}:{result.tag}"
         if result.created:
-            click.echo(f"imported {ref} sha256:{result.hash} ({result.size} bytes)")
+            click.echo(f"imported {result.ref} sha256:{result.hash} ({result.size} bytes)")
         else:
             click.echo(
-                f"unchanged {ref} sha256:{result.hash} (already imported {human_time(result.imported_at)})"
+                f"unchanged {result.ref} sha256:{result.hash} (already imported {human_time(result.imported_at)})"
             )
 
     import_help = (
@@ -204,7 +203,7 @@ def kind_group(kind: str) -> click.Group:
         Prints `ok` and a summary, or one line per problem on stderr (`FILE: location: reason`)
         and exits with status 2.
         """
-        from fluxmix.errors import ScenarioError, ValidationError
+        from fluxmix.errors import ValidationError
 
         source = target
         try:
@@ -306,7 +305,7 @@ def load_document(app: App, kind: str, target: str) -> Document:
         if Path(target).suffix.lower() in _FILE_SUFFIXES:
             raise ScenarioError(f"{target}: no such file (and no {kind} of that name in the store)") from None
         raise
-    label = f"{resolved.name}:{resolved.tag}" if resolved.name else f"sha256:{resolved.hash}"
+    label = resolved.ref
     data = app.store.get_blob(resolved.hash)
     if resolved.name is None:  # a bare sha256: may name a blob of the other kind
         _refuse_other_kind(app, kind, resolved.hash, data, label)
