@@ -140,10 +140,12 @@ def kind_group(kind: str) -> click.Group:
     @pass_app
     def tags_cmd(app: App, name: str, as_json: bool) -> None:
         """List the tags of NAME in SemVer order, highest first, marking the one `latest` resolves to."""
+        from fluxmix.store import latest_tag
+
         entries = app.store.entries(kind, name)
         if not entries:
             raise NotFoundError(f"no {kind} named {name!r} in the store")
-        latest = app.store.resolve(name, kind=kind).tag
+        latest = latest_tag([e.tag for e in entries])  # what `NAME:latest` resolves to, without a second query
         if as_json:
             echo_json(
                 {

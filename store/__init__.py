@@ -481,6 +481,7 @@ __all__ = [
     "parse_ref",
     "canonical_tag",
     "check_hex",
+    "latest_tag",
     "JournalEntry",
     "MixerState",
     "VerifyReport",
