@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from fluxmix.cli._app import FluxmixCommand
-from fluxmix.cli.main import App, echo_json, echo_table, pass_app
+from fluxmix.cli.main import App, echo_json, echo_table, json_option, pass_app
 from fluxmix.errors import NotFoundError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 @click.command(name="gears", cls=FluxmixCommand, short_help="List gear types: ports and config keys.")
 @click.argument("gear_type", metavar="[TYPE]", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@json_option()
 @pass_app
 def gears(app: App, gear_type: str | None, as_json: bool) -> None:
     """List the gear types (built-in and plugins): ports and config keys.

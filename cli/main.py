@@ -157,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def json_option() -> Any:
+    """The `--json` flag every listing and report command takes (passed as `as_json`)."""
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
 def echo_json(value: Any) -> None:
     """Machine output: indented JSON with stable keys, datetimes in ISO 8601 UTC."""
     click.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
@@ -222,6 +227,7 @@ __all__ = [
     "human_size",
     "human_time",
     "iso_utc",
+    "json_option",
     "main",
     "pass_app",
     "root",

@@ -25,6 +25,7 @@ from fluxmix.cli.main import (
     human_size,
     human_time,
     iso_utc,
+    json_option,
     pass_app,
     short_hash,
 )
@@ -103,7 +104,7 @@ def kind_group(kind: str) -> click.Group:
             help="Validate before importing (default); --no-validate is an explicit escape hatch.",
         )(command)
     for decorate in (
-        _json_option(),
+        json_option(),
         click.option("--tag", "-t", metavar="TAG", help="SemVer tag, e.g. 1.2.0 or v1.2.0."),
         click.option("--name", "-n", metavar="NAME", help="Store under this name instead of the file's `name:`."),
         click.argument("file", type=click.Path(path_type=Path)),
@@ -116,7 +117,7 @@ def kind_group(kind: str) -> click.Group:
     # ---------------------------------------------------------------- list
     @group.command("list", cls=FluxmixCommand, short_help=f"List stored {meta.plural} and their tags.")
     @click.argument("name", required=False)
-    @_json_option()
+    @json_option()
     @pass_app
     def list_cmd(app: App, name: str | None, as_json: bool) -> None:
         """List every NAME:TAG (of one NAME when given): tag, short hash, size, import time."""
@@ -136,7 +137,7 @@ def kind_group(kind: str) -> click.Group:
     # ---------------------------------------------------------------- tags
     @group.command("tags", cls=FluxmixCommand, short_help=f"List the tags of one {kind}, highest first.")
     @click.argument("name")
-    @_json_option()
+    @json_option()
     @pass_app
     def tags_cmd(app: App, name: str, as_json: bool) -> None:
         """List the tags of NAME in SemVer order, highest first, marking the one `latest` resolves to."""
@@ -184,7 +185,7 @@ def kind_group(kind: str) -> click.Group:
     # ---------------------------------------------------------------- resolve
     @group.command("resolve", cls=FluxmixCommand, short_help="Print the sha256 a reference names.")
     @click.argument("ref")
-    @_json_option()
+    @json_option()
     @pass_app
     def resolve_cmd(app: App, ref: str, as_json: bool) -> None:
         """Print `sha256:<hex>` for REF (NAME, NAME:TAG, NAME:latest or a sha256 prefix)."""
@@ -197,7 +198,7 @@ def kind_group(kind: str) -> click.Group:
     # ---------------------------------------------------------------- validate
     @group.command("validate", cls=FluxmixCommand, short_help=f"Validate a {kind} file or stored reference.")
     @click.argument("target", metavar="FILE|REF")
-    @_json_option()
+    @json_option()
     @pass_app
     def validate_cmd(app: App, target: str, as_json: bool) -> None:
         """Run pre-flight validation on a file or a stored REF and report every problem at once.
@@ -235,7 +236,7 @@ def kind_group(kind: str) -> click.Group:
         is_flag=True,
         help="Exit with status 1 when they differ, 0 when they do not (as `git diff --exit-code`).",
     )
-    @_json_option()
+    @json_option()
     @pass_app
     def diff_cmd(app: App, old: str, new: str, text: bool, exit_code: bool, as_json: bool) -> None:
         """Show what changed from OLD to NEW: added, removed and changed gears and wires.
@@ -252,7 +253,7 @@ def kind_group(kind: str) -> click.Group:
     # ---------------------------------------------------------------- untag
     @group.command("untag", cls=FluxmixCommand, short_help="Remove a tag (the blob stays until gc).")
     @click.argument("ref", metavar="NAME:TAG")
-    @_json_option()
+    @json_option()
     @pass_app
     def untag_cmd(app: App, ref: str, as_json: bool) -> None:
         """Remove the tag NAME:TAG. The bytes stay in the store until `fluxmix store gc` finds them unused."""
@@ -273,10 +274,6 @@ def kind_group(kind: str) -> click.Group:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
-
-
-def _json_option() -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 
 def _resolve(app: App, kind: str, ref: str) -> Resolved:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from fluxmix.cli._app import FluxmixCommand, FluxmixGroup
-from fluxmix.cli.main import App, echo_json, human_size, pass_app
+from fluxmix.cli.main import App, echo_json, human_size, json_option, pass_app
 from fluxmix.errors import StoreError
 
 DEFAULT_GRACE_SECONDS = 3600
@@ -45,7 +45,7 @@ def store() -> None:
 
 
 @store.command("verify", cls=FluxmixCommand)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@json_option()
 @pass_app
 def verify(app: App, as_json: bool) -> None:
     """Re-hash every blob and check every tag points at an intact blob.
@@ -94,7 +94,7 @@ def verify(app: App, as_json: bool) -> None:
     metavar="SECONDS|DURATION",
     help="Keep unreferenced blobs younger than this (protects imports in progress).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@json_option()
 @pass_app
 def gc(app: App, dry_run: bool, grace: float, as_json: bool) -> None:
     """Remove blobs no tag, no mixer pointer and no journal entry references.
