@@ -99,6 +99,27 @@ def _thaw(data: bytes) -> dict[str, Any]:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+async def _send_to_all(wires: list[Wire], msg_id: str, body: Mapping[str, Any], *, gear: str, port: str,
+                       scenario_hash: str, headers: Mapping[str, str] | None) -> None:
+    """Send one message on every wire of a port, each wire its own copy of the body.
+
+    One wire after the other: a full wire holds the gear back (backpressure)."""
+    frozen = _freeze(body, gear, port)
+    origin = f"{gear}.{port}"
+    ts = time.time()
+    for wire in wires:
+        await wire.send(
+            Message(
+                id=msg_id,
+                body=_thaw(frozen),
+                origin=origin,
+                scenario=scenario_hash,
+                ts=ts,
+                headers=dict(headers) if headers else {},
+            )
+        )
+
+
 def _detail(exc: BaseException, gear: str) -> str:
     """What went wrong, without repeating the gear name a GearError already carries."""
     if isinstance(exc, GearError) and exc.gear == gear:
@@ -189,20 +210,8 @@ class _Context:
         msg_id = self._next_id(port, position)  # counted even when unwired: ids stay stable if wiring changes
         if not wires:
             return
-        frozen = _freeze(body, self.gear_name, port)
-        origin = f"{self.gear_name}.{port}"
-        ts = time.time()
-        for wire in wires:  # one after the other: a full wire holds the gear back (backpressure)
-            await wire.send(
-                Message(
-                    id=msg_id,
-                    body=_thaw(frozen),
-                    origin=origin,
-                    scenario=self.scenario_hash,
-                    ts=ts,
-                    headers=dict(headers) if headers else {},
-                )
-            )
+        await _send_to_all(wires, msg_id, body, gear=self.gear_name, port=port,
+                           scenario_hash=self.scenario_hash, headers=headers)
         self._slot.counters.emitted += 1
 
     async def load_checkpoint(self) -> Any | None:
@@ -453,18 +462,9 @@ class Runtime:
         reason = f"{type(exc).__name__}: {exc}"
         wires = slot.outputs.get(ERROR_PORT)
         if wires:
-            frozen = _freeze(message.body, slot.name, ERROR_PORT)
             headers = {**message.headers, "error": reason, "error-gear": slot.name, "error-port": port}
-            for wire in wires:
-                await wire.send(
-                    Message(
-                        id=derived_id(message.id, slot.name, ERROR_PORT, 0),
-                        body=_thaw(frozen),
-                        origin=f"{slot.name}.{ERROR_PORT}",
-                        scenario=self.scenario_hash,
-                        headers=dict(headers),
-                    )
-                )
+            await _send_to_all(wires, derived_id(message.id, slot.name, ERROR_PORT, 0), message.body,
+                               gear=slot.name, port=ERROR_PORT, scenario_hash=self.scenario_hash, headers=headers)
             return True
         slot.counters.dropped += 1
         if slot.drop_log.hit():
