@@ -259,7 +259,6 @@ class NatsBroker(Broker):
                 **self._kwargs,
             }
             deadline = time.monotonic() + self.initial_connect_timeout
-            last: BaseException | None = None
             while True:
                 try:
                     self.nc = await asyncio.wait_for(
@@ -277,14 +276,12 @@ class NatsBroker(Broker):
                     )
                     break
                 except (TimeoutError, nats.errors.Error, OSError) as exc:
-                    last = exc
                     if time.monotonic() >= deadline:
                         raise NatsUnavailableError(
                             f"cannot connect to NATS at {', '.join(self.servers)}: "
                             f"{self.last_error or _describe(exc)}"
                         ) from exc
                     await asyncio.sleep(0.5)
-            del last
             self.js = self.nc.jetstream(timeout=self.api_timeout, publish_async_max_pending=1 << 20)
             self.state = "connected"
             self.connected_since = time.time()
@@ -545,7 +542,6 @@ class NatsWire(Wire):
         self._consume_done = asyncio.Event()
         self._consume_done.set()
         self._stopping = False
-        self._draining = False
         self._drained = 0
         self._in_hand: dict[int, Msg] = {}
         self._closed = False
@@ -929,7 +925,6 @@ class NatsWire(Wire):
 
     async def drain(self) -> int:
         """Stop fetching, finish the batch in hand (handle, flush, ack), flush publishes; never purge."""
-        self._draining = True
         self._stopping = True
         if self._consume_task is not None and not self._consume_done.is_set():
             await self._consume_done.wait()
@@ -966,8 +961,7 @@ class NatsWire(Wire):
             with contextlib.suppress(RuntimeError):  # no running loop: report what we have
                 self._info_task = asyncio.get_running_loop().create_task(self._refresh_info())
         return {
-            "transport": self.spec.transport,
-            **self.stats.as_dict(),
+            **super().status(),
             "stream": self.stream,
             "subject": self.subject,
             "consumer": self.consumer,
