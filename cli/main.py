@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import importlib.util
 import json
 import os
 import sys
