@@ -171,8 +171,8 @@ def _json_default(value: Any) -> Any:
         return iso_utc(value)
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    if isinstance(value, (set, frozenset)):  # tuples never get here: json encodes them as lists
+        return sorted(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
