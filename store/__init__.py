@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 import platformdirs
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 from fluxmix.errors import (
@@ -347,11 +347,8 @@ class Store:
             row = session.get(TagRow, (kind, name, canonical))
             if row is None:
                 raise NotFoundError(f"{kind} {name} has no tag {canonical}")
-            entry = _entry(row)
-            session.execute(
-                delete(TagRow).where(TagRow.kind == kind, TagRow.name == name, TagRow.tag == canonical)
-            )
-        return entry
+            session.delete(row)
+        return _entry(row)
 
     # -- maintenance ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ._index import CheckpointRow, JournalRow, MixerStateRow
@@ -153,9 +153,7 @@ def write_checkpoint(session: Session, scenario_name: str, gear: str, value: Any
     row = session.get(CheckpointRow, (scenario_name, gear))
     if value is None:
         if row is not None:
-            session.execute(
-                delete(CheckpointRow).where(CheckpointRow.scenario_name == scenario_name, CheckpointRow.gear == gear)
-            )
+            session.delete(row)
         return
     if row is None:
         session.add(CheckpointRow(scenario_name=scenario_name, gear=gear, value=value, updated_at=now()))
