@@ -291,3 +291,24 @@ async def test_journal_records_every_attempt_in_order(tmp_path: Path, store: Sto
     assert [r.trigger for r in rows] == ["watch", "signal", "api", "api", "startup"]
     for row in rows:
         assert row.as_dict()["ts"] and all(v >= 0 for v in row.phases.values())
+
+
+async def test_a_cancelled_reload_still_drains_the_old_scenario(tmp_path: Path, store: Store,
+                                                                activator: Activator) -> None:
+    """SIGTERM cancels the task running a SIGHUP reload: the reload must still finish, or the old
+    scenario is left half-stopped with its memory queues neither drained nor counted."""
+    gate = h.GATES["sink"] = asyncio.Event()
+    await activator.activate(write(tmp_path, good()), trigger="startup")
+    old = activator.current
+    assert old is not None
+    await wait_until(lambda: old.wires["mid.out->sink.in"].status()["in_queue"] > 0)
+    reload = asyncio.create_task(activator.activate(write(tmp_path, good("1.1.0")), trigger="signal"))
+    await wait_until(lambda: old.state == "stopping")
+    reload.cancel()
+    await asyncio.sleep(0.05)
+    gate.set()
+    await activator.shutdown()
+    assert old.state == "stopped"
+    assert all(w.stats.dropped == 0 for w in old.wires.values())
+    seqs = sink_seqs()
+    assert seqs == list(range(1, len(seqs) + 1))

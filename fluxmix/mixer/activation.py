@@ -135,10 +135,19 @@ class Activator:
 
         `active_ref` is what the store remembers as the active reference (default: `ref`);
         resume passes the original one so a later reload re-reads the file or tag it came from.
+
+        Cancelling the caller (SIGTERM while a SIGHUP reload runs, an HTTP client hanging up) does
+        not cancel the activation: stopped halfway, the old runtime would be left neither running
+        nor drained. It runs to its end under the lock, and shutdown() waits for it.
         """
+        return await asyncio.shield(
+            asyncio.ensure_future(self._activate_locked(ref, trigger=trigger, active_ref=active_ref or ref))
+        )
+
+    async def _activate_locked(self, ref: str, *, trigger: str, active_ref: str) -> JournalEntry:
         async with self._lock:
             self._fresh_gap = None
-            entry = await self._activate(ref, trigger=trigger, active_ref=active_ref or ref)
+            entry = await self._activate(ref, trigger=trigger, active_ref=active_ref)
             entry = await self._journal(entry)
             self.last_reload = entry
             if self._fresh_gap is not None:
