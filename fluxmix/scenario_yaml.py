@@ -213,7 +213,7 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
-def _where(source: str, mark: Any, text: str) -> str:
+def _where(source: str, mark: Any) -> str:
     if mark is None:
         return source
     line, column = getattr(mark, "line", None), getattr(mark, "column", None)
@@ -237,7 +237,7 @@ def _format_yaml_error(exc: yaml.YAMLError, source: str, text: str) -> str:
     if isinstance(exc, yaml.MarkedYAMLError):
         if exc.problem and "expected a single document" in (exc.context or ""):
             return (
-                f"{_where(source, exc.problem_mark, text)}: a second YAML document starts here; "
+                f"{_where(source, exc.problem_mark)}: a second YAML document starts here; "
                 "a file holds exactly one scenario or spec"
             )
         mark = exc.problem_mark or exc.context_mark
@@ -250,7 +250,7 @@ def _format_yaml_error(exc: yaml.YAMLError, source: str, text: str) -> str:
         if exc.problem and "could not determine a constructor" in exc.problem:
             tag = exc.problem.split("tag", 1)[-1].strip().strip("'\"").replace(_TAG, "!!")
             reason = f"tag {tag} is not allowed (safe YAML: no language-specific tags)"
-        return f"{_where(source, mark, text)}: {reason}"
+        return f"{_where(source, mark)}: {reason}"
     return f"{source}: {_one_line(str(exc))}"  # pragma: no cover - every PyYAML error is one of the above
 
 
