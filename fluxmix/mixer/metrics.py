@@ -69,6 +69,29 @@ def _num(value: Any) -> float | None:
     return None
 
 
+def _counter_families(
+    kind: str,
+    second_label: str,
+    counters: Mapping[str, str],
+    retired: Mapping[tuple[str, str, str], float],
+    current: Mapping[str, Mapping[str, Any]],
+) -> Iterator[CounterMetricFamily]:
+    """One family per counter: what retired runtimes counted plus what the current one counts,
+    so a reload never makes a counter go down."""
+    values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in counters}
+    for (name, second, counter), value in retired.items():
+        values[counter][(name, second)] = values[counter].get((name, second), 0) + value
+    for name, info in current.items():
+        key = (name, str(info.get(second_label, "")))
+        for counter in counters:
+            values[counter][key] = values[counter].get(key, 0) + _int(info.get(counter))
+    for counter, help_text in counters.items():
+        family = CounterMetricFamily(f"fluxmix_{kind}_{counter}", help_text, labels=[kind, second_label])
+        for key, value in sorted(values[counter].items()):
+            family.add_metric(list(key), value)
+        yield family
+
+
 class MixerCollector(Collector):
     def __init__(self, mixer: "Mixer") -> None:
         self.mixer = mixer
@@ -89,43 +112,26 @@ class MixerCollector(Collector):
         yield GaugeMetricFamily("fluxmix_uptime_seconds", "seconds since the mixer started", value=mixer.uptime)
 
         # gears
-        gear_values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in GEAR_COUNTERS}
-        for (gear, type_, counter), value in retired.gears.items():
-            gear_values[counter][(gear, type_)] = gear_values[counter].get((gear, type_), 0) + value
+        gears = status.get("gears") or {}
+        yield from _counter_families("gear", "type", GEAR_COUNTERS, retired.gears, gears)
         running = GaugeMetricFamily("fluxmix_gear_running", "1 when the gear is in state running", labels=["gear", "type"])
-        for gear, g in (status.get("gears") or {}).items():
-            key = (gear, str(g.get("type", "")))
-            for counter in GEAR_COUNTERS:
-                gear_values[counter][key] = gear_values[counter].get(key, 0) + _int(g.get(counter))
-            running.add_metric(list(key), 1 if g.get("state") == "running" else 0)
-        for counter, help_text in GEAR_COUNTERS.items():
-            family = CounterMetricFamily(f"fluxmix_gear_{counter}", help_text, labels=["gear", "type"])
-            for key, value in sorted(gear_values[counter].items()):
-                family.add_metric(list(key), value)
-            yield family
+        for gear, g in gears.items():
+            running.add_metric([gear, str(g.get("type", ""))], 1 if g.get("state") == "running" else 0)
         yield running
 
         # wires
-        wire_values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in WIRE_COUNTERS}
-        for (wire, transport, counter), value in retired.wires.items():
-            wire_values[counter][(wire, transport)] = wire_values[counter].get((wire, transport), 0) + value
+        wires = status.get("wires") or {}
+        yield from _counter_families("wire", "transport", WIRE_COUNTERS, retired.wires, wires)
         in_queue = GaugeMetricFamily("fluxmix_wire_in_queue", "messages waiting in a memory wire's queue", labels=["wire", "transport"])
         pending = GaugeMetricFamily("fluxmix_wire_pending", "consumer lag of a durable wire", labels=["wire", "transport"])
-        for wire, w in (status.get("wires") or {}).items():
-            key = (wire, str(w.get("transport", "")))
-            for counter in WIRE_COUNTERS:
-                wire_values[counter][key] = wire_values[counter].get(key, 0) + _int(w.get(counter))
+        for wire, w in wires.items():
+            key = [wire, str(w.get("transport", ""))]
             for family, keys in ((in_queue, QUEUE_KEYS), (pending, PENDING_KEYS)):
                 for k in keys:
                     value = _num(w.get(k))
                     if value is not None:
-                        family.add_metric(list(key), value)
+                        family.add_metric(key, value)
                         break
-        for counter, help_text in WIRE_COUNTERS.items():
-            family = CounterMetricFamily(f"fluxmix_wire_{counter}", help_text, labels=["wire", "transport"])
-            for key, value in sorted(wire_values[counter].items()):
-                family.add_metric(list(key), value)
-            yield family
         yield in_queue
         yield pending
 
