@@ -40,6 +40,19 @@ def nats_unavailable(reason: str) -> NoReturn:
     pytest.skip(f"nats-server unavailable: {reason}")
 
 
+def pid_alive(pid: int) -> bool:
+    """Running. A zombie counts as gone: the servers tests watch are usually another process's
+    children (a mixer subprocess's), so waitpid cannot reap them and /proc must tell."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 @pytest.fixture
 def unique_name() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"

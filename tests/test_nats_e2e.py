@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 try:
+    from tests.nats_fixtures import pid_alive
     from tests.test_mixer_daemon import (
         MixerProcess,
         assert_exactly_once,
@@ -34,6 +35,7 @@ try:
         wait_until,
     )
 except ModuleNotFoundError:
+    from nats_fixtures import pid_alive  # type: ignore[no-redef]
     from test_mixer_daemon import (  # type: ignore[no-redef]  # noqa: F401
         MixerProcess,
         assert_exactly_once,
@@ -90,17 +92,6 @@ def embedded_state(home: Path) -> dict[str, Any] | None:
         return None
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def test_generate_map_file_out_delivers_exactly_what_was_generated(
     tmp_path: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
@@ -139,7 +130,7 @@ def test_kill_9_mid_stream_then_resume_writes_every_seq_exactly_once(
     # the embedded server dies with its mixer (Linux) or is replaced by the next start
     second = start_mixer("-s", "", "--nats-ack-wait", KILL_ACK_WAIT)  # resume the last active scenario
     second.wait_ready()
-    assert not alive(server["pid"]) or server["pid"] != embedded_state(home)["pid"]  # type: ignore[index]
+    assert not pid_alive(server["pid"]) or server["pid"] != embedded_state(home)["pid"]  # type: ignore[index]
     wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs after resume", proc=second, timeout=90)
 
     def settled() -> bool:  # every redelivery still owed has come (it must have been skipped)
@@ -253,7 +244,7 @@ def test_two_mixers_with_two_homes_get_their_own_embedded_servers(tmp_path: Path
         for mixer in procs:
             assert mixer.stop() == 0
         for state in states:
-            wait_until(lambda state=state: not alive(state["pid"]), "the embedded server to stop with its mixer")
+            wait_until(lambda state=state: not pid_alive(state["pid"]), "the embedded server to stop with its mixer")
     finally:
         for mixer in procs:
             mixer.kill()

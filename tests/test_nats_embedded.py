@@ -17,19 +17,12 @@ import pytest
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats, find_nats_server
 
+try:
+    from tests.nats_fixtures import pid_alive
+except ModuleNotFoundError:
+    from nats_fixtures import pid_alive  # type: ignore[no-redef]
+
 pytestmark = pytest.mark.nats
-
-
-def pid_alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 async def _jetstream_works(url: str) -> None:
