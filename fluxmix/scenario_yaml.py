@@ -55,6 +55,13 @@ MAX_ALIASES = 10_000
 MAX_DEPTH = 100
 """Deepest nesting of mappings/sequences."""
 
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+"""The one message for over-deep documents, whichever layer refuses them: fluxmix's composer, or a
+parser with a nesting limit of its own (libyaml in PyYAML >= 6.0.4 stops flow collections at 1000
+levels, before our composer sees level 101), so users never see a dependency's wording."""
+
+_PARSER_DEPTH_WORDING = re.compile(r"\b(nesting|nest|depth)\b", re.IGNORECASE)
+
 _TAG = "tag:yaml.org,2002:"
 _TIMESTAMP = _TAG + "timestamp"
 _REFUSED_TAGS = {_TAG + "set": "!!set", _TAG + "omap": "!!omap", _TAG + "pairs": "!!pairs", _TAG + "binary": "!!binary"}
@@ -98,7 +105,7 @@ class FluxmixYamlLoader(Composer, *_BASES, SafeConstructor, Resolver):  # type: 
         try:
             if self._depth > MAX_DEPTH:
                 event = self.peek_event()
-                raise _LimitError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+                raise _LimitError(None, None, _TOO_DEEP, event.start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -226,6 +233,25 @@ def _one_line(text: str | None) -> str:
     return re.sub(r"\s*\n\s*", " ", (text or "").strip())
 
 
+def _is_parser_depth_limit(exc: yaml.MarkedYAMLError, text: str) -> bool:
+    """True when the parser itself refused the document for its depth.
+
+    Recognised by the parser's wording, or, should that wording change, by the document really
+    holding more than MAX_DEPTH unclosed brackets before the point of refusal (a parser only
+    refuses depth beyond ours, since our composer sees the shallower levels first).
+    """
+    if isinstance(exc, _LimitError):
+        return False
+    wording = f"{exc.problem or ''} {exc.context or ''}"
+    if _PARSER_DEPTH_WORDING.search(wording):
+        return True
+    mark = exc.problem_mark
+    if mark is None or getattr(mark, "index", None) is None:
+        return False
+    before = text[: mark.index]
+    return before.count("[") + before.count("{") - before.count("]") - before.count("}") > MAX_DEPTH
+
+
 def _format_yaml_error(exc: yaml.YAMLError, source: str, text: str) -> str:
     if isinstance(exc, yaml.reader.ReaderError):
         before = text[: exc.position]
@@ -235,6 +261,8 @@ def _format_yaml_error(exc: yaml.YAMLError, source: str, text: str) -> str:
         what = f"character U+{ord(char) if isinstance(char, str) else char:04X}"
         return f"{source}:{line}:{column}: unacceptable {what}: {exc.reason}"
     if isinstance(exc, yaml.MarkedYAMLError):
+        if _is_parser_depth_limit(exc, text):
+            return f"{_where(source, exc.problem_mark or exc.context_mark)}: {_TOO_DEEP}"
         if exc.problem and "expected a single document" in (exc.context or ""):
             return (
                 f"{_where(source, exc.problem_mark)}: a second YAML document starts here; "
@@ -283,7 +311,7 @@ def load_yaml(data: bytes | str, source: str, *, max_bytes: int = MAX_DOCUMENT_B
     except yaml.YAMLError as exc:
         raise ScenarioError(_format_yaml_error(exc, source, text)) from None
     except RecursionError:  # pragma: no cover - MAX_DEPTH keeps us far below the interpreter's limit
-        raise ScenarioError(f"{source}: nested too deeply") from None
+        raise ScenarioError(f"{source}: {_TOO_DEEP}") from None
     finally:
         loader.dispose()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fluxmix.errors import ScenarioError
-from fluxmix.scenario_yaml import MAX_DOCUMENT_BYTES, MAX_EXPANDED_NODES, load_yaml
+from fluxmix.scenario_yaml import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_EXPANDED_NODES, load_yaml
 
 
 def refused(text: str | bytes, **kwargs: object) -> str:
@@ -122,9 +124,18 @@ def test_recursive_alias_refused() -> None:
     assert "recursive" in refused("a: &x [1, *x]\n")
 
 
-def test_deep_nesting_refused_without_crashing() -> None:
-    assert "nested more than" in refused("[" * 100_000)
-    assert "nested more than" in refused("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)))
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,  # flow: refused by libyaml's own nesting limit in PyYAML >= 6.0.4
+        "{" * 5_000,
+        "a: " + "[" * 150,  # flow, under any parser limit: refused by fluxmix's composer
+        "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 200)),  # block
+    ],
+)
+def test_deep_nesting_refused_with_one_message_whichever_layer_refuses(text: str) -> None:
+    message = refused(text)
+    assert re.fullmatch(rf"s\.yaml:\d+:\d+: nested more than {MAX_DEPTH} levels deep", message), message
 
 
 def test_oversized_document_refused_before_parsing() -> None:
@@ -184,3 +195,18 @@ def test_any_input_loads_or_raises_scenario_error(data: str | bytes) -> None:
         load_yaml(raw, "fuzz.yaml")
     except ScenarioError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("fuzz.yaml")
+
+
+def test_parser_depth_refusal_recognised_even_if_its_wording_changes() -> None:
+    """A future PyYAML/libyaml may word its limit differently: the unclosed brackets before the
+    point of refusal still identify it, so users keep fluxmix's message."""
+    import yaml
+    from yaml.error import Mark
+
+    from fluxmix.scenario_yaml import _format_yaml_error
+
+    text = "[" * 1500
+    exc = yaml.scanner.ScannerError("while scanning", None, "limit hit (new wording)", Mark("s", 1000, 0, 1000, None, None))
+    assert _format_yaml_error(exc, "s.yaml", text) == f"s.yaml:1:1001: nested more than {MAX_DEPTH} levels deep"
+    shallow = yaml.scanner.ScannerError("while scanning", None, "found something odd", Mark("s", 3, 0, 3, None, None))
+    assert "nested" not in _format_yaml_error(shallow, "s.yaml", "[[[x")
