@@ -24,6 +24,7 @@ from jsonschema.validators import validator_for
 from fluxmix.errors import Problem, UserError
 from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.catalog import Catalog
+from fluxmix.schema_errors import describe as describe_schema_error
 from fluxmix.scenario import DEFAULT_TRANSPORT, TRANSPORTS, Endpoint, GearSpec, Scenario, WireSpec
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -415,7 +416,7 @@ def _schema_error_problems(error: jsonschema.ValidationError, base: str, type_na
                 )
                 for extra in extras
             ]
-    return [(location, error.message)]
+    return [(location, describe_schema_error(error))]
 
 
 # ---------------------------------------------------------------- wires

@@ -20,6 +20,7 @@ import jsonschema
 from fluxmix.errors import GearClassError
 from fluxmix.gears.base import Gear, Port
 from fluxmix.message import Message
+from fluxmix.schema_errors import describe as describe_schema_error
 
 CLASS_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -113,7 +114,7 @@ class Python(Gear):
             return [("class", f"{config['class']} has an invalid config_schema: {exc.message}")]
         for err in sorted(validator.iter_errors(inner_config), key=lambda e: list(e.absolute_path)):
             where = ".".join(["config", *(str(p) for p in err.absolute_path)])
-            problems.append((where, err.message))
+            problems.append((where, describe_schema_error(err)))
         if problems:
             return problems
         try:

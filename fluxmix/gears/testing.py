@@ -25,6 +25,7 @@ from fluxmix.errors import Problem, TransportError, ValidationError
 from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
 from fluxmix.message import Message, derived_id, source_id
+from fluxmix.schema_errors import describe as describe_schema_error
 
 _message_ids = itertools.count(1)
 
@@ -34,7 +35,7 @@ def config_problems(gear_cls: type[Gear], config: Mapping[str, Any]) -> list[Pro
     validator_cls = jsonschema.validators.validator_for(gear_cls.config_schema)
     validator = validator_cls(gear_cls.config_schema)
     problems = [
-        Problem(".".join(["config", *(str(p) for p in err.absolute_path)]), err.message)
+        Problem(".".join(["config", *(str(p) for p in err.absolute_path)]), describe_schema_error(err))
         for err in sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
     ]
     if problems:
