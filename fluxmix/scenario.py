@@ -50,6 +50,10 @@ class Scenario:
     version: str | None = None
     spec: str | None = None
     description: str | None = None
+    # `tests:` and `expect:` (fluxmix.checks.sections): the tests as validated raw mappings, the
+    # expectations as their text; neither changes what runs, only how it is checked.
+    tests: tuple[Any, ...] = field(default=(), hash=False, compare=True)
+    expect: tuple[str, ...] = ()
 
     def gear(self, name: str) -> GearSpec:
         for g in self.gears:

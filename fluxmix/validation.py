@@ -32,7 +32,7 @@ GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PORT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 HASH_REF_PATTERN = re.compile(r"sha256:[0-9a-f]{12,64}")
 
-SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires")
+SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect")
 GEAR_KEYS = ("name", "type", "config")
 WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay")
 WIRE_OPTION_KEYS = ("queue_size", "max_deliver", "retry_delay")
@@ -223,6 +223,10 @@ def scenario_to_raw(scenario: Scenario) -> dict[str, Any]:
         raw["description"] = scenario.description
     raw["gears"] = [gear_to_raw(g) for g in scenario.gears]
     raw["wires"] = [wire_to_raw(w) for w in scenario.wires]
+    if scenario.tests:
+        raw["tests"] = list(scenario.tests)
+    if scenario.expect:
+        raw["expect"] = list(scenario.expect)
     return raw
 
 
@@ -252,6 +256,7 @@ def validate_scenario(
     wires = _check_wires(raw, state)
     _check_cycles(wires, state)
     _check_required_inputs(wires, state)
+    _check_check_sections(raw, wires, state)
     return state.problems
 
 
@@ -662,6 +667,19 @@ def _check_required_inputs(wires: list[_WireInfo], state: _State) -> None:
                 )
 
 
+def _check_check_sections(raw: Mapping[str, Any], wires: list[_WireInfo], state: _State) -> None:
+    """`tests:` and `expect:`: their own module checks them against what validation learnt."""
+    from fluxmix.checks.sections import GearPorts, check_sections  # it imports this module's helpers
+
+    gears: dict[str, GearPorts | None] | None = None
+    if state.gears_known:
+        gears = {}
+        for name, info in state.gears.items():
+            known = name not in state.opaque and info.cls is not None and info.inputs is not None and info.outputs is not None
+            gears[name] = GearPorts.of(info.cls, info.inputs, info.outputs) if known else None  # type: ignore[arg-type]
+    state.problems.extend(check_sections(raw, gears, [(w.source, w.target) for w in wires]))
+
+
 # ---------------------------------------------------------------- building the model
 
 
@@ -689,6 +707,8 @@ def build_scenario(raw: Mapping[str, Any]) -> Scenario:
         version=raw.get("version"),
         spec=raw.get("spec"),
         description=raw.get("description"),
+        tests=tuple(raw.get("tests") or ()),
+        expect=tuple(raw.get("expect") or ()),
     )
 
 
