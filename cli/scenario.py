@@ -226,6 +226,29 @@ def kind_group(kind: str) -> click.Group:
         click.echo("ok")
         click.echo(text)
 
+    # ---------------------------------------------------------------- test
+    if kind == "scenario":
+
+        @group.command("test", cls=FluxmixCommand, short_help="Run a scenario's tests: offline, in-process.")
+        @click.argument("target", metavar="FILE|REF")
+        @click.option("--tests", "tests_file", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Run the tests in this file (a mapping with a tests: list) instead of the scenario's own.")
+        @click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Also write a JUnit XML report to this file (for CI systems).")
+        @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+                      help="Seconds one test's gears may take to finish.")
+        @json_option()
+        @pass_app
+        def test_cmd(app: App, target: str, tests_file: Path | None, junit_file: Path | None,
+                     timeout: float, as_json: bool) -> None:
+            """Run the tests of a scenario file or stored REF and report each as PASS or FAIL.
+
+            Validation runs first (the tests included). The gears run in-process on memory wires
+            with their real config; sources do not run, sinks are replaced by captures. Exits 0
+            when every test passes, 1 when one fails, 2 for invalid input.
+            """
+            _test(app, target, tests_file, junit_file, timeout, as_json)
+
     # ---------------------------------------------------------------- diff
     @group.command("diff", cls=FluxmixCommand, short_help=f"Compare two {meta.plural} (refs or files).")
     @click.argument("old", metavar="OLD")
@@ -274,6 +297,60 @@ def kind_group(kind: str) -> click.Group:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+
+
+def _test(app: App, target: str, tests_file: Path | None, junit_file: Path | None, timeout: float,
+          as_json: bool) -> None:
+    """`scenario test`: validate, load the tests, run them, report; exit 1 when one fails."""
+    import logging
+
+    from fluxmix.checks import report
+    from fluxmix.checks.runner import run_tests_sync
+    from fluxmix.checks.sections import build_tests, check_tests_file, scenario_ports
+    from fluxmix.errors import Problem, ValidationError
+    from fluxmix.scenario_yaml import load_yaml
+
+    source = target
+    try:
+        document = load_document(app, "scenario", target)
+        source = document.source
+        scenario = _parse(app, "scenario", document)
+        raw_tests: Any = scenario.tests
+        if tests_file is not None:
+            from fluxmix import loading
+
+            source = str(tests_file)
+            raw = load_yaml(loading.read_document(tests_file), source)
+            wires = [(w.source, w.target) for w in scenario.wires]
+            problems = check_tests_file(raw, scenario_ports(scenario, app.catalog), wires)
+            if problems:
+                raise ValidationError(source, problems)
+            raw_tests = raw["tests"]
+            source = document.source
+        if not raw_tests:
+            where = str(tests_file) if tests_file is not None else document.source
+            raise ValidationError(where, [Problem("tests", "no tests to run: add a tests: section (see README) or pass --tests FILE")])
+    except ScenarioError as error:
+        if as_json:
+            problems = error.problems if isinstance(error, ValidationError) else [_unprefixed(error, source)]
+            echo_json({"ok": False, "source": source, "problems": [_problem_json(p) for p in problems]})
+        raise
+    tests = build_tests(raw_tests)
+    quiet = logging.getLogger("fluxmix")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # gear failures are part of the report, not log noise on stderr
+    try:
+        results = run_tests_sync(scenario, tests, catalog=app.catalog, scenario_hash=document.hash, timeout=timeout)
+    finally:
+        quiet.setLevel(level)
+    if junit_file is not None:
+        report.write_atomically(junit_file, report.junit_xml(scenario.name, results))
+    if as_json:
+        echo_json(report.as_json(document.source, scenario.name, results))
+    else:
+        click.echo(report.render_text(document.source, results))
+    if not all(r.passed for r in results):
+        raise click.exceptions.Exit(1)
 
 
 def _resolve(app: App, kind: str, ref: str) -> Resolved:
