@@ -156,3 +156,17 @@ async def test_fanout_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cata
     rows = json_lines(out)
     assert sorted(r["seq"] for r in rows if r["kind"] == "order") == list(range(1, 51))
     assert sorted(r["seq"] for r in rows if r["kind"] == "refund") == list(range(1, 11))
+
+
+async def test_payments_carries_tests_that_pass_and_expectations(catalog: Catalog) -> None:
+    """`fluxmix scenario test scenarios/payments.yaml` passes; its expectations parse."""
+    from fluxmix.checks.runner import run_tests
+    from fluxmix.checks.sections import build_expectations, build_tests
+
+    path = next(p for p in EXAMPLES if p.name == "payments.yaml")
+    scenario = parse_scenario(read_document(path), str(path), catalog=catalog)
+    tests = build_tests(scenario.tests)
+    assert len(tests) >= 3
+    results = await run_tests(scenario, tests, catalog=catalog)
+    assert [(r.name, r.failures, r.error) for r in results if not r.passed] == []
+    assert len(build_expectations(scenario.expect)) >= 2
