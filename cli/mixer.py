@@ -168,6 +168,32 @@ def journal_cmd(limit: int, url: str, token: str | None, timeout: float, as_json
     ))
 
 
+@mixer.command(name="check")
+@_api_options
+def check_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Check the running scenario's expectations: exit 0 when all pass, 1 when any does not."""
+    data = _client(url, token, timeout).get("/status")
+    expectations = data.get("expectations") or []
+    scenario = data.get("scenario")
+    ok = bool(scenario) and all(e.get("state") == "passing" for e in expectations)
+    if as_json:
+        _print_json({"ok": ok, "scenario": scenario, "expectations": expectations})
+    elif not scenario:
+        click.echo(f"no scenario is running ({data.get('state')}: {data.get('reason')})")
+    elif not expectations:
+        click.echo(f"{scenario.get('name')}: no expectations (add an expect: section to the scenario)")
+    else:
+        click.echo(table(
+            ["STATE", "EXPECTATION", "VALUE", "SINCE", "WHY"],
+            [[e.get("state", "?").upper(), e.get("expect"), e.get("value"), _when(e.get("since")), e.get("reason")]
+             for e in expectations],
+        ))
+        passing = sum(e.get("state") == "passing" for e in expectations)
+        click.echo(f"{scenario.get('name')}: {passing} of {len(expectations)} expectations passing")
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
 @mixer.command(name="activate")
 @click.argument("ref")
 @_api_options

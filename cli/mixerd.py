@@ -23,6 +23,31 @@ from fluxmix.mixer.settings import MixerSettings, nats_settings, parse_listen, s
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
+class Duration(click.ParamType):
+    """`30s`, `500ms`, `2m`, `1h`, or plain seconds (`30`)."""
+
+    name = "duration"
+    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        for unit in ("ms", "s", "m", "h"):
+            if text.endswith(unit) and text[: -len(unit)].strip():
+                number, scale = text[: -len(unit)].strip(), self._UNITS[unit]
+                break
+        else:
+            number, scale = text, 1.0
+        try:
+            seconds = float(number) * scale
+        except ValueError:
+            self.fail(f"{str(value)[:40]!r} is not a duration like 30s, 500ms, 2m or 1h", param, ctx)
+        if not 0 < seconds < float("inf"):
+            self.fail(f"{str(value)[:40]!r}: must be a positive duration", param, ctx)
+        return seconds
+
+
 @click.command(cls=FluxmixCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "-s",
@@ -67,6 +92,9 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
               help="Default queue size of memory wires (a wire's queue_size overrides it).")
 @click.option("--stop-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="How long a stop or reload may take to drain before giving up.")
+@click.option("--verify-within", type=Duration(), default=None, metavar="DURATION",
+              help="After an activation, the scenario's expect: lines must all pass within this window "
+              "(e.g. 30s), or it is rolled back to the last known good scenario. Default: off.")
 @click.option("--api-token", envvar="FLUXMIX_API_TOKEN", metavar="TOKEN",
               help="Bearer token required by POST /activate and POST /reload.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
@@ -96,6 +124,7 @@ def main(
     nats_tls_key: Path | None,
     memory_queue_size: int,
     stop_timeout: float,
+    verify_within: float | None,
     api_token: str | None,
     log_format: str,
     log_level: str,
@@ -133,6 +162,7 @@ def main(
         memory_queue_size=memory_queue_size,
         stop_timeout=stop_timeout,
         api_token=api_token or None,
+        verify_within=verify_within,
         log_format=log_format,
         log_level=log_level.lower(),
     )

@@ -50,7 +50,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_EXPECTATION_CHARS = 300
-RATE_WINDOW = 10.0  # seconds of samples a rate is computed over
+RATE_WINDOW = 5.0  # seconds of samples a rate is computed over
 RATE_MIN_SPAN = 1.0  # a rate needs samples at least this far apart
 
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
@@ -231,7 +231,7 @@ class ExpectationTracker:
                 st.samples.popleft()
             first_t, first_v = st.samples[0]
             value = (raw - first_v) / (now - first_t) if now - first_t >= RATE_MIN_SPAN else None
-        st.value = None if value is None else round(value, 6)
+        st.value = None if value is None else (int(value) if value == int(value) else round(value, 6))
         elapsed = now - self.started
         grace = exp.within is not None and not st.reached and elapsed < exp.within
         shown = f"{exp.subject} = {_show(value)}{'/s' if exp.rate and value is not None else ''}"

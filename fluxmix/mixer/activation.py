@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from fluxmix.errors import FluxmixError, GearError, ValidationError
 from fluxmix.gears.catalog import Catalog
 from fluxmix.loading import LoadedScenario, resolve_scenario
+from fluxmix.mixer.expectations import DEFAULT_INTERVAL, ExpectationWatch
 from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
 from fluxmix.store import JournalEntry, Store
 from fluxmix.transports.registry import Brokers
@@ -107,12 +108,19 @@ class Activator:
         *,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         gap_wait: float = DEFAULT_GAP_WAIT,
+        verify_within: float | None = None,
+        expect_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.store = store
         self.catalog = catalog
         self.brokers = brokers
         self.stop_timeout = stop_timeout
         self.gap_wait = gap_wait
+        # --verify-within: a new scenario with `expect:` lines must have them all passing this
+        # many seconds after it started, or it is rolled back like one that failed to start.
+        self.verify_within = verify_within
+        self.expect_interval = expect_interval
+        self.expectations: ExpectationWatch | None = None  # of the current runtime
         self.current: Runtime | None = None
         self.current_loaded: LoadedScenario | None = None
         self.current_ref: str | None = None  # the reference the running scenario was activated by
@@ -168,6 +176,7 @@ class Activator:
         """Drain and stop the running scenario; the active pointer stays so a restart resumes it."""
         async with self._lock:
             self._cancel_gap_watch()
+            await self._unwatch()
             if self.current is not None:
                 runtime, self.current = self.current, None
                 report = await runtime.stop(timeout=self.stop_timeout)
@@ -216,6 +225,7 @@ class Activator:
         stop_note = ""
         if old is not None:
             self.current = None
+            await self._unwatch()
             report = await old.stop(timeout=self.stop_timeout)
             attempt.drained = report.drained
             old_last_handled = old.last_handled_at
@@ -234,6 +244,17 @@ class Activator:
         attempt.lap("start")
         sc = loaded.scenario
         reason = f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}"
+        if self.verify_within is not None and sc.expect:
+            verified, why = await self._verify(new, loaded, active_ref)
+            attempt.lap("verify")
+            if not verified:
+                await self._unwatch()
+                self.current = self.current_loaded = self.current_ref = None
+                await new.stop(timeout=self.stop_timeout)
+                reason = f"{loaded.ref} started but its expectations did not pass within {self.verify_within:g}s: {'; '.join(why)}"
+                entry = await self._roll_back(attempt, reason, loaded, old_last_handled)
+                return dataclasses.replace(entry, problems=list(why))
+            reason += f"; verified: {len(sc.expect)} expectation(s) passing"
         self._set_current(new, loaded, active_ref, attempt.entry("activated", reason))
         await self._remember_active(loaded.hash, active_ref)
         gap = await self._measure_gap(new, old_last_handled)
@@ -296,18 +317,46 @@ class Activator:
         ref = state.active_ref if state.active_hash == digest and state.active_ref else loaded.ref
         return loaded, ref
 
+    async def _verify(self, runtime: Runtime, loaded: LoadedScenario, ref: str) -> tuple[bool, list[str]]:
+        """Run the new scenario (visible in /status, but not yet the known good one) until its
+        expectations all pass, one fails, or the window ends."""
+        self.current, self.current_loaded, self.current_ref = runtime, loaded, ref
+        self._watch(runtime)
+        assert self.verify_within is not None and self.expectations is not None
+        log.info("verifying %s: %d expectation(s) must pass within %gs", loaded.ref, len(loaded.scenario.expect),
+                 self.verify_within)
+        return await self.expectations.verdict(self.verify_within)
+
+    def _watch(self, runtime: Runtime) -> None:
+        """Judge the expectations of `runtime` from now on (the previous watch is stopped first)."""
+        if self.expectations is not None and self.expectations.runtime is runtime:
+            return
+        if self.expectations is not None:
+            old, self.expectations = self.expectations, None
+            asyncio.ensure_future(old.stop())
+        self.expectations = ExpectationWatch.for_runtime(runtime, interval=self.expect_interval)
+
+    async def _unwatch(self) -> None:
+        if self.expectations is not None:
+            watch, self.expectations = self.expectations, None
+            await watch.stop()
+
     def _set_current(self, runtime: Runtime, loaded: LoadedScenario, ref: str, attempt: JournalEntry) -> None:
         """Switch to `runtime`. `last_reload` switches with it, to the attempt not yet journaled
         (no id, gap unknown), so /status never shows the new scenario next to the previous
         attempt while the journal row waits for the reload gap; activate() replaces it."""
         self.last_reload = attempt
         self.current = runtime
+        self._watch(runtime)
         self.current_loaded = loaded
         self.current_ref = ref
         self.known_good = loaded
         self._known_good_ref = ref
 
     def _set_idle(self) -> None:
+        if self.expectations is not None:
+            watch, self.expectations = self.expectations, None
+            asyncio.ensure_future(watch.stop())
         self.current = None
         self.current_loaded = None
         self.current_ref = None

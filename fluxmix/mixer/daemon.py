@@ -316,10 +316,16 @@ class Mixer:
             "uptime_seconds": round(self.uptime, 3),
             "started_at": self.started_at.isoformat(),
             "last_reload": last.as_dict() if last is not None else None,
+            "expectations": self.expectations(),
             "store": str(self.store.home),
             "pid": os.getpid(),
             "version": __version__,
         }
+
+    def expectations(self) -> list[dict[str, Any]]:
+        """The running scenario's `expect:` lines: state (pending/passing/failing), since, value, why."""
+        watch = getattr(self.activator, "expectations", None)
+        return watch.report() if watch is not None else []
 
     # ---- stop ----
 
@@ -425,7 +431,8 @@ async def serve(settings: MixerSettings) -> int:
         if startup_ref:
             preflight(store, catalog, startup_ref, shown=ref)
         brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
-        activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout)
+        activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout,
+                              verify_within=settings.verify_within)
         mixer = Mixer(settings, store, catalog, brokers, activator)
 
         log.info(

@@ -150,6 +150,8 @@ class MixerCollector(Collector):
                 "fluxmix_last_reload_timestamp_seconds", "when the last activation attempt happened", value=last.ts.timestamp()
             )
 
+        yield from _expectation_families(mixer.expectations())
+
         # brokers
         brokers = snapshot["brokers"]
         if "standard" in brokers:
@@ -159,6 +161,23 @@ class MixerCollector(Collector):
                 number = _num(value)
                 if number is not None and key not in ("connected", "replicas") and key.isidentifier():
                     yield GaugeMetricFamily(f"fluxmix_nats_{key.lower()}", f"NATS broker {key}", value=number)
+
+
+def _expectation_families(expectations: list[dict[str, Any]]) -> Iterator[Metric]:
+    """A gauge per `expect:` line of the running scenario: passing (1/0), state (one-hot), value."""
+    passing = GaugeMetricFamily("fluxmix_expectation_passing", "1 while the expectation passes", labels=["expectation"])
+    state = GaugeMetricFamily("fluxmix_expectation_state", "1 for the expectation's current state",
+                              labels=["expectation", "state"])
+    value = GaugeMetricFamily("fluxmix_expectation_value", "the expectation's last measured value", labels=["expectation"])
+    for exp in expectations:
+        passing.add_metric([exp["expect"]], 1 if exp["state"] == "passing" else 0)
+        for name in ("pending", "passing", "failing"):
+            state.add_metric([exp["expect"], name], 1 if exp["state"] == name else 0)
+        if _num(exp.get("value")) is not None:
+            value.add_metric([exp["expect"]], float(exp["value"]))
+    yield passing
+    yield state
+    yield value
 
 
 def render(mixer: "Mixer") -> bytes:

@@ -34,6 +34,7 @@ class MixerSettings:
     memory_queue_size: int = 1024
     stop_timeout: float = 30.0
     api_token: str | None = None
+    verify_within: float | None = None  # seconds a new scenario's `expect:` lines have to pass; None = off
     log_format: str = "text"
     log_level: str = "info"
 
