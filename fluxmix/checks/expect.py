@@ -231,7 +231,7 @@ class ExpectationTracker:
                 st.samples.popleft()
             first_t, first_v = st.samples[0]
             value = (raw - first_v) / (now - first_t) if now - first_t >= RATE_MIN_SPAN else None
-        st.value = None if value is None else (int(value) if value == int(value) else round(value, 6))
+        st.value = None if value is None else (int(value) if value.is_integer() else round(value, 6))
         elapsed = now - self.started
         grace = exp.within is not None and not st.reached and elapsed < exp.within
         shown = f"{exp.subject} = {_show(value)}{'/s' if exp.rate and value is not None else ''}"
