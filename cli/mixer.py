@@ -130,6 +130,13 @@ def render_status(data: dict[str, Any]) -> str:
                 for key, w in wires.items()
             ],
         ))
+    expectations = data.get("expectations") or []
+    if expectations:
+        lines.append("")
+        lines.append(table(
+            ["EXPECTATION", "STATE", "VALUE", "WHY"],
+            [[e.get("expect"), e.get("state"), e.get("value"), e.get("reason")] for e in expectations],
+        ))
     brokers = data.get("brokers") or {}
     for kind, info in brokers.items():
         details = ", ".join(f"{k}={v}" for k, v in info.items() if k != "kind" and not isinstance(v, (dict, list)))

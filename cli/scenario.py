@@ -335,6 +335,10 @@ def _test(app: App, target: str, tests_file: Path | None, junit_file: Path | Non
             problems = error.problems if isinstance(error, ValidationError) else [_unprefixed(error, source)]
             echo_json({"ok": False, "source": source, "problems": [_problem_json(p) for p in problems]})
         raise
+    if junit_file is not None and not (junit_file.parent if str(junit_file.parent) else Path(".")).is_dir():
+        from fluxmix.errors import UserError
+
+        raise UserError(f"--junit {junit_file}: the directory {junit_file.parent} does not exist")
     tests = build_tests(raw_tests)
     quiet = logging.getLogger("fluxmix")
     level = quiet.level
