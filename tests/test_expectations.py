@@ -278,3 +278,13 @@ def test_verify_within_rolls_back_a_silent_sink_and_keeps_one_that_delivers(
     assert kept.stdout.startswith("activated: started better:v0.1.0")
     assert proc.status()["scenario"]["name"] == "better"
     assert proc.stop() == 0
+
+
+def test_no_value_yet_waits_instead_of_failing() -> None:
+    """A durable wire reports its lag after its first refresh: until then there is nothing to judge."""
+    tracker = ExpectationTracker([parse_expectation("wire a.out->b.in lag < 10"),
+                                  parse_expectation("wire a.out->b.in lag < 10 within 2s")], started=0.0)
+    tracker.observe({"gears": {}, "wires": {"a.out->b.in": {"sent": 0}}}, now=3.0)
+    assert [s.state for s in tracker.states] == ["pending", "failing"]
+    tracker.observe({"gears": {}, "wires": {"a.out->b.in": {"pending": 4}}}, now=4.0)
+    assert tracker.all_passing()

@@ -237,8 +237,10 @@ class ExpectationTracker:
         shown = f"{exp.subject} = {_show(value)}{'/s' if exp.rate and value is not None else ''}"
         wanted = f"needs {exp.op} {_show(exp.threshold)}{'/s' if exp.rate else ''}"
         if value is None:
-            new = "pending" if grace or exp.within is None and exp.rate else "failing"
-            reason = "not enough samples for a rate yet" if exp.rate and raw is not None else f"{exp.subject}: no value"
+            # No value yet (a rate's first sample, a durable wire's lag before its first report):
+            # nothing to judge, so it waits, until its `within` window (if any) is over.
+            new = "pending" if grace or exp.within is None else "failing"
+            reason = "not enough samples for a rate yet" if exp.rate and raw is not None else f"{exp.subject}: no value yet"
             if new == "failing" and exp.within is not None:
                 reason += f" after {_show(exp.within)}s"
         elif exp.holds(value):
