@@ -176,13 +176,23 @@ def journal_cmd(limit: int, url: str, token: str | None, timeout: float, as_json
 
 
 @mixer.command(name="check")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="Poll until every expectation passes or SECONDS have passed (for a deploy script).")
 @_api_options
-def check_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+def check_cmd(wait: float, url: str, token: str | None, timeout: float, as_json: bool) -> None:
     """Check the running scenario's expectations: exit 0 when all pass, 1 when any does not."""
-    data = _client(url, token, timeout).get("/status")
-    expectations = data.get("expectations") or []
-    scenario = data.get("scenario")
-    ok = bool(scenario) and all(e.get("state") == "passing" for e in expectations)
+    import time
+
+    client = _client(url, token, timeout)
+    deadline = time.monotonic() + wait
+    while True:
+        data = client.get("/status")
+        expectations = data.get("expectations") or []
+        scenario = data.get("scenario")
+        ok = bool(scenario) and all(e.get("state") == "passing" for e in expectations)
+        if ok or time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     if as_json:
         _print_json({"ok": ok, "scenario": scenario, "expectations": expectations})
     elif not scenario:

@@ -216,9 +216,10 @@ def test_expectations_pass_fail_and_recover_on_a_running_mixer(
         entry = next(e for e in proc.status()["expectations"] if e["expect"] == rate)
         assert entry["value"] == 0 and entry["since"]
 
-        feeder.on.set()  # traffic again: it recovers
-        wait_until(lambda: states(proc)[rate] == "passing", "the rate to recover", proc=proc)
-        assert check().returncode == 0
+        feeder.on.set()  # traffic again: it recovers (`check --wait` polls until it does)
+        recovered = run_fluxmix(home, tmp_path, "mixer", "check", "--wait", "30", "--url", proc.url)
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        assert states(proc)[rate] == "passing"
 
         with (tmp_path / "in.jsonl").open("a") as handle:  # no amount: the filter fails, dead-lettered
             handle.write(json.dumps({"n": "bad"}) + "\n")
@@ -288,3 +289,20 @@ def test_no_value_yet_waits_instead_of_failing() -> None:
     assert [s.state for s in tracker.states] == ["pending", "failing"]
     tracker.observe({"gears": {}, "wires": {"a.out->b.in": {"pending": 4}}}, now=4.0)
     assert tracker.all_passing()
+
+
+def test_verify_within_at_startup_without_a_known_good_leaves_the_mixer_idle_and_not_ready(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]  # noqa: F811
+) -> None:
+    silent = tmp_path / "silent.yaml"
+    silent.write_text(generate_scenario("silent", "seq < 0", "sink.handled >= 1 within 20s"))
+    proc = start_mixer("-s", str(silent), "--verify-within", "1s", "--no-watch")
+    wait_until(lambda: proc.try_get("/healthz"), "the API to answer", proc=proc)
+    entry = proc.wait_journal(lambda e: e["trigger"] == "startup", "the startup activation")
+    assert entry["outcome"] == "failed"
+    assert "expectations did not pass within 1s" in entry["reason"]
+    assert "no last known good scenario to roll back to" in entry["reason"]
+    code, body = proc.request("GET", "/readyz")
+    assert code == 503 and "expectations did not pass" in body["reason"]
+    assert proc.status()["expectations"] == []
+    assert proc.stop() == 0
