@@ -425,6 +425,8 @@ def _summary(kind: str, parsed: Any) -> dict[str, Any]:
         text = (
             f"{parsed.name}: {_count(len(parsed.gears), 'gear')}, {_count(len(parsed.wires), 'wire')}"
             + (f", transports: {', '.join(transports)}" if transports else "")
+            + (f", {_count(len(parsed.tests), 'test')}" if parsed.tests else "")
+            + (f", {_count(len(parsed.expect), 'expectation')}" if parsed.expect else "")
         )
         return {
             "name": parsed.name,
@@ -432,6 +434,8 @@ def _summary(kind: str, parsed: Any) -> dict[str, Any]:
             "gears": len(parsed.gears),
             "wires": len(parsed.wires),
             "transports": transports,
+            "tests": len(parsed.tests),
+            "expectations": len(parsed.expect),
             "text": text,
         }
     name = getattr(parsed, "name", None)
