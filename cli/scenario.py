@@ -273,6 +273,28 @@ def kind_group(kind: str) -> click.Group:
         if exit_code and changed:
             raise click.exceptions.Exit(1)
 
+    # ---------------------------------------------------------------- graph
+    if kind == "scenario":
+
+        @group.command("graph", cls=FluxmixCommand, short_help="Draw a scenario: Mermaid, DOT or SVG.")
+        @click.argument("target", metavar="REF|FILE")
+        @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "svg"]), default="mermaid",
+                      show_default=True, help="svg needs Graphviz's `dot` on PATH.")
+        @pass_app
+        def graph_cmd(app: App, target: str, fmt: str) -> None:
+            """Print the scenario's gears (nodes) and wires (edges: ports and transport; memory
+            dashed, standard solid). The scenario is validated first, so only a runnable
+            scenario is drawn."""
+            from fluxmix import graph
+
+            parsed = _parse(app, kind, load_document(app, kind, target))
+            if fmt == "svg":
+                click.echo(graph.to_svg(parsed).decode("utf-8"), nl=False)
+            elif fmt == "dot":
+                click.echo(graph.to_dot(parsed), nl=False)
+            else:
+                click.echo(graph.to_mermaid(parsed), nl=False)
+
     # ---------------------------------------------------------------- untag
     @group.command("untag", cls=FluxmixCommand, short_help="Remove a tag (the blob stays until gc).")
     @click.argument("ref", metavar="NAME:TAG")
