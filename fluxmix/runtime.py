@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 # Runtime states: created -> built -> starting -> running -> stopping -> stopped (or failed).
 # Gear states add "finished": a source whose run() returned on its own (e.g. `count` reached).
-GEAR_STATES = ("built", "starting", "running", "finished", "stopping", "stopped", "failed")
+# "paused": a source stopped by pause_sources() until resume_sources().
+GEAR_STATES = ("built", "starting", "running", "finished", "paused", "stopping", "stopped", "failed")
 
 DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -277,6 +278,7 @@ class Runtime:
         self.first_handled = asyncio.Event()  # set with first_handled_at (the reload gap needs it)
         self.started_at: float | None = None
         self.ready_seconds: float | None = None  # start() duration
+        self.sources_paused = False  # set before start(): the sources start paused (see pause_sources)
         self._slots: dict[str, _GearSlot] = {}
         self._order: list[_GearSlot] = []
         self.wires: dict[str, Wire] = {}
@@ -369,7 +371,10 @@ class Runtime:
             raise
         for slot in backwards:
             if slot.is_source:
-                slot.run_task = asyncio.create_task(self._run_source(slot), name=f"fluxmix source {slot.name}")
+                if self.sources_paused:
+                    slot.state = "paused"
+                else:
+                    slot.run_task = asyncio.create_task(self._run_source(slot), name=f"fluxmix source {slot.name}")
         self.state = "running"
         self.started_at = time.time()
         self.ready_seconds = time.monotonic() - t0
@@ -624,6 +629,56 @@ class Runtime:
                 await wire.close()
             except Exception as exc:
                 log.error("wire %s: close failed: %s", key, exc, extra={"wire": key})
+
+    # ---- pause / resume ----------------------------------------------------------------
+
+    async def pause_sources(self, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> list[str]:
+        """Stop every running source the way a stop does (run() returns, its position is
+        checkpointed, its wires flushed) while every other gear keeps consuming, so what is in
+        flight drains to the sinks. Returns the sources paused; later-started runtimes of this
+        object start paused too. A source whose run() ignores `stopping` is cancelled after
+        `timeout`."""
+        self.sources_paused = True
+        if self.state != "running":
+            return []
+        slots = [s for s in self._order if s.is_source and s.state not in ("paused", "finished", "stopped")]
+        for slot in slots:
+            assert slot.ctx is not None
+            slot.ctx.stopping.set()
+        tasks = [s.run_task for s in slots if s.run_task is not None and not s.run_task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        for slot in slots:
+            await self._stop_gear(slot)
+            slot.started = False  # stopped once: a later stop() must not stop it again
+            slot.state = "paused"
+        return [s.name for s in slots]
+
+    async def resume_sources(self) -> list[str]:
+        """Let paused sources run again. A source that had run gets a fresh instance, started
+        like after a reload, so it continues from its checkpoint (no gear has to support
+        run() twice). Raises GearError when a source cannot start again."""
+        self.sources_paused = False
+        if self.state != "running":
+            return []
+        slots = [s for s in self._order if s.is_source and s.state == "paused"]
+        for slot in slots:
+            if slot.run_task is not None:
+                slot.ctx = _Context(self, slot)
+                try:
+                    slot.gear = slot.cls(slot.name, slot.spec.config, slot.ctx)
+                except Exception as exc:
+                    slot.state = "failed"
+                    slot.last_error = f"cannot be built again: {_detail(exc, slot.name)}"
+                    raise GearError(slot.name, slot.last_error) from exc
+                await self._start_gear(slot)
+            slot.state = "running"
+            slot.run_task = asyncio.create_task(self._run_source(slot), name=f"fluxmix source {slot.name}")
+        return [s.name for s in slots]
 
     # ---- introspection -----------------------------------------------------------------
 

@@ -419,6 +419,11 @@ class Store:
         with self._index.write() as session:
             _state.write_active(session, hash, ref, known_good=known_good)
 
+    def set_paused(self, paused: bool) -> None:
+        """Remember whether the mixer's sources are paused, so a restart comes back paused."""
+        with self._index.write() as session:
+            _state.write_paused(session, paused)
+
     def record_activation(self, entry: JournalEntry) -> int:
         """Append an activation attempt to the journal; returns its id."""
         with self._index.write() as session:

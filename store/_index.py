@@ -60,7 +60,8 @@ class Base(DeclarativeBase):
 
 
 class MetaRow(Base):
-    """Key/value facts about the database itself (schema_version, for future migrations)."""
+    """Key/value facts: schema_version (for future migrations), and small mixer flags
+    (mixer_paused) that need no table of their own."""
 
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)

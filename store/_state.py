@@ -14,12 +14,16 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ._index import CheckpointRow, JournalRow, MixerStateRow
+from ._index import CheckpointRow, JournalRow, MetaRow, MixerStateRow
 from ._refs import check_hex
 
-Outcome = Literal["activated", "rejected", "rolled-back", "unchanged", "failed"]
-OUTCOMES: tuple[str, ...] = ("activated", "rejected", "rolled-back", "unchanged", "failed")
+# paused / resumed: POST /pause and /resume, journaled beside activations so the journal tells
+# the whole story of what the mixer ran and when its sources held still.
+Outcome = Literal["activated", "rejected", "rolled-back", "unchanged", "failed", "paused", "resumed"]
+OUTCOMES: tuple[str, ...] = ("activated", "rejected", "rolled-back", "unchanged", "failed", "paused", "resumed")
 _STATE_ID = 1
+# Kept in the meta key/value table (no schema change): whether the sources are paused.
+PAUSED_KEY = "mixer_paused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class MixerState:
     active_ref: str | None = None
     last_known_good_hash: str | None = None
     updated_at: datetime | None = None
+    paused: bool = False  # sources held still (POST /pause); survives a restart
 
 
 @dataclass(slots=True)
@@ -66,9 +71,19 @@ def _optional_hex(value: str | None) -> str | None:
 
 def read_state(session: Session) -> MixerState:
     row = session.get(MixerStateRow, _STATE_ID)
+    flag = session.get(MetaRow, PAUSED_KEY)
+    paused = flag is not None and flag.value == "1"
     if row is None:
-        return MixerState()
-    return MixerState(row.active_hash, row.active_ref, row.last_known_good_hash, row.updated_at)
+        return MixerState(paused=paused)
+    return MixerState(row.active_hash, row.active_ref, row.last_known_good_hash, row.updated_at, paused=paused)
+
+
+def write_paused(session: Session, paused: bool) -> None:
+    flag = session.get(MetaRow, PAUSED_KEY)
+    if flag is None:
+        session.add(MetaRow(key=PAUSED_KEY, value="1" if paused else "0"))
+    else:
+        flag.value = "1" if paused else "0"
 
 
 def write_active(session: Session, hash_: str | None, ref: str | None, *, known_good: bool) -> None:

@@ -127,6 +127,7 @@ class Activator:
         self.last_reload: JournalEntry | None = None
         self.known_good: LoadedScenario | None = None  # the rollback target
         self._known_good_ref: str | None = None
+        self.paused = False  # every runtime this builds starts with its sources paused (POST /pause)
         self._lock = asyncio.Lock()
         self._gap: _GapWatch | None = None  # the running scenario's pending gap, if any
         self._fresh_gap: _GapWatch | None = None  # ... created by the attempt in progress
@@ -265,6 +266,7 @@ class Activator:
         runtime = Runtime(
             loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store
         )
+        runtime.sources_paused = self.paused
         try:
             await runtime.build()
         except BaseException:

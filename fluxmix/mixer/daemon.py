@@ -26,6 +26,7 @@ from typing import Any
 from fluxmix import __version__
 from fluxmix.errors import ActivationError, FluxmixError, NothingToReload, StoreError
 from fluxmix.gears.catalog import Catalog
+from fluxmix.mixer import events
 from fluxmix.mixer.metrics import RetiredCounters
 from fluxmix.mixer.settings import MixerSettings, is_loopback
 from fluxmix.mixer.watch import FileWatcher
@@ -99,6 +100,7 @@ class Mixer:
         self._watch_lock = asyncio.Lock()
         self.watcher: FileWatcher | None = None
         self._last_polled_hash: str | None = None
+        self.events = events.for_mixer(self)  # GET /events; publishing never waits on a client
 
     # ---- activations ----
 
@@ -112,15 +114,20 @@ class Mixer:
                 raise ActivationError("the mixer is still starting; try again when /readyz answers")
             before = self.activator.current
             started = time.monotonic()
+            self.events.publish("activation-started", {"trigger": trigger, "ref": ref})
             entry = await self.activator.activate(ref, trigger=trigger)
             self._record(entry, before, ref, time.monotonic() - started)
+            self.events.publish("activation-finished", entry.as_dict())
         await self.sync_watch()
         return entry
 
     async def resume(self) -> Any:
         async with self._lock:
             started = time.monotonic()
+            self.events.publish("activation-started", {"trigger": "resume", "ref": None})
             entry = await self.activator.resume()
+            if entry is not None:
+                self.events.publish("activation-finished", entry.as_dict())
             if entry is None:
                 log.info(
                     "no active scenario to resume: idle, waiting for an activation "
@@ -201,6 +208,65 @@ class Mixer:
             },
         )
 
+    # ---- pause / resume ----
+
+    @property
+    def paused(self) -> bool:
+        return bool(getattr(self.activator, "paused", False))
+
+    async def pause_sources(self, *, trigger: str) -> dict[str, Any]:
+        """Hold every source still; the rest of the pipeline drains. Remembered in the store
+        (a reload or restart comes back paused) and journaled when it changes something."""
+        return await self._set_paused(True, trigger=trigger)
+
+    async def resume_sources(self, *, trigger: str) -> dict[str, Any]:
+        return await self._set_paused(False, trigger=trigger)
+
+    async def _set_paused(self, paused: bool, *, trigger: str) -> dict[str, Any]:
+        from fluxmix.store import JournalEntry
+
+        async with self._lock:
+            if self.phase == "stopping":
+                raise ActivationError("the mixer is stopping")
+            if self.phase == "starting" and trigger == "api":
+                raise ActivationError("the mixer is still starting; try again when /readyz answers")
+            changed = self.paused != paused
+            # Stored first: should the process die halfway, it comes back in the state asked for.
+            await asyncio.to_thread(self.store.set_paused, paused)
+            self.activator.paused = paused
+            runtime = self.activator.current
+            loaded = self.activator.current_loaded
+            verb = "paused" if paused else "resumed"
+            problem = None
+            names: list[str] = []
+            if runtime is not None:
+                try:
+                    names = await (runtime.pause_sources(timeout=self.settings.stop_timeout) if paused
+                                   else runtime.resume_sources())
+                except FluxmixError as error:
+                    problem = str(error)
+            if runtime is None:
+                reason = f"sources {verb}: no scenario runs; the next one starts {'paused' if paused else 'normally'}"
+            else:
+                reason = f"sources {verb}: {', '.join(names) if names else 'none were running'}"
+            if problem:
+                reason += f"; {problem}"
+            entry = None
+            if changed or problem:
+                digest = loaded.hash if loaded is not None else None
+                entry = JournalEntry(ts=datetime.now(timezone.utc), trigger=trigger, ref=self.following,
+                                     from_hash=digest, to_hash=digest, outcome=verb,  # type: ignore[arg-type]
+                                     reason=reason)
+                try:
+                    entry.id = await asyncio.to_thread(self.store.record_activation, entry)
+                except Exception:
+                    log.exception("could not journal %s", verb)
+                (log.error if problem else log.info)("%s", reason, extra={"paused": paused, "sources": names})
+            result = {"paused": paused, "changed": changed, "sources": names, "reason": reason,
+                      "error": problem, "entry": entry.as_dict() if entry is not None else None}
+            self.events.publish(verb, result)
+            return result
+
     # ---- triggers: file watch and name:latest polling ----
 
     async def sync_watch(self) -> None:
@@ -280,7 +346,8 @@ class Mixer:
         ok, why = self.brokers.ready
         if not ok:
             return False, why
-        return True, "running"
+        # Paused by the operator is still ready: the API answers and what is in flight drains.
+        return True, "running, sources paused" if self.paused else "running"
 
     def snapshot(self) -> dict[str, Any]:
         loaded = self.activator.current_loaded
@@ -299,6 +366,14 @@ class Mixer:
         status = runtime.status() if runtime is not None else {"gears": {}, "wires": {}}
         return {"scenario": scenario, "runtime": status, "brokers": self.brokers.status()}
 
+    def view(self) -> dict[str, Any]:
+        """What the live page and `hello` event draw: /status plus the scenario's layout."""
+        from fluxmix.graph import layout
+
+        loaded = self.activator.current_loaded
+        return {"status": self.status(), "layout": layout(loaded.scenario) if loaded is not None else None,
+                "can_reload": bool(self.settings.api_token)}
+
     def status(self) -> dict[str, Any]:
         snap = self.snapshot()
         ready, reason = self.readiness()
@@ -307,6 +382,7 @@ class Mixer:
             "state": self.state(),
             "ready": ready,
             "reason": reason,
+            "paused": self.paused,
             "scenario": snap["scenario"],
             "following": self.following,
             "watching": str(self.watcher.path) if self.watcher is not None else None,
@@ -332,6 +408,7 @@ class Mixer:
     async def shutdown(self) -> None:
         """Drain and stop the running scenario (after any activation in progress)."""
         self.phase = "stopping"
+        await self.events.close()
         if self.watcher is not None:
             await self.watcher.stop()
             self.watcher = None
@@ -433,6 +510,7 @@ async def serve(settings: MixerSettings) -> int:
         brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
         activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout,
                               verify_within=settings.verify_within)
+        activator.paused = store.mixer_state().paused  # POST /pause survives a restart
         mixer = Mixer(settings, store, catalog, brokers, activator)
 
         log.info(

@@ -9,6 +9,9 @@
 | GET    | /metrics  | Prometheus text exposition                                       |
 | POST   | /activate | {"ref": "..."} -> the journal entry of the attempt               |
 | POST   | /reload   | re-read the followed reference -> the journal entry              |
+| GET    | /, /view, /static/* | the live page (mixer/page.py) and what it draws        |
+| GET    | /events   | Server-Sent Events of state changes (mixer/events.py)            |
+| POST   | /pause, /resume | hold the sources still / let them go (mixer/control.py)    |
 
 POSTs need `Authorization: Bearer <token>` when the mixer has an --api-token. Every error is
 JSON `{"error": "one line"}`, so clients never parse HTML.
@@ -157,6 +160,11 @@ def create_app(mixer: "Mixer") -> web.Application:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_post("/activate", activate)
     app.router.add_post("/reload", reload)
+    from fluxmix.mixer import control, events, page  # they build on this module's helpers
+
+    events.setup(app, mixer.events, hello=mixer.view)
+    page.setup(app)
+    control.setup(app)
     return app
 
 
