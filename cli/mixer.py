@@ -1,4 +1,4 @@
-"""`fluxmix mixer status|journal|activate|reload`: talk to a running mixer's HTTP API."""
+"""`fluxmix mixer status|journal|activate|reload|pause|resume|top`: talk to a running mixer's HTTP API."""
 
 from __future__ import annotations
 
@@ -228,6 +228,46 @@ def reload_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> No
     """Re-read the followed file or re-resolve name:latest."""
     status, body = _client(url, token, timeout).post("/reload")
     _report_attempt(status, body, as_json)
+
+
+@mixer.command(name="pause")
+@_api_options
+def pause_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Hold the sources still; downstream gears drain what is in flight.
+
+    Remembered by the mixer: a reload or restart comes back paused until `resume`."""
+    _report_toggle(*_client(url, token, timeout).post("/pause"), as_json)
+
+
+@mixer.command(name="resume")
+@_api_options
+def resume_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """Let paused sources emit again (each continues from its checkpoint)."""
+    _report_toggle(*_client(url, token, timeout).post("/resume"), as_json)
+
+
+def _report_toggle(status: int, body: Any, as_json: bool) -> None:
+    if not isinstance(body, dict) or "paused" not in body:
+        reason = body.get("error") if isinstance(body, dict) else str(body)
+        raise MixerApiError(f"the mixer answered {status}: {reason}")
+    if as_json:
+        _print_json(body)
+    else:
+        click.echo(body["reason"] + ("" if body.get("changed") else " (no change)"))
+    if body.get("error"):
+        raise MixerApiError(str(body["error"]))
+
+
+@mixer.command(name="top")
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts).")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True,
+              help="Seconds between frames.")
+@_api_options
+def top_cmd(once: bool, interval: float, url: str, token: str | None, timeout: float, as_json: bool) -> None:
+    """A live view of gears and wires with rates, like `vector top`; q or Ctrl-C quits."""
+    from fluxmix.cli.top import run_top
+
+    run_top(_client(url, token, min(timeout, 10.0)), once=once, interval=interval, as_json=as_json)
 
 
 def _looks_like_path(ref: str) -> bool:

@@ -1,0 +1,155 @@
+"""Pause and resume: sources hold still, what is in flight drains, and the state survives a
+reload and a restart. Runtime-level tests over real memory wires and the real `file-in` and
+`generate` gears, then the real `fluxmix-mixer` with `fluxmix mixer pause|resume`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+import test_runtime_helpers as h
+from fluxmix.gears.catalog import Catalog
+from fluxmix.runtime import Runtime
+from fluxmix.transports.memory import MemoryBroker
+from test_mixer_daemon import MixerProcess, read_lines, run_fluxmix, scenario_yaml, wait_until
+from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> None:
+    h.reset()
+
+
+def runtime(scen: Any, checkpoints: Any) -> Runtime:
+    cat = Catalog.default()
+    cat.register("t-collect", h.Collect)
+    return Runtime(scen, "e" * 64, catalog=cat, brokers={"memory": MemoryBroker(queue_size=8)}, checkpoints=checkpoints)
+
+
+async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resume_loses_nothing(tmp_path: Path) -> None:
+    lines = tmp_path / "in.jsonl"
+    lines.write_text("".join(json.dumps({"seq": i}) + "\n" for i in range(1, 1201)))
+    scen = h.scenario("pz", [("src", "file-in", {"path": str(lines)}), ("sink", "t-collect", {"delay": 0.001})],
+                      [("src.out", "sink.in", {"queue_size": 16})])
+    rt = runtime(scen, h.MemoryCheckpoints())
+    await rt.build()
+    await rt.start()
+    await h.wait_until(lambda: len(h.SEEN["sink"]) >= 100)
+    paused = await rt.pause_sources()
+    assert paused == ["src"]
+    status = rt.status()["gears"]
+    assert status["src"]["state"] == "paused"
+    emitted = status["src"]["emitted"]
+    assert emitted < 1200, "the source was still reading when paused"
+    # In flight when paused (up to a queue's worth): it still reaches the sink...
+    await h.wait_until(lambda: len(h.SEEN["sink"]) == emitted)
+    # ... and nothing new is emitted while paused (the sink stays idle for a while).
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        assert rt.status()["gears"]["src"]["emitted"] == emitted
+    assert len(h.SEEN["sink"]) == emitted
+    assert await rt.pause_sources() == []  # idempotent
+    assert await rt.resume_sources() == ["src"]
+    await h.wait_until(lambda: len(h.SEEN["sink"]) == 1200)
+    await rt.stop()
+    assert [b["seq"] for b in h.SEEN["sink"]] == list(range(1, 1201))  # each line once, in order
+
+
+async def test_a_runtime_built_paused_starts_its_sources_only_on_resume() -> None:
+    scen = h.scenario("pz2", [("src", "generate", {"count": 50}), ("sink", "t-collect", {})], [("src.out", "sink.in")])
+    rt = runtime(scen, h.MemoryCheckpoints())
+    rt.sources_paused = True
+    await rt.build()
+    await rt.start()
+    await asyncio.sleep(0.05)
+    assert rt.status()["gears"]["src"]["state"] == "paused" and not h.SEEN["sink"]
+    await rt.resume_sources()
+    await h.wait_until(lambda: len(h.SEEN["sink"]) == 50)
+    report = await rt.stop()
+    assert not report.timed_out and rt.status()["gears"]["src"]["state"] == "stopped"
+
+
+async def test_stop_while_paused_is_clean() -> None:
+    scen = h.scenario("pz3", [("src", "generate", {"rate": 500}), ("sink", "t-collect", {})], [("src.out", "sink.in")])
+    rt = runtime(scen, h.MemoryCheckpoints())
+    await rt.build()
+    await rt.start()
+    await h.wait_until(lambda: len(h.SEEN["sink"]) >= 5)
+    await rt.pause_sources()
+    report = await rt.stop(timeout=5)
+    assert not report.timed_out
+    assert {g["state"] for g in rt.status()["gears"].values()} == {"stopped"}
+
+
+# ---- the real mixer ----------------------------------------------------------------------------
+
+
+def fluxmix(proc: MixerProcess, home: Path, cwd: Path, *args: str) -> Any:
+    done = run_fluxmix(home, cwd, "mixer", *args, "--url", proc.url)
+    return done
+
+
+def test_pause_resume_through_the_cli_survives_reload_and_restart(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]  # noqa: F811
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "hello.yaml"
+    path.write_text(scenario_yaml(out, rate=200))
+    mixer = start_mixer("-s", str(path))
+    mixer.wait_ready()
+    wait_until(lambda: len(read_lines(out)) >= 20, "some output", proc=mixer)
+
+    done = fluxmix(mixer, home, tmp_path, "pause")
+    assert done.returncode == 0, done.stderr
+    assert "paused" in done.stdout
+    status = mixer.status()
+    assert status["paused"] is True and status["gears"]["source"]["state"] == "paused"
+    emitted = status["gears"]["source"]["emitted"]
+    ready = mixer.get("/readyz")
+    assert ready["reason"] == "running, sources paused"
+    # Everything emitted before the pause reaches the sink; nothing after it.
+    wait_until(lambda: len(read_lines(out)) == emitted, "in-flight messages to reach the sink", proc=mixer)
+    wait_until(lambda: mixer.status()["gears"]["sink"]["handled"] == emitted, "the sink to settle", proc=mixer)
+    assert mixer.status()["gears"]["source"]["emitted"] == emitted
+
+    # A reload (file edit) brings the new scenario up paused.
+    path.write_text(scenario_yaml(out, rate=200, version="v2"))
+    mixer.wait_journal(lambda e: e["outcome"] == "activated" and e["trigger"] == "watch", "the reload")
+    status = mixer.status()
+    assert status["paused"] is True and status["gears"]["source"]["state"] == "paused"
+    assert status["gears"]["source"]["emitted"] == 0
+
+    # A restart too (no -s: resume what was active).
+    assert mixer.stop() == 0
+    mixer = start_mixer()
+    status = mixer.wait_ready()
+    assert status["paused"] is True and status["gears"]["source"]["state"] == "paused"
+    count = len(read_lines(out))
+    assert count == emitted
+
+    done = fluxmix(mixer, home, tmp_path, "resume")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: len(read_lines(out)) > count + 10, "output after resume", proc=mixer)
+    seqs = [line["seq"] for line in read_lines(out)]
+    assert seqs == list(range(1, len(seqs) + 1)), "a gap or a repeat across pause, reload, restart"
+    outcomes = [(e["trigger"], e["outcome"]) for e in mixer.journal()]
+    assert ("api", "paused") in outcomes and ("api", "resumed") in outcomes
+    assert mixer.stop() == 0
+
+
+def test_pause_needs_the_token_like_activate(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:  # noqa: F811
+    mixer = start_mixer(token="s3cret")
+    mixer.wait_ready()
+    for path in ("/pause", "/resume"):
+        status, body = mixer.request("POST", path)
+        assert status == 401, body
+    status, body = mixer.post("/pause")
+    assert status == 200 and body["paused"] is True and body["changed"] is True
+    assert "no scenario runs" in body["reason"]
+    status, body = mixer.post("/pause")
+    assert status == 200 and body["changed"] is False and body["entry"] is None
+    assert mixer.get("/status")["paused"] is True
