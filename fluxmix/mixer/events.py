@@ -52,6 +52,15 @@ class Subscriber:
     dropped: bool = False
     close: Callable[[], None] = lambda: None
 
+    def end(self) -> None:
+        """Cut the client off: its connection is aborted (a write in progress fails at once) and
+        a handler waiting for the next event wakes up (the empty frame) and sees `dropped`."""
+        self.dropped = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(b"")
+        with contextlib.suppress(Exception):
+            self.close()
+
 
 def encode(event_id: int, kind: str, data: Any) -> bytes:
     payload = json.dumps(data, default=str, separators=(",", ":"))
@@ -89,8 +98,7 @@ class EventBus:
         self.subscribers.discard(sub)
         self.dropped_total += 1
         log.warning("dropping an /events client that fell %d events behind", self.queue_size)
-        with contextlib.suppress(Exception):
-            sub.close()
+        sub.end()
 
     # ---- subscribers ----
 
@@ -113,8 +121,7 @@ class EventBus:
         self.closed = True
         for sub in list(self.subscribers):
             self.unsubscribe(sub)
-            with contextlib.suppress(Exception):
-                sub.close()
+            sub.end()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,6 +214,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 frame = await asyncio.wait_for(sub.queue.get(), HEARTBEAT)
             except TimeoutError:
                 frame = b": keepalive\n\n"
+            if sub.dropped:
+                break
             await response.write(frame)
     except (ConnectionError, RuntimeError):
         pass  # the client went away, or was dropped (its transport aborted)

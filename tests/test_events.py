@@ -1,0 +1,182 @@
+"""GET /events: Server-Sent Events from the real mixer, and a stuck client dropped without
+slowing anything (the bus over a real aiohttp server and a socket that never reads)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from fluxmix.mixer import events
+from test_mixer_daemon import MixerProcess, atomic_write, read_lines, scenario_yaml, wait_until
+from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+
+
+class EventReader:
+    """Reads an SSE stream in a thread: (id, event, data) tuples as they arrive."""
+
+    def __init__(self, host: str, port: int, path: str = "/events") -> None:
+        self.events: list[tuple[int, str, Any]] = []
+        self.closed = threading.Event()
+        self.conn = http.client.HTTPConnection(host, port, timeout=60)
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200
+        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        fields: dict[str, str] = {}
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if not line:
+                    if "event" in fields:
+                        self.events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
+                    fields = {}
+                elif not line.startswith(":"):
+                    key, _, value = line.partition(": ")
+                    fields[key] = value
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        finally:
+            self.closed.set()
+
+    def kinds(self) -> list[str]:
+        return [kind for _, kind, _ in self.events]
+
+    def close(self) -> None:
+        """Hang up, let the reader thread see the end, then release the connection."""
+        if self.conn.sock is not None:
+            try:
+                self.conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(10)
+        self.conn.close()
+
+
+def test_stream_says_hello_reports_a_reload_in_order_and_ticks_counters(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]  # noqa: F811
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "hello.yaml"
+    path.write_text(scenario_yaml(out, rate=100))
+    mixer = start_mixer("-s", str(path))
+    mixer.wait_ready()
+    reader = EventReader("127.0.0.1", mixer.port)
+    try:
+        wait_until(lambda: reader.kinds().count("counters") >= 2, "two counters events", proc=mixer)
+        first = reader.events[0]
+        assert first[1] == "hello"
+        assert set(first[2]["layout"]["nodes"][i]["name"] for i in range(4)) == {"source", "stamp", "keep", "sink"}
+        assert first[2]["status"]["scenario"]["name"] == "hello"
+        ticks = [data for _, kind, data in reader.events if kind == "counters"]
+        assert ticks[-1]["gears"]["sink"]["handled"] >= ticks[0]["gears"]["sink"]["handled"]
+        assert {"state", "ready", "paused", "gears", "wires"} <= set(ticks[0])
+
+        atomic_write(path, scenario_yaml(out, rate=100, version="v2"))
+        wait_until(lambda: "activation-finished" in reader.kinds(), "activation-finished", proc=mixer)
+        kinds = reader.kinds()
+        started, finished = kinds.index("activation-started"), kinds.index("activation-finished")
+        assert started < finished
+        assert reader.events[started][2]["trigger"] == "watch"
+        entry = reader.events[finished][2]
+        assert entry["outcome"] == "activated" and entry["trigger"] == "watch"
+        assert entry["id"] == mixer.journal()[0]["id"]  # the journal entry itself
+        ids = [event_id for event_id, _, _ in reader.events[1:]]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids), "events arrive in order"
+
+        # Gear state changes are reported too: pause makes the source `paused`.
+        assert mixer.post("/pause")[0] == 200
+        wait_until(lambda: any(k == "gear-state" and d["gear"] == "source" and d["state"] == "paused"
+                               for _, k, d in reader.events), "gear-state paused", proc=mixer)
+        assert "paused" in reader.kinds()
+        wait_until(lambda: read_lines(out) and mixer.status()["gears"]["sink"]["handled"]
+                   == mixer.status()["gears"]["source"]["emitted"], "drained", proc=mixer)
+    finally:
+        reader.close()
+    # The mixer stops promptly although a client was streaming (shutdown ends the streams).
+    assert mixer.stop() == 0
+
+
+async def test_a_stuck_client_is_dropped_and_never_slows_publishing() -> None:
+    bus = events.EventBus(None, queue_size=4)
+    app = web.Application()
+    events.setup(app, bus)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    received: list[int] = []
+    try:
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")  # ... and never reads
+        r, w = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        w.write(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        await w.drain()
+
+        async def read_good() -> None:
+            while True:
+                line = await r.readline()
+                if not line:
+                    return
+                if line.startswith(b"id: "):
+                    received.append(int(line[4:]))
+
+        good = asyncio.create_task(read_good())
+        async with asyncio.timeout(10):
+            while len(bus.subscribers) < 2:
+                await asyncio.sleep(0.01)
+        big = {"pad": "x" * 65536}
+        published = 0
+        async with asyncio.timeout(30):
+            while bus.dropped_total == 0:
+                bus.publish("counters", big)  # synchronous: it cannot wait on a client
+                published += 1
+                await asyncio.sleep(0.005)  # the good client keeps up
+        assert bus.dropped_total == 1 and len(bus.subscribers) == 1
+        # The healthy client got every event, in order, and keeps getting them.
+        bus.publish("counters", {"last": True})
+        async with asyncio.timeout(10):
+            while not received or received[-1] != published + 1:
+                await asyncio.sleep(0.01)
+        assert received == [0, *range(1, published + 2)]  # hello is id 0
+        # The stuck client's connection was closed by the mixer.
+        stuck.settimeout(10)
+        await asyncio.to_thread(read_until_closed, stuck)
+        good.cancel()
+        w.close()
+    finally:
+        stuck.close()
+        await bus.close()
+        await runner.cleanup()
+
+
+def read_until_closed(sock: socket.socket) -> None:
+    """Read what the server had sent until it closes the connection (EOF or reset); a socket
+    still open after the timeout raises."""
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            return
+        if not chunk:
+            return
+
+
+def test_publish_order_and_ids_without_clients() -> None:
+    bus = events.EventBus(None)
+    bus.publish("x", {})  # nobody listens: nothing queued, nothing fails
+    frame = events.encode(7, "gear-state", {"gear": "a"})
+    assert frame == b'id: 7\nevent: gear-state\ndata: {"gear":"a"}\n\n'
