@@ -4,7 +4,7 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const COL_W = 320, ROW_H = 110, NODE_W = 170, NODE_H = 84, PAD = 30;
+const COL_W = 290, ROW_H = 110, NODE_W = 170, NODE_H = 84, PAD = 30;
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 
@@ -37,9 +37,11 @@ function draw(view) {
   const svg = $("graph");
   svg.replaceChildren();
   $("empty").hidden = !!layout;
-  if (!layout) { svg.setAttribute("width", 0); svg.setAttribute("height", 0); return; }
-  svg.setAttribute("width", PAD * 2 + (layout.columns - 1) * COL_W + NODE_W);
-  svg.setAttribute("height", PAD * 2 + (layout.rows - 1) * ROW_H + NODE_H);
+  if (!layout) { svg.removeAttribute("viewBox"); return; }
+  // Scaled to the panel's width (viewBox), so a long pipeline stays in view.
+  const width = PAD * 2 + (layout.columns - 1) * COL_W + NODE_W, height = PAD * 2 + (layout.rows - 1) * ROW_H + NODE_H;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.style.maxWidth = width * 1.5 + "px";
   const where = Object.fromEntries(layout.nodes.map((n) => [n.name, position(n)]));
   const pairs = {};
   for (const edge of layout.edges) {
@@ -51,9 +53,12 @@ function draw(view) {
     const g = el("g", { class: "wire " + edge.transport, "data-wire": edge.key });
     g.append(el("path", { d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2 - 6},${y2}` }));
     g.append(el("path", { d: `M${x2 - 8},${y2 - 4} L${x2},${y2} L${x2 - 8},${y2 + 4}` }));
-    const ly = (y1 + y2) / 2 - 18 + nth * 24;  // above the line
-    g.append(el("text", { x: mid, y: ly, "text-anchor": "middle" }, `${edge.from_port} → ${edge.to_port}`));
-    g.append(el("text", { x: mid, y: ly + 11, "text-anchor": "middle", "data-field": "rate" }, ""));
+    // Above a straight wire; by the target for a bent one (fan-out labels then sit row by row).
+    const bent = Math.abs(y2 - y1) > 12;
+    const lx = bent ? x2 - (COL_W - NODE_W) / 2 + 4 : mid;
+    const ly = bent ? b.y + NODE_H / 2 - 18 - nth * 26 : (y1 + y2) / 2 - 18 + nth * 26;
+    g.append(el("text", { x: lx, y: ly, "text-anchor": "middle" }, `${edge.from_port} → ${edge.to_port}`));
+    g.append(el("text", { x: lx, y: ly + 11, "text-anchor": "middle", "data-field": "rate" }, ""));
     svg.append(g);
   }
   for (const node of layout.nodes) {
@@ -106,7 +111,7 @@ function update(status) {
     let rate = null;
     if (lastWires && lastWires[key] && now > lastAt) rate = Math.max(0, (wire.received - lastWires[key].received) / (now - lastAt));
     const depth = wire.in_queue !== undefined ? `q ${fmt(wire.in_queue)}` : (wire.pending !== undefined ? `lag ${fmt(wire.pending)}` : "");
-    g.querySelector('[data-field="rate"]').textContent = `${rate === null ? "…" : fmt(rate) + "/s"}  ${depth}  (${fmt(wire.received)})`;
+    g.querySelector('[data-field="rate"]').textContent = `${rate === null ? "…" : fmt(rate) + "/s"}  ${depth}`;
     const full = typeof wire.capacity === "number" && wire.in_queue >= wire.capacity;
     g.setAttribute("class", `wire ${wire.transport}${full ? " full" : ""}`);
   }
