@@ -28,7 +28,7 @@ from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
+DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
 
 
 def k8s(name: str) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     health = next(args for k, args in steps if k == "HEALTHCHECK")
     assert f"127.0.0.1:{exposed}/healthz" in health
     # Everything the build copies exists and is not excluded by .dockerignore.
-    allowed = {line.strip("!/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    allowed = {line.strip("!/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")}
     for k, args in steps:
         if k == "COPY" and not args.startswith("--from"):
             for source in args.split()[:-1]:
