@@ -11,11 +11,19 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 from aiohttp import web
 
+from fluxmix.errors import NatsUnavailableError
 from fluxmix.mixer import events
+from fluxmix.transports.embedded import EmbeddedNats
 from test_mixer_daemon import MixerProcess, atomic_write, read_lines, scenario_yaml, wait_until
 from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+
+try:
+    from tests.nats_fixtures import nats_unavailable
+except ModuleNotFoundError:
+    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
 
 
 class EventReader:
@@ -180,3 +188,62 @@ def test_publish_order_and_ids_without_clients() -> None:
     bus.publish("x", {})  # nobody listens: nothing queued, nothing fails
     frame = events.encode(7, "gear-state", {"gear": "a"})
     assert frame == b'id: 7\nevent: gear-state\ndata: {"gear":"a"}\n\n'
+
+
+@pytest.mark.nats
+async def test_nats_disconnect_and_reconnect_are_events(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess], unique_name: str  # noqa: F811
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = EmbeddedNats(tmp_path / "nats", port=port)  # the same port after the restart
+    try:
+        url = await server.start()
+    except NatsUnavailableError as exc:
+        nats_unavailable(str(exc))
+    reader = None
+    try:
+        path = tmp_path / "flow.yaml"
+        path.write_text(scenario_yaml(tmp_path / "out.jsonl", name=unique_name, rate=50)
+                        .replace("transport: memory", "transport: standard"))
+        mixer = start_mixer("-s", str(path), "--nats-url", url)
+        mixer.wait_ready()
+        reader = EventReader("127.0.0.1", mixer.port)
+        wait_until(lambda: "counters" in reader.kinds(), "a counters event", proc=mixer)
+        assert reader.events[0][2]["status"]["brokers"]["standard"]["state"] == "connected"
+
+        def nats_states() -> list[str]:
+            return [data["state"] for _, kind, data in reader.events if kind == "nats"]
+
+        await server.stop()
+        wait_until(lambda: "disconnected" in nats_states(), "a nats disconnected event", proc=mixer)
+        await server.start()
+        wait_until(lambda: nats_states()[-1:] == ["connected"], "a nats connected event", proc=mixer)
+        assert nats_states() == ["disconnected", "connected"]
+        assert mixer.stop() == 0
+    finally:
+        if reader is not None:
+            reader.close()
+        await server.stop()
+
+
+def test_changes_between_snapshots_become_events_in_order() -> None:
+    bus = events.EventBus(None)
+    seen: list[tuple[str, Any]] = []
+    bus.publish = lambda kind, data: seen.append((kind, data))  # type: ignore[method-assign]
+
+    def snap(state: str, depth: int, nats: str) -> dict[str, Any]:
+        return {"scenario": {"hash": "a"}, "gears": {"src": {"state": state}},
+                "wires": {"src.out->sink.in": {"in_queue": depth, "capacity": 4}},
+                "brokers": {"standard": {"state": nats}}}
+
+    bus._compare(snap("running", 0, "connected"), snap("running", 4, "connected"))
+    bus._compare(snap("running", 4, "connected"), snap("paused", 1, "disconnected"))
+    assert [(k, d.get("state")) for k, d in seen] == [
+        ("backpressure", "on"), ("gear-state", "paused"), ("backpressure", "off"), ("nats", "disconnected")]
+    seen.clear()
+    other = snap("running", 0, "connected")
+    other["scenario"] = {"hash": "b"}  # a reload: every gear of the new runtime is announced
+    bus._compare(snap("paused", 0, "connected"), other)
+    assert seen == [("gear-state", {"gear": "src", "state": "running", "was": None, "last_error": None})]
