@@ -124,9 +124,9 @@ class Mixer:
     async def resume(self) -> Any:
         async with self._lock:
             started = time.monotonic()
-            self.events.publish("activation-started", {"trigger": "resume", "ref": None})
             entry = await self.activator.resume()
-            if entry is not None:
+            if entry is not None:  # nothing to resume is no activation: no events
+                self.events.publish("activation-started", {"trigger": "resume", "ref": entry.ref})
                 self.events.publish("activation-finished", entry.as_dict())
             if entry is None:
                 log.info(
