@@ -153,3 +153,4 @@ def test_pause_needs_the_token_like_activate(tmp_path: Path, start_mixer: Callab
     status, body = mixer.post("/pause")
     assert status == 200 and body["changed"] is False and body["entry"] is None
     assert mixer.get("/status")["paused"] is True
+    assert "fluxmix_paused 1.0" in mixer.request("GET", "/metrics")[1]

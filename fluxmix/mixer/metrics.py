@@ -110,6 +110,8 @@ class MixerCollector(Collector):
         yield GaugeMetricFamily("fluxmix_up", "the mixer process is alive", value=1)
         yield GaugeMetricFamily("fluxmix_ready", "1 when /readyz answers 200", value=1 if mixer.readiness()[0] else 0)
         yield GaugeMetricFamily("fluxmix_uptime_seconds", "seconds since the mixer started", value=mixer.uptime)
+        yield GaugeMetricFamily("fluxmix_paused", "1 while the sources are paused (POST /pause)",
+                                value=1 if getattr(mixer, "paused", False) else 0)
 
         # gears
         gears = status.get("gears") or {}
