@@ -154,3 +154,17 @@ def test_pause_needs_the_token_like_activate(tmp_path: Path, start_mixer: Callab
     assert status == 200 and body["changed"] is False and body["entry"] is None
     assert mixer.get("/status")["paused"] is True
     assert "fluxmix_paused 1.0" in mixer.request("GET", "/metrics")[1]
+
+
+def test_the_paused_flag_is_kept_by_the_store_across_opens(tmp_path: Path) -> None:
+    from fluxmix.store import open_store
+
+    with open_store(tmp_path / "home") as store:
+        assert store.mixer_state().paused is False
+        store.set_paused(True)
+        store.set_active("a" * 64, "flow:latest", known_good=True)  # other state leaves it be
+    with open_store(tmp_path / "home") as store:
+        state = store.mixer_state()
+        assert state.paused is True and state.active_ref == "flow:latest"
+        store.set_paused(False)
+        assert store.mixer_state().paused is False
