@@ -149,3 +149,22 @@ def assert_not_blank(png: Path) -> None:
         colours.update(line[i:i + 3] for i in range(0, len(line), bpp * 5))
     assert width > 100 and height > 100
     assert len(colours) > 20, f"the screenshot looks blank ({len(colours)} distinct colours)"
+
+
+def test_an_idle_page_draws_a_scenario_activated_later(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess], browser: Any  # noqa: F811
+) -> None:
+    mixer = start_mixer()  # idle: nothing to resume
+    mixer.wait_ready()
+    page = browser.new_page()
+    page.goto(mixer.url + "/")
+    page.wait_for_selector("#empty", state="visible", timeout=15000)
+    assert page.locator("g.gear").count() == 0
+    path = tmp_path / "hello.yaml"
+    path.write_text(scenario_yaml(tmp_path / "out.jsonl", rate=20))
+    status, entry = mixer.post("/activate", {"ref": str(path)})
+    assert status == 200, entry
+    page.wait_for_function("() => document.querySelectorAll('g.gear').length === 4", timeout=15000)
+    assert page.locator("#empty").is_hidden()
+    page.wait_for_function("() => [...document.querySelectorAll('#journal li')].some(li => li.textContent.startsWith('activated'))",
+                           timeout=15000)
