@@ -68,7 +68,7 @@ def test_page_draws_every_gear_and_counters_move_without_reload(
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     page.goto(mixer.url + "/")
-    page.wait_for_selector("g.gear", timeout=15000)
+    page.wait_for_selector("g.gear", timeout=30000)
     drawn = sorted(page.locator("g.gear").evaluate_all("nodes => nodes.map(n => n.dataset.gear)"))
     assert drawn == gears, "every gear of the running scenario is drawn"
     assert page.locator("g.wire").count() == len(status["wires"])
@@ -76,14 +76,14 @@ def test_page_draws_every_gear_and_counters_move_without_reload(
 
     counter = page.locator('g.gear[data-gear="sink"] [data-field="counts"]')
     page.wait_for_function("() => document.querySelector('g.gear[data-gear=\"sink\"] [data-field=\"counts\"]').textContent !== ''",
-                           timeout=15000)
+                           timeout=30000)
     before = counter.text_content()
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     # The counter changes within a few seconds, pushed over /events: no reload of the page.
     page.wait_for_function(
         "(before) => document.querySelector('g.gear[data-gear=\"sink\"] [data-field=\"counts\"]').textContent !== before",
-        arg=before, timeout=10000,
+        arg=before, timeout=30000,
     )
     assert counter.text_content() != before and not navigations
     assert page.locator("#ready").text_content() == "ready"
@@ -92,8 +92,8 @@ def test_page_draws_every_gear_and_counters_move_without_reload(
 
     # Pausing shows on the page (pushed, no reload).
     assert mixer.post("/pause")[0] == 200
-    page.wait_for_selector("#paused", state="visible", timeout=10000)
-    page.wait_for_selector('g.gear.paused[data-gear="source"]', timeout=10000)
+    page.wait_for_selector("#paused", state="visible", timeout=30000)
+    page.wait_for_selector('g.gear.paused[data-gear="source"]', timeout=30000)
 
     shot = tmp_path / "page.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -112,14 +112,14 @@ def test_reload_button_only_with_a_configured_and_supplied_token(
     mixer.wait_ready()
     page = browser.new_page()
     page.goto(mixer.url + "/")
-    page.wait_for_selector("g.gear", timeout=15000)
+    page.wait_for_selector("g.gear", timeout=30000)
     assert page.locator("#reload").is_hidden()
     page.goto(mixer.url + "/#token=s3cret")
     page.reload()
-    page.wait_for_selector("#reload", state="visible", timeout=15000)
+    page.wait_for_selector("#reload", state="visible", timeout=30000)
     page.click("#reload")
     page.wait_for_function("() => [...document.querySelectorAll('#events li')].some(li => li.textContent.includes('reload: unchanged'))",
-                           timeout=15000)
+                           timeout=30000)
     assert mixer.journal()[0]["outcome"] == "unchanged"
 
 
@@ -158,13 +158,13 @@ def test_an_idle_page_draws_a_scenario_activated_later(
     mixer.wait_ready()
     page = browser.new_page()
     page.goto(mixer.url + "/")
-    page.wait_for_selector("#empty", state="visible", timeout=15000)
+    page.wait_for_selector("#empty", state="visible", timeout=30000)
     assert page.locator("g.gear").count() == 0
     path = tmp_path / "hello.yaml"
     path.write_text(scenario_yaml(tmp_path / "out.jsonl", rate=20))
     status, entry = mixer.post("/activate", {"ref": str(path)})
     assert status == 200, entry
-    page.wait_for_function("() => document.querySelectorAll('g.gear').length === 4", timeout=15000)
+    page.wait_for_function("() => document.querySelectorAll('g.gear').length === 4", timeout=30000)
     assert page.locator("#empty").is_hidden()
     page.wait_for_function("() => [...document.querySelectorAll('#journal li')].some(li => li.textContent.startsWith('activated'))",
-                           timeout=15000)
+                           timeout=30000)
