@@ -98,6 +98,8 @@ def render_status(data: dict[str, Any]) -> str:
     ready = "ready" if data.get("ready") else f"not ready: {data.get('reason')}"
     scenario = data.get("scenario")
     facts: list[tuple[str, str]] = [("state", f"{data.get('state')} ({ready})")]
+    if data.get("paused"):
+        facts.append(("paused", "yes: sources hold still (`fluxmix mixer resume`)"))
     if scenario:
         facts.append(("scenario", f"{scenario.get('name')}:{scenario.get('tag') or '-'}  sha256:{_short(scenario.get('hash'))}"))
     else:

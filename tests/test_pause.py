@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,6 +110,8 @@ def test_pause_resume_through_the_cli_survives_reload_and_restart(
     status = mixer.status()
     assert status["paused"] is True and status["gears"]["source"]["state"] == "paused"
     emitted = status["gears"]["source"]["emitted"]
+    shown = fluxmix(mixer, home, tmp_path, "status")
+    assert shown.returncode == 0 and re.search(r"^paused +yes", shown.stdout, re.M), shown.stdout
     ready = mixer.get("/readyz")
     assert ready["reason"] == "running, sources paused"
     # Everything emitted before the pause reaches the sink; nothing after it.
