@@ -171,3 +171,24 @@ def test_the_paused_flag_is_kept_by_the_store_across_opens(tmp_path: Path) -> No
         assert state.paused is True and state.active_ref == "flow:latest"
         store.set_paused(False)
         assert store.mixer_state().paused is False
+
+
+def test_a_paused_mixer_activates_without_verifying_expectations(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]  # noqa: F811
+) -> None:
+    """Paused sources emit nothing, so `--verify-within` would roll back a good scenario: it is
+    activated unverified, and the journal says why."""
+    try:
+        from test_expectations import generate_scenario
+    except ImportError:
+        from tests.test_expectations import generate_scenario  # type: ignore[no-redef]
+    mixer = start_mixer("--verify-within", "2s", "--no-watch")
+    mixer.wait_ready()
+    assert mixer.post("/pause")[0] == 200
+    path = tmp_path / "good.yaml"
+    path.write_text(generate_scenario("good", "seq > 0", "sink.handled >= 5 within 20s"))
+    done = run_fluxmix(home, tmp_path, "mixer", "activate", str(path), "--url", mixer.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    entry = mixer.journal()[0]
+    assert entry["outcome"] == "activated" and "not verified: the sources are paused" in entry["reason"]
+    assert mixer.status()["gears"]["source"]["state"] == "paused"
