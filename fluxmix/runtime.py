@@ -57,6 +57,22 @@ class CheckpointStore(Protocol):
     def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None: ...
 
 
+class MemoryCheckpoints:
+    """A CheckpointStore in a dict: for offline runs (`fluxmix scenario test`) and tests, where
+    positions must not outlive the run."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Any] = {}
+        self.saves = 0
+
+    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None:
+        return self.values.get((scenario_name, gear))
+
+    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
+        self.saves += 1
+        self.values[(scenario_name, gear)] = value
+
+
 @dataclass(frozen=True, slots=True)
 class StopReport:
     drained: int  # deliveries completed on the wires while stopping (one per wire a message crossed)

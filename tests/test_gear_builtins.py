@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from fluxmix.gears.catalog import BUILTINS, Catalog
-from fluxmix.runtime import Runtime
+from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.scenario import Endpoint, GearSpec, Scenario, WireSpec
 from fluxmix.transports.memory import MemoryBroker
 
@@ -32,16 +32,6 @@ def test_declarations_are_complete(type_name: str) -> None:
         assert port.description, f"{type_name} port {port.name} has no description"
 
 
-class Checkpoints:
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-
-    def load_checkpoint(self, scenario_name: str, gear: str) -> Any:
-        return self.values.get((scenario_name, gear))
-
-    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
-        self.values[(scenario_name, gear)] = value
-
 
 def scenario(gears: list[tuple[str, str, dict[str, Any]]], wires: list[tuple[str, str]], **options: Any) -> Scenario:
     def endpoint(text: str) -> Endpoint:
@@ -59,7 +49,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def run_until_written(scen: Scenario, checkpoints: Checkpoints, done: Any) -> None:
+async def run_until_written(scen: Scenario, checkpoints: MemoryCheckpoints, done: Any) -> None:
     rt = Runtime(scen, "a" * 64, catalog=CATALOG, brokers={"memory": MemoryBroker(queue_size=4)}, checkpoints=checkpoints)
     await rt.build()
     await rt.start()
@@ -96,7 +86,7 @@ async def test_generate_map_filter_route_file_out_on_the_runtime(tmp_path: Path)
             ("split.default", "show.in"),
         ],
     )
-    cps = Checkpoints()
+    cps = MemoryCheckpoints()
     await run_until_written(scen, cps, lambda: len(lines(big)) + len(lines(small)) + len(lines(rejected)) == 40)
     assert [b["seq"] for b in lines(big)] == list(range(20, 41, 2))
     assert [b["seq"] for b in lines(small)] == list(range(2, 19, 2))
@@ -112,7 +102,7 @@ async def test_file_in_to_file_out_resumes_on_the_runtime(tmp_path: Path) -> Non
         [("read", "file-in", {"path": str(src), "follow": True, "poll_interval": 0.01}), ("write", "file-out", {"path": str(dst)})],
         [("read.out", "write.in")],
     )
-    cps = Checkpoints()
+    cps = MemoryCheckpoints()
     await run_until_written(scen, cps, lambda: len(lines(dst)) == 5)
     with open(src, "a") as f:
         f.write(json.dumps({"n": 5}) + "\n")
@@ -130,7 +120,7 @@ async def test_python_source_runs_on_the_runtime(tmp_path: Path) -> None:
         ],
         [("cd.out", "write.in")],
     )
-    await run_until_written(scen, Checkpoints(), lambda: len(lines(dst)) == 4)
+    await run_until_written(scen, MemoryCheckpoints(), lambda: len(lines(dst)) == 4)
     assert [b["n"] for b in lines(dst)] == [4, 3, 2, 1]
 
 
@@ -147,7 +137,7 @@ async def test_an_expression_that_fails_sends_the_message_to_the_error_port(tmp_
         max_deliver=2,
         retry_delay=0,
     )
-    await run_until_written(scen, Checkpoints(), lambda: len(lines(ok)) + len(lines(errors)) == 6)
+    await run_until_written(scen, MemoryCheckpoints(), lambda: len(lines(ok)) + len(lines(errors)) == 6)
     assert [b["seq"] for b in lines(ok)] == [1, 2, 4, 5]
     failed = lines(errors)
     assert [r["body"]["seq"] for r in failed] == [3, 6]

@@ -14,7 +14,7 @@ import pytest
 
 import test_runtime_helpers as h
 from fluxmix.gears.catalog import Catalog
-from fluxmix.runtime import Runtime
+from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.transports.memory import MemoryBroker
 from test_mixer_daemon import MixerProcess, read_lines, run_fluxmix, scenario_yaml, wait_until
 from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
@@ -36,7 +36,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
     lines.write_text("".join(json.dumps({"seq": i}) + "\n" for i in range(1, 1201)))
     scen = h.scenario("pz", [("src", "file-in", {"path": str(lines)}), ("sink", "t-collect", {"delay": 0.001})],
                       [("src.out", "sink.in", {"queue_size": 16})])
-    rt = runtime(scen, h.MemoryCheckpoints())
+    rt = runtime(scen, MemoryCheckpoints())
     await rt.build()
     await rt.start()
     await h.wait_until(lambda: len(h.SEEN["sink"]) >= 100)
@@ -62,7 +62,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
 
 async def test_a_runtime_built_paused_starts_its_sources_only_on_resume() -> None:
     scen = h.scenario("pz2", [("src", "generate", {"count": 50}), ("sink", "t-collect", {})], [("src.out", "sink.in")])
-    rt = runtime(scen, h.MemoryCheckpoints())
+    rt = runtime(scen, MemoryCheckpoints())
     rt.sources_paused = True
     await rt.build()
     await rt.start()
@@ -76,7 +76,7 @@ async def test_a_runtime_built_paused_starts_its_sources_only_on_resume() -> Non
 
 async def test_stop_while_paused_is_clean() -> None:
     scen = h.scenario("pz3", [("src", "generate", {"rate": 500}), ("sink", "t-collect", {})], [("src.out", "sink.in")])
-    rt = runtime(scen, h.MemoryCheckpoints())
+    rt = runtime(scen, MemoryCheckpoints())
     await rt.build()
     await rt.start()
     await h.wait_until(lambda: len(h.SEEN["sink"]) >= 5)

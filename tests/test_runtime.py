@@ -15,7 +15,8 @@ from fluxmix.message import Message, derived_id, source_id
 from fluxmix.runtime import Runtime, topological_order
 from fluxmix.scenario import Scenario, WireSpec
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
-from test_runtime_helpers import Collect, MemoryCheckpoints, wait_until
+from fluxmix.runtime import MemoryCheckpoints
+from test_runtime_helpers import Collect, wait_until
 
 
 @pytest.fixture(autouse=True)

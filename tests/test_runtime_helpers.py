@@ -167,21 +167,6 @@ def scenario(name: str, gears: list[tuple[str, str, dict[str, Any]]], wires: lis
     return Scenario(name=name, gears=tuple(GearSpec(n, t, c) for n, t, c in gears), wires=tuple(wire_specs))
 
 
-class MemoryCheckpoints:
-    """A CheckpointStore in a dict, for runtime tests that are not about the store."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-        self.saves = 0
-
-    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None:
-        return self.values.get((scenario_name, gear))
-
-    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
-        self.saves += 1
-        self.values[(scenario_name, gear)] = value
-
-
 async def wait_until(predicate: Any, *, timeout: float = 10.0) -> None:
     """Poll a condition (correctness wait, not a timing assertion)."""
     async with asyncio.timeout(timeout):

@@ -13,7 +13,7 @@ import pytest
 
 from fluxmix.gears.catalog import Catalog
 from fluxmix.loading import parse_scenario, read_document
-from fluxmix.runtime import Runtime
+from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.scenario import Scenario
 from fluxmix.transports.memory import MemoryBroker
 from fluxmix.scenario_yaml import load_yaml
@@ -75,18 +75,6 @@ def test_fanout_fans_out_and_in(catalog: Catalog) -> None:
 # ---------------------------------------------------------------- the examples run
 
 
-class Checkpoints:
-    """In-memory checkpoints (the mixer uses the store's)."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-
-    def load_checkpoint(self, scenario_name: str, gear: str) -> Any:
-        return self.values.get((scenario_name, gear))
-
-    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
-        self.values[(scenario_name, gear)] = value
-
 
 def unpaced_on_memory(scenario: Scenario) -> Scenario:
     """The same topology without `rate` (tests stay short) and on memory wires (no NATS needed)."""
@@ -108,7 +96,7 @@ async def run_example(name: str, catalog: Catalog, done: Callable[[], bool]) -> 
     path = next(p for p in EXAMPLES if p.name == name)
     scenario = unpaced_on_memory(parse_scenario(read_document(path), str(path), catalog=catalog))
     runtime = Runtime(
-        scenario, "0" * 64, catalog=catalog, brokers={"memory": MemoryBroker(queue_size=8)}, checkpoints=Checkpoints()
+        scenario, "0" * 64, catalog=catalog, brokers={"memory": MemoryBroker(queue_size=8)}, checkpoints=MemoryCheckpoints()
     )
     await runtime.build()
     await runtime.start()

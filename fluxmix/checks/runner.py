@@ -27,7 +27,7 @@ from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
 from fluxmix.gears.expressions import compile_expression
 from fluxmix.message import Message
-from fluxmix.runtime import Runtime
+from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.scenario import Endpoint, GearSpec, Scenario, WireSpec
 from fluxmix.transports.memory import MemoryBroker
 
@@ -80,16 +80,6 @@ class _Inject(Gear):
             for position, body in enumerate(bodies):
                 await self.ctx.emit(port, body, position=f"{index}.{position}")
 
-
-class _Checkpoints:
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-
-    def load_checkpoint(self, scenario_name: str, gear: str) -> Any:
-        return self.values.get((scenario_name, gear))
-
-    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
-        self.values[(scenario_name, gear)] = value
 
 
 # ---------------------------------------------------------------- building and running
@@ -149,7 +139,7 @@ async def run_test(
     derived = derive(scenario, test, ports)
     runtime = Runtime(
         derived, scenario_hash, catalog=_test_catalog(catalog, records),
-        brokers={"memory": MemoryBroker(queue_size=64)}, checkpoints=_Checkpoints(),
+        brokers={"memory": MemoryBroker(queue_size=64)}, checkpoints=MemoryCheckpoints(),
     )
     t0 = time.monotonic()
     result = TestResult(test.name, passed=False)
