@@ -17,6 +17,7 @@
      │    ├── ExpressionSyntaxError (see above)
      │    └── ExpressionEvalError   evaluating it against one message failed (that message fails)
      ├── GearError                  a gear failed in start/handle/stop
+ ├── ReadOnlyBodyError          a gear tried to change a message body (shared, read-only; also a TypeError)
      ├── TransportError             a wire could not carry a message
      │    └── NatsUnavailableError  no NATS server could be reached or started
      ├── ActivationError            a scenario could not be brought up (the old one keeps running)
@@ -125,6 +126,11 @@ class GearError(FluxmixError):
     def __init__(self, gear: str, message: str) -> None:
         self.gear = gear
         super().__init__(f"gear '{gear}': {message}")
+
+
+class ReadOnlyBodyError(FluxmixError, TypeError):
+    """A gear tried to change a body it received or emitted: bodies are shared by every gear a
+    message fans out to, so they are read-only; build a new dict instead."""
 
 
 class TransportError(FluxmixError):

@@ -6,14 +6,149 @@ envelope stays small and flat: plain str/float/dict values that round-trip throu
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import msgpack
 
+from fluxmix.errors import ReadOnlyBodyError, TransportError
+
 _FIELDS = ("id", "body", "origin", "scenario", "ts", "headers")
+
+# ---------------------------------------------------------------- read-only bodies
+
+_READ_ONLY = (
+    "message bodies are read-only (the same body goes to every gear on a fan-out): "
+    "build a new one instead, e.g. {**message.body, \"field\": value} or dict(message.body)"
+)
+
+
+def _refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise ReadOnlyBodyError(_READ_ONLY)
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A read-only dict: what a body (and every mapping inside it) is once emitted.
+
+    A dict subclass rather than a mapping proxy, so msgpack, json and `dict(body)` /
+    `{**body}` take their C fast paths and gears read it like any dict. Copies (`dict(b)`,
+    `b.copy()`, `copy.deepcopy(b)`, `b | other`) are ordinary mutable dicts. Build one with
+    `freeze_body`, which freezes what is inside too.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def copy(self) -> dict[str, Any]:  # type: ignore[override]
+        return dict(self)
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[Any, Any]:
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
+class FrozenList(list):  # type: ignore[type-arg]
+    """A read-only list: what a list (or tuple) inside a body becomes once emitted."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def copy(self) -> list[Any]:  # type: ignore[override]
+        return list(self)
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (list(self),))
+
+
+# What a wire can carry as is: msgpack's scalar types (ints are range-checked: msgpack's 64 bits).
+_PLAIN = frozenset({str, float, bool, type(None), bytes, FrozenDict, FrozenList})
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_KEY_TYPES = frozenset({int, float, bool, type(None), bytes})
+
+
+def _freeze_value(value: Any, strict: bool = True) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+        raise OverflowError(f"integer {value} does not fit in 64 bits")
+    if isinstance(value, Mapping):
+        return _freeze_mapping(value, strict)
+    if isinstance(value, (list, tuple)):
+        return FrozenList([_freeze_value(v, strict) for v in value])
+    # subclasses (str enums, IntEnum, numpy-free floats...) become the plain type msgpack sends
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return _freeze_value(int(value))
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if not strict:
+        return value
+    raise TypeError(f"can not serialize {kind.__name__!r} object")
+
+
+def _freeze_mapping(body: Mapping[Any, Any], strict: bool = True) -> FrozenDict:
+    frozen = FrozenDict(body)  # one shallow copy at C speed; what is inside is checked below
+    for key, value in frozen.items():
+        if type(key) is not str and type(key) not in _KEY_TYPES and strict:
+            raise TypeError(f"a {type(key).__name__} key can not be serialized")
+        kind = type(value)
+        if kind not in _PLAIN and not (kind is int and _INT_MIN <= value <= _INT_MAX):
+            dict.__setitem__(frozen, key, _freeze_value(value, strict))  # same key: iteration stays valid
+    return frozen
+
+
+def freeze_body(body: Mapping[str, Any], gear: str = "", port: str = "", *, strict: bool = True) -> FrozenDict:
+    """`body` as a read-only FrozenDict (deeply), checked to be what a wire can carry.
+
+    Done once per emit: every wire of a fan-out then shares the same body, and no gear can
+    change what another sees. A body that is already frozen (a gear passing its input on) costs
+    nothing. Raises TransportError naming the gear and port for a body msgpack could not encode;
+    `strict=False` (test harnesses feeding a gear directly) keeps such values as they are.
+    """
+    if type(body) is FrozenDict:
+        return body
+    try:
+        if not isinstance(body, Mapping):
+            raise TypeError(f"a body must be a mapping, not {type(body).__name__}")
+        return _freeze_mapping(body, strict)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise TransportError(f"gear '{gear}' emitted on '{port}' a body that cannot be encoded: {exc}") from None
+
+
+def freeze_headers(headers: Mapping[str, str] | None) -> FrozenDict:
+    """Headers as a read-only mapping (shared like bodies); no headers share one empty mapping."""
+    if not headers:
+        return NO_HEADERS
+    if type(headers) is FrozenDict:
+        return headers
+    return FrozenDict(headers)
+
+
+NO_HEADERS = FrozenDict()
 
 
 @dataclass(slots=True)

@@ -21,16 +21,14 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Protocol
-
-import msgpack
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
 from fluxmix.gears.base import ERROR_PORT, Gear
 from fluxmix.gears.catalog import Catalog
-from fluxmix.message import Message, derived_id, source_id
+from fluxmix.message import Message, derived_id, freeze_body, freeze_headers, source_id
 from fluxmix.scenario import GearSpec, Scenario, WireSpec
-from fluxmix.transports.base import Broker, Delivery, Wire
+from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 
 log = logging.getLogger(__name__)
 
@@ -102,39 +100,50 @@ class _Throttle:
         return self.count <= self.first or self.count % self.every == 0
 
 
-def _freeze(body: Mapping[str, Any], gear: str, port: str) -> bytes:
-    """Snapshot a body as msgpack, so memory wires carry what standard wires would carry and a
-    gear that mutates its dict after emit() (or a downstream gear mutating its input) cannot
-    change what other wires see."""
-    try:
-        return msgpack.packb(body, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise TransportError(f"gear '{gear}' emitted on '{port}' a body that cannot be encoded: {exc}") from exc
-
-
-def _thaw(data: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
 async def _send_to_all(wires: list[Wire], msg_id: str, body: Mapping[str, Any], *, gear: str, port: str,
                        scenario_hash: str, headers: Mapping[str, str] | None) -> None:
-    """Send one message on every wire of a port, each wire its own copy of the body.
+    """Send one message on every wire of a port, all sharing one read-only body.
 
-    One wire after the other: a full wire holds the gear back (backpressure)."""
-    frozen = _freeze(body, gear, port)
+    The body is frozen once here (a body already frozen, e.g. a filter passing its input on,
+    costs nothing), so no gear can change what another sees and memory wires pass the object
+    itself. One wire after the other: a full wire holds the gear back (backpressure)."""
+    frozen = freeze_body(body, gear, port)
+    hdrs = freeze_headers(headers)
     origin = f"{gear}.{port}"
     ts = time.time()
     for wire in wires:
-        await wire.send(
-            Message(
-                id=msg_id,
-                body=_thaw(frozen),
-                origin=origin,
-                scenario=scenario_hash,
-                ts=ts,
-                headers=dict(headers) if headers else {},
-            )
-        )
+        await wire.send(Message(msg_id, frozen, origin, scenario_hash, ts, hdrs))
+
+
+class _Batch(Sequence[Message]):
+    """The messages a gear gets in `handle_batch`. Iterating them is how the runtime knows which
+    message is in hand: what the gear emits derives its id from it, a failure is its failure,
+    and the wire counts the messages not yet taken as still queued (backpressure)."""
+
+    __slots__ = ("_messages", "_slot", "_cursor", "pos")
+
+    def __init__(self, messages: Sequence[Message], slot: "_GearSlot", cursor: BatchCursor) -> None:
+        self._messages = messages
+        self._slot = slot
+        self._cursor = cursor
+        self.pos = 0  # index of the message in hand; len() once the iteration ran past the end
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._messages[index]
+
+    def __iter__(self) -> Iterator[Message]:
+        slot, cursor, counters = self._slot, self._cursor, self._slot.counters
+        for i, message in enumerate(self._messages):
+            if i:
+                counters.handled += 1  # the previous one is done
+            self.pos = i
+            slot.parent_id, slot.parent_emitted = message.id, {}
+            cursor.advance()
+            yield message
+        self.pos = len(self._messages)
 
 
 def _detail(exc: BaseException, gear: str) -> str:
@@ -215,6 +224,12 @@ class _Context:
             return derived_id(parent_id, self.gear_name, port, index)
         return uuid.uuid4().hex
 
+    def _count_unwired(self, port: str) -> None:
+        """What _next_id counts for an emit on an unwired port, without deriving an id nobody uses."""
+        if self._slot.parent_id is not None and asyncio.current_task() is self._slot.parent_task:
+            emitted = self._slot.parent_emitted
+            emitted[port] = emitted.get(port, 0) + 1
+
     async def emit(
         self,
         port: str,
@@ -224,9 +239,11 @@ class _Context:
         position: int | str | None = None,
     ) -> None:
         wires = self._slot.outputs.get(port)
-        msg_id = self._next_id(port, position)  # counted even when unwired: ids stay stable if wiring changes
         if not wires:
+            if position is None:
+                self._count_unwired(port)  # counted even when unwired: ids stay stable if wiring changes
             return
+        msg_id = self._next_id(port, position)
         await _send_to_all(wires, msg_id, body, gear=self.gear_name, port=port,
                            scenario_hash=self.scenario_hash, headers=headers)
         self._slot.counters.emitted += 1
@@ -418,6 +435,7 @@ class Runtime:
                 handle=functools.partial(self._handle, slot, port),
                 dead_letter=functools.partial(self._dead_letter, slot, port),
                 flush_downstream=functools.partial(self._flush_outputs, slot),
+                handle_batch=functools.partial(self._handle_batch, slot, port),
             )
             task = asyncio.create_task(self._consume(slot, wire, delivery), name=f"fluxmix wire {wire.spec.key}")
             slot.consumers.append(task)
@@ -457,6 +475,41 @@ class Runtime:
                 self.first_handled_at = now
                 self.first_handled.set()
             self.last_handled_at = now
+
+    async def _handle_batch(self, slot: _GearSlot, port: str, messages: Sequence[Message],
+                            cursor: BatchCursor) -> tuple[int, Exception | None]:
+        """gear.handle_batch over `messages`: (how many were handled, failure of the next one)."""
+        gear = slot.gear
+        assert gear is not None
+        batch = _Batch(messages, slot, cursor)
+        slot.parent_task = asyncio.current_task()
+        failure: Exception | None = None
+        try:
+            if len(slot.inputs) <= 1:
+                await gear.handle_batch(port, batch)
+            else:
+                async with slot.lock:
+                    await gear.handle_batch(port, batch)
+        except Exception as exc:
+            failure = exc
+        finally:
+            slot.parent_id = slot.parent_task = None
+        n = len(messages)
+        if failure is None:
+            handled = n
+            slot.counters.handled += n - min(batch.pos, n - 1)  # the iteration counted the others
+        else:
+            # An exception after the iteration ran out is the last message's: it is the one
+            # retried; those before it are done.
+            handled = min(batch.pos, n - 1)
+            self._count_failure(slot, port, messages[handled], failure)
+        if slot.is_sink and handled:
+            now = time.time()
+            if self.first_handled_at is None:
+                self.first_handled_at = now
+                self.first_handled.set()
+            self.last_handled_at = now
+        return handled, failure
 
     async def _handle_one(self, slot: _GearSlot, port: str, message: Message) -> None:
         assert slot.gear is not None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fluxmix.errors import ValidationError
+from fluxmix.errors import ReadOnlyBodyError, ValidationError
 from fluxmix.gears.generate import CHECKPOINT_EVERY, Generate
 from fluxmix.gears.testing import GearHarness, config_problems
 
@@ -23,8 +23,9 @@ async def test_emits_count_messages_with_seq_and_body() -> None:
 async def test_nested_body_values_are_copied_per_message() -> None:
     h = GearHarness("generate", {"count": 2, "body": {"tags": ["a"], "meta": {"x": 1}}})
     bodies = await h.run_source()
-    bodies[0]["tags"].append("mutated")
-    assert bodies[1]["tags"] == ["a"]
+    with pytest.raises(ReadOnlyBodyError):
+        bodies[0]["tags"].append("mutated")
+    assert bodies[1]["tags"] == ["a"] and bodies[0]["tags"] is not bodies[1]["tags"]
 
 
 async def test_seq_wins_over_a_seq_in_body() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fluxmix.errors import ReadOnlyBodyError
+
 from fluxmix.gears.expressions import ExpressionEvalError
 from fluxmix.gears.testing import GearHarness, config_problems
 from fluxmix.gears.transform import Filter, Map, Route
@@ -39,7 +41,8 @@ async def test_map_does_not_modify_the_input_nor_share_constants() -> None:
     async with GearHarness("map", {"set": {"tags": ["a"]}, "drop": ["x"]}) as h:
         message_body = {"x": 1}
         first = await h.send(message_body)
-        first["out"][0]["tags"].append("b")
+        with pytest.raises(ReadOnlyBodyError):  # what a gear emits is read-only downstream
+            first["out"][0]["tags"].append("b")
         second = await h.send(message_body)
     assert message_body == {"x": 1}
     assert second["out"][0]["tags"] == ["a"]

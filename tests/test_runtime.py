@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 import pytest
 
 import test_runtime_helpers as h
-from fluxmix.errors import ActivationError, GearError
+from fluxmix.errors import ActivationError, GearError, ReadOnlyBodyError
 from fluxmix.gears.base import Gear, Port
+from fluxmix.gears.generate import Generate
 from fluxmix.message import Message, derived_id, source_id
 from fluxmix.runtime import Runtime, topological_order
 from fluxmix.scenario import Scenario, WireSpec
@@ -137,26 +138,42 @@ async def test_slow_sink_bounds_the_queue_and_holds_the_source_back() -> None:
     assert not report.timed_out
 
 
-async def test_fan_out_copies_to_every_wire_and_isolates_bodies() -> None:
+async def test_fan_out_shares_one_read_only_body_and_a_mutating_gear_gets_a_clear_error() -> None:
+    """The mutation guard: a plugin gear that changes its input cannot affect its sibling on the
+    same fan-out; its attempt fails that message alone with a ReadOnlyBodyError (dead-lettered)."""
+    tried: list[str] = []
+
     class Mutating(Collect):
         type = "t-mutating"
 
         async def handle(self, port: str, message: Message) -> None:
-            message.body["seq"] = -1  # must not leak into the other wire's copy
-            await super().handle(port, message)
+            for attempt in (lambda b: b.__setitem__("seq", -1), lambda b: b["tags"].append("x"),
+                            lambda b: b["meta"].update(k="changed"), lambda b: b.pop("seq")):
+                try:
+                    attempt(message.body)
+                except ReadOnlyBodyError as exc:
+                    tried.append(str(exc))
+            message.body["seq"] = -1  # and once more, uncaught: this message fails
 
     cat = h.catalog()
     cat.register("t-mutating", Mutating)
+    cat.register("generate", Generate)
     scen = h.scenario(
         "fanout",
-        [("src", "t-counter", {"count": 30}), ("a", "t-collect", {}), ("b", "t-mutating", {})],
-        [("src.out", "a.in"), ("src.out", "b.in")],
+        [("src", "generate", {"count": 30, "body": {"tags": ["a"], "meta": {"k": "v"}}}),
+         ("a", "t-collect", {}), ("b", "t-mutating", {}),
+         ("errors", "t-collect", {})],
+        [("src.out", "a.in"), ("src.out", "b.in", {"max_deliver": 1}), ("b.error", "errors.in")],
     )
     rt = make(scen, catalog=cat)
-    await run_until(rt, lambda: len(h.SEEN["a"]) == 30 and len(h.SEEN["b"]) == 30)
+    await run_until(rt, lambda: len(h.SEEN["a"]) == 30 and len(h.SEEN["errors"]) == 30)
     await rt.stop()
     assert seqs("a") == list(range(1, 31))
+    assert all(b["tags"] == ["a"] and b["meta"] == {"k": "v"} for b in h.SEEN["a"])
+    assert len(tried) == 4 * 30 and all("read-only" in t for t in tried)
+    assert all("ReadOnlyBodyError: message bodies are read-only" in b["_headers"]["error"] for b in h.SEEN["errors"])
     assert rt.status()["gears"]["src"]["emitted"] == 30  # one emit, two wires
+    assert rt.status()["gears"]["b"]["dead_lettered"] == 30
 
 
 async def test_fan_in_from_several_wires_into_one_gear() -> None:

@@ -1,8 +1,10 @@
 """The gear contract: what a processing unit declares and how the runtime drives it.
 
 A gear declares its ports and a JSON Schema for its config, so a scenario is validated before
-anything runs. The runtime then calls `start()`, `handle(port, message)` for each message on
-an input port (one at a time per gear), and `stop()`. A source (a gear with no inputs) overrides
+anything runs. The runtime then calls `start()`, `handle_batch(port, messages)` with what an
+input wire has queued (one call at a time per gear; the default calls `handle(port, message)`
+for each), and `stop()`. Message bodies are read-only (fluxmix.message.FrozenDict): a fan-out
+shares one body, so a gear builds a new dict to change it. A source (a gear with no inputs) overrides
 `run()`, which loops until `ctx.stopping` is set. Gears never see transports: they `emit()`
 through their context and the runtime fans the message out to every wire on that port.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 from fluxmix.message import Message
 
@@ -111,8 +113,27 @@ class Gear:
         """Acquire resources (open files, connect). Raising here fails the activation."""
 
     async def handle(self, port: str, message: Message) -> None:
-        """Process one message from input `port`. Raising counts as a failure of that message."""
+        """Process one message from input `port`. Raising counts as a failure of that message.
+
+        `message.body` is read-only (changing it raises ReadOnlyBodyError): emit a new dict,
+        e.g. `{**message.body, "total": 1}`. A gear that only implements `handle_batch` gets
+        single messages (retries, durable wires) through it."""
+        if type(self).handle_batch is not Gear.handle_batch:
+            await self.handle_batch(port, (message,))
+            return
         raise NotImplementedError(f"gear type {self.type!r} has inputs but does not handle messages")
+
+    async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
+        """Process messages from input `port`, in order; the default calls `handle` for each.
+
+        Override it to save per-message work. Iterate `messages` once, in order, and emit as
+        you go: the message the iteration last produced is the one in hand. What you emit
+        derives its id from it, and raising fails it alone: those before it count as handled,
+        it is retried (through `handle`) and dead-lettered on its own, and those after it are
+        handed over again. So never raise for a message whose effects are already done.
+        """
+        for message in messages:
+            await self.handle(port, message)
 
     async def run(self) -> None:
         """Sources only: produce until `self.ctx.stopping` is set, then return."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import jsonschema
 
@@ -133,6 +133,9 @@ class Python(Gear):
 
     async def handle(self, port: str, message: Message) -> None:
         await self.inner.handle(port, message)
+
+    async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
+        await self.inner.handle_batch(port, messages)
 
     async def stop(self) -> None:
         await self.inner.stop()

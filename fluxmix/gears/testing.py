@@ -4,10 +4,12 @@ Public on purpose: plugin authors test their gears with the same tools the built
 
     async with GearHarness(MyGear, {"factor": 2}) as h:
         out = await h.send({"x": 1})          # {"out": [{"x": 2}]}
+        out = await h.send_batch([{"x": 1}, {"x": 2}])   # through handle_batch
     h = GearHarness("generate", {"count": 3})
     bodies = await h.run_source()            # start, run() to completion, stop
 
-No transport is involved: emits are recorded per port, checkpoints live in memory.
+No transport is involved: emits are recorded per port, checkpoints live in memory. Bodies are
+frozen read-only as on a real wire, so a gear that mutates its input fails here too.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ import asyncio
 import itertools
 import logging
 from collections import defaultdict
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jsonschema
-import msgpack
 
-from fluxmix.errors import Problem, TransportError, ValidationError
+from fluxmix.errors import Problem, ValidationError
 from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
-from fluxmix.message import Message, derived_id, source_id
+from fluxmix.message import Message, derived_id, freeze_body, freeze_headers, source_id
 from fluxmix.schema_errors import describe as describe_schema_error
 
 _message_ids = itertools.count(1)
@@ -93,17 +94,15 @@ class RecordingContext:
             msg_id = source_id(self.scenario_name, self.gear_name, position)
         else:
             msg_id = source_id(self.scenario_name, self.gear_name, f"n{self.total_emitted}")
-        try:  # what a wire carries: a msgpack copy (the runtime does the same on memory wires)
-            copied = msgpack.unpackb(msgpack.packb(body, use_bin_type=True), raw=False, strict_map_key=False)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TransportError(f"gear '{self.gear_name}' emitted on '{port}' a body that cannot be encoded: {exc}") from exc
+        # what a wire carries: the body frozen read-only, as the runtime does once per emit
+        frozen = freeze_body(body, self.gear_name, port)
         self.emitted[port].append(
             Message(
                 id=msg_id,
-                body=copied,
+                body=frozen,
                 origin=f"{self.gear_name}.{port}",
                 scenario=self.scenario_hash,
-                headers=dict(headers or {}),
+                headers=freeze_headers(headers),
             )
         )
         self.total_emitted += 1
@@ -127,6 +126,26 @@ class RecordingContext:
     def clear(self) -> None:
         self.emitted.clear()
         self.total_emitted = 0
+
+
+class _HarnessBatch(Sequence[Message]):
+    """Like the runtime's batch: iterating it makes each message in turn the parent of emits."""
+
+    def __init__(self, messages: list[Message], ctx: RecordingContext) -> None:
+        self._messages, self._ctx, self.pos = messages, ctx, 0
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._messages[index]
+
+    def __iter__(self) -> Iterator[Message]:
+        for i, message in enumerate(self._messages):
+            self.pos = i
+            self._ctx.parent, self._ctx._index = message, defaultdict(int)
+            yield message
+        self.pos = len(self._messages)
 
 
 class GearHarness:
@@ -163,6 +182,7 @@ class GearHarness:
         self.ctx = ctx or RecordingContext(name, wired=wired, checkpoint=checkpoint, stop_after=stop_after)
         self.gear: Gear = gear(name, self.config, self.ctx)
         self.started = False
+        self.failed_at: int | None = None  # set by send_batch when the gear raised
 
     async def start(self) -> None:
         await self.gear.start()
@@ -189,14 +209,40 @@ class GearHarness:
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
         """Hand one message to `handle()`; returns the bodies it emitted, per port."""
-        message = Message(
+        return await self.send_message(self._message(body, id=id, headers=headers), port)
+
+    def _message(self, body: Mapping[str, Any], *, id: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> Message:
+        """A message as a wire would deliver it: read-only body and headers."""
+        return Message(
             id=id or f"test/{next(_message_ids)}",
-            body=dict(body),
+            body=freeze_body(body, "test", "out", strict=False),  # any value a gear may be fed
             origin="test.out",
             scenario=self.ctx.scenario_hash,
-            headers=dict(headers or {}),
+            headers=freeze_headers(headers),
         )
-        return await self.send_message(message, port)
+
+    async def send_batch(
+        self, bodies: Iterable[Mapping[str, Any]], port: str = "in"
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Hand several messages to `handle_batch()` at once, as a wire does; returns the bodies
+        emitted, per port. If the gear raises, `failed_at` is the index of the message it was
+        handling (the runtime retries that one alone) and the exception propagates."""
+        batch = _HarnessBatch([self._message(b) for b in bodies], self.ctx)
+        before = {p: len(ms) for p, ms in self.ctx.emitted.items()}
+        self.failed_at = None
+        try:
+            await self.gear.handle_batch(port, batch)
+        except Exception:
+            self.failed_at = min(batch.pos, len(batch) - 1)
+            raise
+        finally:
+            self.ctx.parent = None
+        return {
+            p: [m.body for m in ms[before.get(p, 0) :]]
+            for p, ms in self.ctx.emitted.items()
+            if len(ms) > before.get(p, 0)
+        }
 
     async def send_message(self, message: Message, port: str = "in") -> dict[str, list[dict[str, Any]]]:
         before = {p: len(ms) for p, ms in self.ctx.emitted.items()}

@@ -8,7 +8,7 @@ by validation as `gears[i].config.where: invalid expression: ...` before anythin
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
 from fluxmix.gears.expressions import Expression, ExpressionEvalError, compile_expression, expression_problem
@@ -120,6 +120,11 @@ class Map(Gear):
     async def handle(self, port: str, message: Message) -> None:
         await self.ctx.emit("out", self.apply(message.body), headers=message.headers)
 
+    async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
+        emit, apply = self.ctx.emit, self.apply
+        for message in messages:
+            await emit("out", apply(message.body), headers=message.headers)
+
 
 # ---------------------------------------------------------------- filter
 
@@ -159,6 +164,12 @@ class Filter(Gear):
     async def handle(self, port: str, message: Message) -> None:
         target = "out" if _evaluate("where", self.where, message.body) else "rejected"
         await self.ctx.emit(target, message.body, headers=message.headers)
+
+    async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
+        emit, where = self.ctx.emit, self.where
+        for message in messages:
+            body = message.body
+            await emit("out" if _evaluate("where", where, body) else "rejected", body, headers=message.headers)
 
 
 # ---------------------------------------------------------------- route
@@ -243,3 +254,9 @@ class Route(Gear):
     async def handle(self, port: str, message: Message) -> None:
         for target in self.select(message.body):
             await self.ctx.emit(target, message.body, headers=message.headers)
+
+    async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
+        emit, select = self.ctx.emit, self.select
+        for message in messages:
+            for target in select(message.body):
+                await emit(target, message.body, headers=message.headers)

@@ -8,8 +8,11 @@ to retry and when to acknowledge, while the contract stays the same:
 - `send()` waits under backpressure; it never drops and never buffers without bound.
 - `flush()` returns once everything sent is as safe as the transport makes it
   (in the queue for memory, acknowledged by JetStream for standard).
-- `consume()` calls `delivery.handle(msg)`, then `delivery.flush_downstream()`, and only then
-  acknowledges. A message whose handling keeps failing goes to `delivery.dead_letter()`.
+- `consume()` calls `delivery.handle(msg)` (or `delivery.handle_batch(msgs)` for several at
+  once), then `delivery.flush_downstream()`, and only then acknowledges. A message whose
+  handling keeps failing goes to `delivery.dead_letter()`.
+- `send_batch()` sends several messages in order; the default sends them one by one, so a
+  wire only overrides it when it can do better (one queue operation, one encode per batch).
 - `drain()` stops taking new work, finishes what is in hand, and returns how many messages it
   handled while draining. A memory wire empties its queue first; a durable wire leaves the rest
   in its stream for the next consumer.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass
-from typing import Any, Awaitable, Callable, ClassVar
+from typing import Any, Awaitable, Callable, ClassVar, Sequence
 
 from fluxmix.message import Message
 from fluxmix.scenario import Scenario, WireSpec
@@ -38,6 +41,21 @@ class WireStats:
         return asdict(self)
 
 
+class BatchCursor:
+    """How far the downstream gear got in a batch a wire handed over: `started` messages.
+
+    The gear's side calls `advance()` as it takes each message, so a wire can count those not yet
+    started as still queued (its bound, and its backpressure, stay per message)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = 0
+
+    def advance(self) -> None:
+        self.started += 1
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """How a wire hands messages to its downstream gear (built by the runtime)."""
@@ -47,6 +65,11 @@ class Delivery:
     # to go and was dropped (the runtime counts and logs it; the wire counts it as `dropped`).
     dead_letter: Callable[[Message, BaseException], Awaitable[bool | None]]
     flush_downstream: Callable[[], Awaitable[None]]
+    # Handles messages in order and stops at the first that fails: returns how many were
+    # handled and the failure of the next one (None when all were). The wire then retries that
+    # one alone (`handle`) and hands the rest over again, so per-wire order holds and the
+    # neighbours of a failing message are neither failed nor repeated. None: per message only.
+    handle_batch: Callable[[Sequence[Message], BatchCursor], Awaitable[tuple[int, Exception | None]]] | None = None
 
 
 class Wire(abc.ABC):
@@ -62,6 +85,11 @@ class Wire(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, message: Message) -> None: ...
+
+    async def send_batch(self, messages: Sequence[Message]) -> None:
+        """Send in order; waits under backpressure. Per message unless the wire does better."""
+        for message in messages:
+            await self.send(message)
 
     @abc.abstractmethod
     async def flush(self) -> None: ...

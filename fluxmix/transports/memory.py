@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from collections import deque
+from typing import Any, ClassVar, Sequence
 
 from fluxmix.errors import TransportError
 from fluxmix.message import Message
 from fluxmix.scenario import Scenario, WireSpec
-from fluxmix.transports.base import Broker, Delivery, Wire
+from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ DEFAULT_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 5.0
 
 
+# The most a consumer takes at once ("what is there", up to this): enough to amortise the hand-
+# over, small enough that one batch never holds a gear for long.
+MAX_BATCH = 256
+
+
 class _Stop:
     """Queued by drain() behind the last real message, so the consumer ends between messages."""
 
@@ -34,8 +40,28 @@ class _Stop:
 _STOP = _Stop()
 
 
+class _Cursor(BatchCursor):
+    """A batch in hand: senders waiting for room are woken as the gear takes each message."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: "MemoryWire") -> None:
+        super().__init__()
+        self.wire = wire
+
+    def advance(self) -> None:
+        self.started += 1
+        if self.wire._putters:
+            self.wire._wake_putters()
+
+
 class MemoryWire(Wire):
     """A bounded queue between one upstream port and one downstream port.
+
+    Senders put messages (or batches); the consumer takes what is there (up to MAX_BATCH) and
+    hands it to the gear as one batch. Messages of a batch the gear has not started yet still
+    count as queued, so the bound is what it is per message: `queue_size` waiting plus the one
+    being handled.
 
     Counters: `sent` (accepted into the queue), `received` (finished: handled or dead-lettered),
     `failed` (handling attempts that raised), `redelivered` (retries), `dead_lettered` (messages
@@ -50,25 +76,101 @@ class MemoryWire(Wire):
             raise TransportError(f"wire {spec.key}: queue_size must be at least 1")
         self.max_deliver = max(1, int(opts.get("max_deliver", DEFAULT_MAX_DELIVER)))
         self.retry_delay = max(0.0, float(opts.get("retry_delay", DEFAULT_RETRY_DELAY)))
-        self._queue: asyncio.Queue[Message | _Stop] = asyncio.Queue(maxsize=self.capacity)
+        self._items: deque[Message | _Stop] = deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
         self._consumer: asyncio.Task[Any] | None = None
-        self._in_hand: Message | None = None
+        self._in_hand: list[Message] = []
+        self._cursor = _Cursor(self)
+        self._finished = 0  # of the batch in hand
         self._closed = False
         self._stop_pending = False  # the drain marker is queued but not yet taken
 
     @property
     def depth(self) -> int:
-        """Messages waiting in the queue (the one being handled is not counted)."""
-        return self._queue.qsize() - (1 if self._stop_pending else 0)
+        """Messages waiting: queued, plus those of the batch in hand the gear has not started."""
+        waiting = len(self._in_hand) - self._cursor.started
+        return len(self._items) - (1 if self._stop_pending else 0) + (waiting if waiting > 0 else 0)
+
+    def _occupied(self) -> int:
+        waiting = len(self._in_hand) - self._cursor.started
+        return len(self._items) + (waiting if waiting > 0 else 0)
+
+    def _wake_getter(self) -> None:
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    def _wake_putters(self) -> None:
+        while self._putters:
+            putter = self._putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+
+    async def _wait_room(self) -> None:
+        putter = asyncio.get_running_loop().create_future()
+        self._putters.append(putter)
+        try:
+            await putter
+        except asyncio.CancelledError:
+            if putter in self._putters:
+                self._putters.remove(putter)
+            raise
 
     async def send(self, message: Message) -> None:
-        if self._closed:
-            raise TransportError(f"memory wire {self.spec.key} is closed")
-        await self._queue.put(message)  # waits while full: this is the backpressure
+        while True:
+            if self._closed:
+                raise TransportError(f"memory wire {self.spec.key} is closed")
+            if self._occupied() < self.capacity:
+                break
+            await self._wait_room()  # waits while full: this is the backpressure
+        self._items.append(message)
         self.stats.sent += 1
+        self._wake_getter()
+
+    async def send_batch(self, messages: Sequence[Message]) -> None:
+        """As many as there is room for at once, then wait for room for the rest."""
+        i, n = 0, len(messages)
+        while i < n:
+            if self._closed:
+                raise TransportError(f"memory wire {self.spec.key} is closed")
+            room = self.capacity - self._occupied()
+            if room <= 0:
+                await self._wait_room()
+                continue
+            part = messages[i:i + room] if (i or room < n) else messages
+            self._items.extend(part)
+            self.stats.sent += len(part)
+            i += len(part)
+            self._wake_getter()
 
     async def flush(self) -> None:
         """Nothing to wait for: a message in the queue is as safe as memory gets."""
+
+    async def _take(self) -> list[Message] | None:
+        """What is queued (up to MAX_BATCH), waiting for something; None at the drain marker."""
+        items = self._items
+        while not items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getter = getter
+            try:
+                await getter
+            finally:
+                self._getter = None
+        batch: list[Message] = []
+        while items and len(batch) < MAX_BATCH:
+            item = items.popleft()
+            if isinstance(item, _Stop):
+                if batch:
+                    items.appendleft(item)  # the batch first; the marker stays next
+                    break
+                if items:
+                    items.append(item)  # sent after the drain began: handle them too
+                    continue
+                self._stop_pending = False
+                return None
+            batch.append(item)
+        return batch
 
     async def consume(self, delivery: Delivery) -> None:
         if self._closed:
@@ -76,49 +178,75 @@ class MemoryWire(Wire):
         if self._consumer is not None and not self._consumer.done():
             raise TransportError(f"memory wire {self.spec.key} already has a consumer")
         self._consumer = asyncio.current_task()
-        queue = self._queue
         while True:
-            item = await queue.get()
-            try:
-                if isinstance(item, _Stop):
-                    self._stop_pending = False
-                    return
-                self._in_hand = item
-                await self._deliver(item, delivery)
-                self._in_hand = None
-                if queue.empty():
-                    # Idle: make what the gear emitted safe downstream (a no-op unless it feeds a
-                    # durable wire), without paying for it on every message of a burst.
-                    try:
-                        await delivery.flush_downstream()
-                    except Exception as exc:
-                        log.warning("wire %s: flushing downstream failed: %s", self.spec.key, exc,
-                                    extra={"wire": self.spec.key})
-            finally:
-                queue.task_done()
+            batch = await self._take()
+            if batch is None:
+                return
+            cursor = self._cursor = _Cursor(self)
+            self._in_hand, self._finished = batch, 0
+            await self._deliver_batch(batch, cursor, delivery)  # cancelled: close() counts what is left
+            self._in_hand, self._finished = [], 0
+            self._cursor = _Cursor(self)
+            if self._putters:
+                self._wake_putters()
+            if not self._items or (self._stop_pending and len(self._items) == 1):
+                # Idle: make what the gear emitted safe downstream (a no-op unless it feeds a
+                # durable wire), without paying for it on every message of a burst.
+                try:
+                    await delivery.flush_downstream()
+                except Exception as exc:
+                    log.warning("wire %s: flushing downstream failed: %s", self.spec.key, exc,
+                                extra={"wire": self.spec.key})
 
-    async def _deliver(self, message: Message, delivery: Delivery) -> None:
-        """Handle with retries; after the last failed attempt, dead-letter. Never raises."""
+    async def _deliver_batch(self, batch: list[Message], cursor: _Cursor, delivery: Delivery) -> None:
+        """Hand the batch over; a message that fails is retried alone, in its place. Never raises."""
+        n = len(batch)
+        handle_batch = delivery.handle_batch
+        while self._finished < n:
+            done = self._finished
+            if handle_batch is None or n - done == 1:
+                cursor.started = done
+                cursor.advance()
+                await self._deliver(batch[done], delivery)
+                self._finished = done + 1
+                continue
+            cursor.started = done
+            handled, failure = await handle_batch(batch[done:] if done else batch, cursor)
+            self.stats.received += handled
+            self._finished = done + handled
+            if failure is not None:
+                cursor.started = self._finished + 1
+                await self._deliver(batch[self._finished], delivery, failure)
+                self._finished += 1
+
+    async def _deliver(self, message: Message, delivery: Delivery, failure: Exception | None = None) -> None:
+        """Handle with retries (`failure`: the first attempt already failed); after the last failed
+        attempt, dead-letter. Never raises."""
         attempt = 1
         while True:
-            try:
-                await delivery.handle(message)
-            except Exception as exc:
-                self.stats.failed += 1
-                if attempt < self.max_deliver:
-                    self.stats.redelivered += 1
-                    await asyncio.sleep(self._backoff(attempt))
-                    attempt += 1
-                    continue
-                self.stats.dead_lettered += 1
+            if failure is None:
                 try:
-                    forwarded = await delivery.dead_letter(message, exc)
-                except Exception as dl_exc:  # the error port itself failed: count, never crash
-                    forwarded = False
-                    log.error("wire %s: dead-lettering message %s failed: %s", self.spec.key, message.id,
-                              dl_exc, extra={"wire": self.spec.key})
-                if forwarded is False:
-                    self.stats.dropped += 1
+                    await delivery.handle(message)
+                    self.stats.received += 1
+                    return
+                except Exception as exc:
+                    failure = exc
+            self.stats.failed += 1
+            if attempt < self.max_deliver:
+                self.stats.redelivered += 1
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                failure = None
+                continue
+            self.stats.dead_lettered += 1
+            try:
+                forwarded = await delivery.dead_letter(message, failure)
+            except Exception as dl_exc:  # the error port itself failed: count, never crash
+                forwarded = False
+                log.error("wire %s: dead-lettering message %s failed: %s", self.spec.key, message.id,
+                          dl_exc, extra={"wire": self.spec.key})
+            if forwarded is False:
+                self.stats.dropped += 1
             self.stats.received += 1
             return
 
@@ -127,10 +255,11 @@ class MemoryWire(Wire):
         return min(self.retry_delay * (2 ** (attempt - 1)), cap)
 
     async def drain(self) -> int:
-        """Wait until every queued message and the one in hand are finished, then stop consuming.
+        """Wait until every queued message and those in hand are finished, then stop consuming.
 
         Upstream must already be quiet (the runtime drains in topological order); a send that
-        still arrives is handled too, because the stop marker only goes in behind it.
+        still arrives is handled too: the consumer only stops at the marker when nothing is
+        queued behind it.
         """
         before = self.stats.received
         if self._consumer is None:
@@ -144,14 +273,12 @@ class MemoryWire(Wire):
                 log.warning("wire %s: %d message(s) queued but no consumer to drain them", self.spec.key, left,
                             extra={"wire": self.spec.key})
             return 0
-        while True:
-            await self._queue.join()
-            try:
-                self._queue.put_nowait(_STOP)
-                self._stop_pending = True
-                break
-            except asyncio.QueueFull:  # a late send filled it again: keep draining
-                continue
+        if not self._stop_pending:
+            while self._occupied() >= self.capacity and not consumer.done():
+                await self._wait_room()
+            self._items.append(_STOP)
+            self._stop_pending = True
+            self._wake_getter()
         # asyncio.wait, not `await consumer`: if the caller's timeout cancels us, the consumer
         # must not be cancelled mid-message by that; close() decides what happens next.
         await asyncio.wait({consumer})
@@ -169,11 +296,12 @@ class MemoryWire(Wire):
                 await consumer
             except (asyncio.CancelledError, Exception):
                 pass
-        lost = self.depth + (1 if self._in_hand is not None else 0)
-        self._in_hand = None
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            self._queue.task_done()
+        lost = sum(1 for item in self._items if not isinstance(item, _Stop))
+        lost += len(self._in_hand) - self._finished
+        self._in_hand, self._finished = [], 0
+        self._items.clear()
+        self._stop_pending = False
+        self._wake_putters()  # a sender waiting for room gets "closed" instead of waiting forever
         if lost:
             self.stats.dropped += lost
             log.warning("wire %s: closed with %d message(s) not handled; counted as dropped", self.spec.key,
