@@ -120,12 +120,14 @@ class _Batch(Sequence[Message]):
     message is in hand: what the gear emits derives its id from it, a failure is its failure,
     and the wire counts the messages not yet taken as still queued (backpressure)."""
 
-    __slots__ = ("_messages", "_slot", "_cursor", "pos")
+    __slots__ = ("_messages", "_slot", "_cursor", "_started", "_handled", "pos")
 
     def __init__(self, messages: Sequence[Message], slot: "_GearSlot", cursor: BatchCursor) -> None:
         self._messages = messages
         self._slot = slot
         self._cursor = cursor
+        self._started = cursor.started  # the wire's count before this batch (a retry resumes mid-way)
+        self._handled = slot.counters.handled
         self.pos = 0  # index of the message in hand; len() once the iteration ran past the end
 
     def __len__(self) -> int:
@@ -135,15 +137,19 @@ class _Batch(Sequence[Message]):
         return self._messages[index]
 
     def __iter__(self) -> Iterator[Message]:
+        # Assignments, not increments: a gear that iterates twice still counts each message once.
         slot, cursor, counters = self._slot, self._cursor, self._slot.counters
+        started, handled = self._started, self._handled
         for i, message in enumerate(self._messages):
-            if i:
-                counters.handled += 1  # the previous one is done
+            counters.handled = handled + i  # those before it are done
             self.pos = i
             slot.parent_id, slot.parent_emitted = message.id, {}
-            cursor.advance()
+            cursor.advance_to(started + i + 1)
             yield message
         self.pos = len(self._messages)
+
+    def finish(self, handled: int) -> None:
+        self._slot.counters.handled = self._handled + handled
 
 
 def _detail(exc: BaseException, gear: str) -> str:
@@ -497,12 +503,12 @@ class Runtime:
         n = len(messages)
         if failure is None:
             handled = n
-            slot.counters.handled += n - min(batch.pos, n - 1)  # the iteration counted the others
         else:
             # An exception after the iteration ran out is the last message's: it is the one
             # retried; those before it are done.
             handled = min(batch.pos, n - 1)
             self._count_failure(slot, port, messages[handled], failure)
+        batch.finish(handled)
         if slot.is_sink and handled:
             now = time.time()
             if self.first_handled_at is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fluxmix.errors import TransportError, ValidationError
+from fluxmix.gears.expressions import ExpressionEvalError
 from fluxmix.gears.testing import GearHarness, RecordingContext
 from fluxmix.message import derived_id, source_id
 
@@ -60,3 +61,15 @@ async def test_checkpoints_are_kept_in_memory() -> None:
     assert await ctx.load_checkpoint() == 5
     await ctx.save_checkpoint(9)
     assert await ctx.load_checkpoint() == 9 and ctx.saved_checkpoints == [9]
+
+
+async def test_harness_send_batch_drives_handle_batch_with_per_message_ids() -> None:
+    async with GearHarness("filter", {"where": "amount > 100"}, name="large", wired=["out"]) as h:
+        out = await h.send_batch([{"amount": 50}, {"amount": 150}, {"amount": 300}])
+        assert out == {"out": [{"amount": 150}, {"amount": 300}]}
+        ids = [m.id for m in h.ctx.emitted["out"]]
+        assert len(set(ids)) == 2  # each derived from its own input message
+        with pytest.raises(ExpressionEvalError):
+            await h.send_batch([{"amount": 500}, {"nope": 1}, {"amount": 700}])
+        assert h.failed_at == 1  # the message in hand when it raised; the first went out
+        assert h.ctx.bodies()[-1] == {"amount": 500}

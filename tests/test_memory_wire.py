@@ -192,3 +192,80 @@ async def test_second_consumer_is_refused() -> None:
         await wire.consume(rec.delivery())
     await wire.drain()
     await consumer
+
+
+class BatchRecorder(Recorder):
+    """A Delivery with handle_batch, as the runtime gives one: records each batch's size and
+    fails (every attempt) the seqs in `fail_seqs`."""
+
+    def __init__(self, fail_seqs: set[int] = frozenset(), **kw: object) -> None:  # type: ignore[assignment]
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.fail_seqs = fail_seqs
+        self.batches: list[int] = []
+        self.depth_seen: list[int] = []
+        self.wire: MemoryWire | None = None
+
+    async def handle(self, msg: Message) -> None:
+        self.attempts[msg.id] = self.attempts.get(msg.id, 0) + 1
+        if msg.body["seq"] in self.fail_seqs:
+            raise RuntimeError(f"seq {msg.body['seq']} refused")
+        self.handled.append(msg.body["seq"])
+
+    async def handle_batch(self, msgs: list[Message], cursor: object) -> tuple[int, Exception | None]:
+        await self.gate.wait()
+        self.batches.append(len(msgs))
+        start = cursor.started  # type: ignore[attr-defined]
+        for i, msg in enumerate(msgs):
+            cursor.advance_to(start + i + 1)  # type: ignore[attr-defined]
+            assert self.wire is not None
+            self.depth_seen.append(self.wire.depth)
+            try:
+                await self.handle(msg)
+            except Exception as exc:
+                return i, exc
+        return len(msgs), None
+
+    def delivery(self) -> Delivery:
+        return Delivery(self.handle, self.dead_letter, self.flush, handle_batch=self.handle_batch)
+
+
+async def test_batches_keep_order_and_the_bound_and_a_failing_message_fails_alone() -> None:
+    wire = MemoryWire(_spec(queue_size=8, max_deliver=3, retry_delay=0))
+    rec = BatchRecorder(fail_seqs={5, 13})
+    rec.wire = wire
+    rec.gate.clear()
+    consumer = asyncio.create_task(wire.consume(rec.delivery()))
+    depths: list[int] = []
+
+    async def produce() -> None:
+        for n in range(1, 41):
+            await wire.send(_msg(n))
+            depths.append(wire.depth)
+
+    producer = asyncio.create_task(produce())
+    await wait_until(lambda: wire.stats.sent == 8)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert wire.stats.sent == 8 and wire.depth == 8  # a batch taken but not started still counts as queued
+    rec.gate.set()
+    await producer
+    await wire.drain()
+    await consumer
+    assert max(rec.batches) > 1  # the consumer took what was there
+    assert max(depths + rec.depth_seen) <= 8  # the bound holds per message, batch or not
+    assert rec.handled == [n for n in range(1, 41) if n not in (5, 13)]  # order kept around the failures
+    assert [seq for seq, _ in rec.dead] == [5, 13]
+    assert rec.attempts["5"] == 3 and rec.attempts["13"] == 3  # retried alone...
+    assert all(rec.attempts[str(n)] == 1 for n in range(1, 41) if n not in (5, 13))  # ...neighbours once
+    st = wire.stats
+    assert (st.sent, st.received, st.failed, st.redelivered, st.dead_lettered) == (40, 40, 6, 4, 2)
+
+
+async def test_send_batch_waits_for_room_and_keeps_order() -> None:
+    wire = MemoryWire(_spec(queue_size=4))
+    rec = Recorder()
+    consumer = asyncio.create_task(wire.consume(rec.delivery()))
+    await wire.send_batch([_msg(n) for n in range(1, 11)])  # more than the bound: sent in parts
+    await wire.drain()
+    await consumer
+    assert rec.handled == list(range(1, 11)) and wire.stats.sent == 10

@@ -531,3 +531,52 @@ async def test_an_emit_from_another_task_does_not_borrow_the_message_id_with_sev
         else:
             assert body["_id"] != derived_id(parent, "tick", "out", 0)
             assert len(body["_id"]) == 32
+
+
+class BatchPass(Gear):
+    """in -> out with handle_batch only; fails seq `fail_seq` on every attempt; counts attempts
+    and batch sizes."""
+
+    type = "t-batch-pass"
+    inputs = (Port("in", required=True),)
+    outputs = (Port("out"),)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    attempts: ClassVar[dict[int, int]] = {}
+    batches: ClassVar[list[list[int]]] = []
+
+    async def handle_batch(self, port: str, messages: Any) -> None:
+        BatchPass.batches.append([m.body["seq"] for m in messages])
+        await asyncio.sleep(0.001)  # slower than the source: the queue fills, batches form
+        for message in messages:
+            seq = message.body["seq"]
+            BatchPass.attempts[seq] = BatchPass.attempts.get(seq, 0) + 1
+            if seq == self.config["fail_seq"]:
+                raise ValueError(f"cannot pass seq {seq}")
+            await self.ctx.emit("out", {**message.body, "passed": True})
+
+
+async def test_a_failing_message_in_a_batch_is_retried_and_dead_lettered_alone() -> None:
+    BatchPass.attempts, BatchPass.batches = {}, []
+    cat = h.catalog()
+    cat.register("t-batch-pass", BatchPass)
+    scen = h.scenario(
+        "batchdl",
+        [("src", "t-counter", {"count": 200}), ("mid", "t-batch-pass", {"fail_seq": 7}),
+         ("sink", "t-collect", {}), ("errors", "t-collect", {})],
+        [("src.out", "mid.in", {"max_deliver": 3, "retry_delay": 0}), ("mid.out", "sink.in"),
+         ("mid.error", "errors.in")],
+    )
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 199 and len(h.SEEN["errors"]) == 1)
+    await rt.stop()
+    assert seqs("sink") == [n for n in range(1, 201) if n != 7]
+    assert all(b["passed"] for b in h.SEEN["sink"])
+    assert h.SEEN["errors"][0]["seq"] == 7 and "cannot pass seq 7" in h.SEEN["errors"][0]["_headers"]["error"]
+    assert BatchPass.attempts[7] == 3
+    assert any(7 in b and len(b) > 1 and b[-1] > 7 for b in BatchPass.batches)  # it failed mid-batch
+    assert all(BatchPass.attempts[n] == 1 for n in range(1, 201) if n != 7)
+    # ids derive from the message each emit belongs to, batch or not
+    ids = [b["_id"] for b in h.SEEN["sink"]]
+    assert ids[0] == derived_id(source_id("batchdl", "src", 1), "mid", "out", 0)
+    mid = rt.status()["gears"]["mid"]
+    assert (mid["handled"], mid["errors"], mid["dead_lettered"]) == (199, 3, 1)

@@ -49,8 +49,8 @@ class _Cursor(BatchCursor):
         super().__init__()
         self.wire = wire
 
-    def advance(self) -> None:
-        self.started += 1
+    def advance_to(self, started: int) -> None:
+        self.started = started
         if self.wire._putters:
             self.wire._wake_putters()
 
@@ -205,8 +205,7 @@ class MemoryWire(Wire):
         while self._finished < n:
             done = self._finished
             if handle_batch is None or n - done == 1:
-                cursor.started = done
-                cursor.advance()
+                cursor.advance_to(done + 1)
                 await self._deliver(batch[done], delivery)
                 self._finished = done + 1
                 continue
