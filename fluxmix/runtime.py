@@ -20,13 +20,14 @@ import heapq
 import logging
 import time
 import uuid
+from asyncio import current_task
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
 from fluxmix.gears.base import ERROR_PORT, Gear
 from fluxmix.gears.catalog import Catalog
-from fluxmix.message import Message, derived_id, freeze_body, freeze_headers, source_id
+from fluxmix.message import NO_HEADERS, FrozenDict, Message, derived_id, freeze_body, freeze_headers, source_id
 from fluxmix.scenario import GearSpec, Scenario, WireSpec
 from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 
@@ -143,8 +144,8 @@ class _Batch(Sequence[Message]):
         for i, message in enumerate(self._messages):
             counters.handled = handled + i  # those before it are done
             self.pos = i
-            slot.parent_id, slot.parent_emitted = message.id, {}
-            cursor.advance_to(started + i + 1)
+            slot.parent, slot.parent_emitted = message, None
+            cursor.started = started + i + 1
             yield message
         self.pos = len(self._messages)
 
@@ -175,8 +176,8 @@ class _GearSlot:
         self.lock = asyncio.Lock()  # one handle() at a time per gear (needed with several inputs)
         # The message being handled, so what the handling task emits gets deterministic derived
         # ids; handle() calls are one at a time per gear, so one set of fields is enough.
-        self.parent_id: str | None = None
-        self.parent_emitted: dict[str, int] = {}  # per port: how many so far
+        self.parent: Message | None = None
+        self.parent_emitted: dict[str, int] | None = None  # per port: how many so far (None: none yet)
         self.parent_task: asyncio.Task[Any] | None = None  # the consumer task handling it
         self.counters = GearCounters()
         self.state = "built"
@@ -213,28 +214,32 @@ class _Context:
         self.gear_name = slot.name
         self.log = logging.getLogger(f"fluxmix.gear.{slot.name}")
         self.stopping = asyncio.Event()
+        self._ports: dict[str, tuple[list[Wire] | None, str]] = {}  # filled once wires exist
+        self._loop = runtime_loop()
 
     def is_wired(self, port: str) -> bool:
         return bool(self._slot.outputs.get(port))
 
-    def _next_id(self, port: str, position: int | str | None) -> str:
-        if position is not None:
-            return source_id(self.scenario_name, self.gear_name, position)
-        parent_id = self._slot.parent_id
-        # Only emits made by the handling task itself derive from the message in hand: a gear's
-        # own background task (a timer, a run() loop beside its inputs) must not borrow its id.
-        if parent_id is not None and asyncio.current_task() is self._slot.parent_task:
-            emitted = self._slot.parent_emitted
+    def _parent_index(self, port: str) -> int | None:
+        """The index of this emit among those on `port` derived from the message in hand, or
+        None when there is none. Only emits made by the handling task itself derive from it: a
+        gear's own background task (a timer, a run() loop beside its inputs) must not borrow it."""
+        slot = self._slot
+        if slot.parent is not None and current_task(self._loop) is slot.parent_task:
+            emitted = slot.parent_emitted
+            if emitted is None:
+                slot.parent_emitted = {port: 1}
+                return 0
             index = emitted.get(port, 0)
             emitted[port] = index + 1
-            return derived_id(parent_id, self.gear_name, port, index)
-        return uuid.uuid4().hex
+            return index
+        return None
 
-    def _count_unwired(self, port: str) -> None:
-        """What _next_id counts for an emit on an unwired port, without deriving an id nobody uses."""
-        if self._slot.parent_id is not None and asyncio.current_task() is self._slot.parent_task:
-            emitted = self._slot.parent_emitted
-            emitted[port] = emitted.get(port, 0) + 1
+    def _port(self, port: str) -> tuple[list[Wire] | None, str]:
+        found = self._ports.get(port)
+        if found is None:
+            found = self._ports[port] = (self._slot.outputs.get(port) or None, f"{self.gear_name}.{port}")
+        return found
 
     async def emit(
         self,
@@ -244,15 +249,30 @@ class _Context:
         headers: Mapping[str, str] | None = None,
         position: int | str | None = None,
     ) -> None:
-        wires = self._slot.outputs.get(port)
-        if not wires:
-            if position is None:
-                self._count_unwired(port)  # counted even when unwired: ids stay stable if wiring changes
-            return
-        msg_id = self._next_id(port, position)
-        await _send_to_all(wires, msg_id, body, gear=self.gear_name, port=port,
-                           scenario_hash=self.scenario_hash, headers=headers)
-        self._slot.counters.emitted += 1
+        # The hot path of every gear: freeze once (free for a body passed on), one Message per
+        # wire sharing body and headers, a derived id hashed only if someone reads it.
+        slot = self._slot
+        wires, origin = self._ports.get(port) or self._port(port)
+        if position is not None:
+            if wires is None:
+                return
+            msg_id = source_id(self.scenario_name, self.gear_name, position)
+            index = None
+        else:
+            index = self._parent_index(port)  # counted even when unwired: ids stay stable if wiring changes
+            if wires is None:
+                return
+            msg_id = uuid.uuid4().hex if index is None else ""
+        frozen = body if type(body) is FrozenDict else freeze_body(body, self.gear_name, port)
+        hdrs = freeze_headers(headers) if headers else NO_HEADERS
+        ts = time.time()
+        for wire in wires:
+            if index is None:
+                await wire.send(Message(msg_id, frozen, origin, self.scenario_hash, ts, hdrs))
+            else:
+                await wire.send(Message.derived(slot.parent, self.gear_name, port, index, frozen, origin,  # type: ignore[arg-type]
+                                                self.scenario_hash, ts, hdrs))
+        slot.counters.emitted += 1
 
     async def load_checkpoint(self) -> Any | None:
         return await asyncio.to_thread(self._runtime.checkpoints.load_checkpoint, self.scenario_name, self.gear_name)
@@ -261,6 +281,13 @@ class _Context:
         # Flush first: a checkpoint must never claim messages that are not yet safe on the wires.
         await self._runtime._flush_outputs(self._slot)
         await asyncio.to_thread(self._runtime.checkpoints.save_checkpoint, self.scenario_name, self.gear_name, value)
+
+
+def runtime_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # built outside a loop (tests): looked up per call instead
+        return None
 
 
 def topological_order(scenario: Scenario) -> list[str]:
@@ -499,7 +526,7 @@ class Runtime:
         except Exception as exc:
             failure = exc
         finally:
-            slot.parent_id = slot.parent_task = None
+            slot.parent = slot.parent_task = None
         n = len(messages)
         if failure is None:
             handled = n
@@ -519,14 +546,14 @@ class Runtime:
 
     async def _handle_one(self, slot: _GearSlot, port: str, message: Message) -> None:
         assert slot.gear is not None
-        slot.parent_id, slot.parent_emitted, slot.parent_task = message.id, {}, asyncio.current_task()
+        slot.parent, slot.parent_emitted, slot.parent_task = message, None, asyncio.current_task()
         try:
             await slot.gear.handle(port, message)
         except Exception as exc:
             self._count_failure(slot, port, message, exc)
             raise
         finally:
-            slot.parent_id = slot.parent_task = None
+            slot.parent = slot.parent_task = None
 
     def _count_failure(self, slot: _GearSlot, port: str, message: Message, exc: Exception) -> None:
         slot.counters.errors += 1

@@ -216,7 +216,7 @@ class BatchRecorder(Recorder):
         self.batches.append(len(msgs))
         start = cursor.started  # type: ignore[attr-defined]
         for i, msg in enumerate(msgs):
-            cursor.advance_to(start + i + 1)  # type: ignore[attr-defined]
+            cursor.started = start + i + 1  # type: ignore[attr-defined]
             assert self.wire is not None
             self.depth_seen.append(self.wire.depth)
             try:

@@ -457,11 +457,13 @@ class Expression:
     """A compiled expression. Construct with `compile_expression`; call `evaluate(body)`."""
 
     source: str
-    _fn: _Fn
+    # The compiled closure itself: raises raw exceptions (a missing field is _MissingField).
+    # Hot loops call it and fall back to `evaluate` on any exception, for the message-level error.
+    fn: _Fn
 
     def evaluate(self, body: Mapping[str, Any]) -> Any:
         try:
-            return self._fn(body)
+            return self.fn(body)
         except _MissingField as exc:
             raise ExpressionEvalError(
                 f"{self.source!r}: field {exc.name!r} is not in the message body "

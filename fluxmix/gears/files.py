@@ -47,10 +47,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} value cannot be written as JSON")
 
 
+# One encoder for every line: json.dumps with non-default options builds a new one per call.
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
 def encode_json_line(record: Mapping[str, Any]) -> bytes:
     """One compact JSON line (with its newline). NaN and Infinity are refused: not JSON."""
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
-    return text.encode("utf-8") + b"\n"
+    return _LINE_ENCODER.encode(record).encode("utf-8") + b"\n"
 
 
 def tail_ids(path: Path, count: int, *, block_size: int = READ_CHUNK) -> list[str]:

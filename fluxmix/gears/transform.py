@@ -12,7 +12,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
 from fluxmix.gears.expressions import Expression, ExpressionEvalError, compile_expression, expression_problem
-from fluxmix.message import Message
+from fluxmix.message import FrozenDict, Message, freeze_changed
+
+_SCALARS = (str, int, float, bool, type(None))
 
 def _evaluate(where: str, expr: Expression, body: Mapping[str, Any]) -> Any:
     """Evaluate, naming the config key in the error so the log says which expression failed."""
@@ -102,19 +104,38 @@ class Map(Gear):
             else:
                 self.constants[field] = value
         self.drop: list[str] = list(self.config.get("drop") or [])
+        # fields whose values may not come from the (frozen) input: renamed ones are moved as is
+        self._changed: tuple[str, ...] = (*self.constants, *self.expressions)
 
     def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The reshaped copy of `body` (the input is never modified: fan-out shares it)."""
+        """The reshaped copy of `body` (the input is never modified: fan-out shares it).
+
+        From a frozen body (what wires deliver) the result is frozen too, checking only the
+        fields this gear set: the others were checked when the input was emitted."""
         out = dict(body)
-        for old, new in self.rename.items():
-            if old in out:
-                out[new] = out.pop(old)
-        computed = {field: _evaluate(f"set.{field}", expr, out) for field, expr in self.expressions.items()}
+        if self.rename:
+            for old, new in self.rename.items():
+                if old in out:
+                    out[new] = out.pop(old)
+        if self.expressions:
+            seen = out if self.rename else body  # expressions see the body after rename
+            computed = []
+            for field, expr in self.expressions.items():
+                try:
+                    computed.append((field, expr.fn(seen)))
+                except Exception:
+                    computed.append((field, _evaluate(f"set.{field}", expr, seen)))  # raises the clear error
+        frozen_input = type(body) is FrozenDict
         for field, value in self.constants.items():
-            out[field] = value if isinstance(value, (str, int, float, bool, type(None))) else copy.deepcopy(value)
-        out.update(computed)
+            # frozen (so copied) at emit anyway when the input was frozen
+            out[field] = value if frozen_input or isinstance(value, _SCALARS) else copy.deepcopy(value)
+        if self.expressions:
+            for field, value in computed:
+                out[field] = value
         for field in self.drop:
             out.pop(field, None)
+        if frozen_input:
+            return freeze_changed(out, self._changed, self.name, "out")
         return out
 
     async def handle(self, port: str, message: Message) -> None:
@@ -166,10 +187,14 @@ class Filter(Gear):
         await self.ctx.emit(target, message.body, headers=message.headers)
 
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
-        emit, where = self.ctx.emit, self.where
+        emit, where, test = self.ctx.emit, self.where, self.where.fn
         for message in messages:
             body = message.body
-            await emit("out" if _evaluate("where", where, body) else "rejected", body, headers=message.headers)
+            try:
+                passed = test(body)
+            except Exception:
+                passed = _evaluate("where", where, body)  # raises the message-level error
+            await emit("out" if passed else "rejected", body, headers=message.headers)
 
 
 # ---------------------------------------------------------------- route

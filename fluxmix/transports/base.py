@@ -44,8 +44,8 @@ class WireStats:
 class BatchCursor:
     """How far the downstream gear got in a batch a wire handed over: `started` messages.
 
-    The gear's side calls `advance_to(n)` as it takes the n-th message, so a wire can count those
-    not yet started as still queued (its bound, and its backpressure, stay per message)."""
+    The gear's side sets `started` as it takes each message, so a wire can count those not yet
+    started as still queued (its bound, and its backpressure, stay per message)."""
 
     __slots__ = ("started",)
 
