@@ -62,6 +62,7 @@ class Row:
     raw_label: str = ""
     note: str = ""
     error: str = ""
+    target: float | None = None  # this row's own threshold (an issue's target), else the group's
 
     @property
     def ratio(self) -> float | None:
@@ -74,7 +75,7 @@ class Row:
 
     @property
     def threshold(self) -> float | None:
-        return THRESHOLDS.get(self.group)
+        return self.target if self.target is not None else THRESHOLDS.get(self.group)
 
     @property
     def flagged(self) -> bool:

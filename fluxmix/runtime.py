@@ -46,6 +46,9 @@ DEFAULT_STOP_TIMEOUT = 30.0
 SOURCE_RESTART_MIN = 0.5
 SOURCE_RESTART_MAX = 30.0
 SOURCE_HEALTHY_AFTER = 30.0  # a run that lasted this long resets the backoff
+# A gear handling a batch emits into a buffer sent to its memory wires when it returns; past
+# this many buffered messages they go out at once (bounds memory; backpressure applies there).
+BUFFER_MAX = 256
 
 
 class CheckpointStore(Protocol):
@@ -179,6 +182,10 @@ class _GearSlot:
         self.parent: Message | None = None
         self.parent_emitted: dict[str, int] | None = None  # per port: how many so far (None: none yet)
         self.parent_task: asyncio.Task[Any] | None = None  # the consumer task handling it
+        # While a batch is handled: what the handling task emitted to memory wires, per wire, in
+        # order; put on the wires as one batch each when the gear returns (or every BUFFER_MAX).
+        self.buffer: dict[Wire, list[Message]] | None = None
+        self.buffered = 0
         self.counters = GearCounters()
         self.state = "built"
         self.started = False
@@ -266,13 +273,25 @@ class _Context:
         frozen = body if type(body) is FrozenDict else freeze_body(body, self.gear_name, port)
         hdrs = freeze_headers(headers) if headers else NO_HEADERS
         ts = time.time()
+        buffer = slot.buffer if index is not None else None  # only the handling task's own emits
         for wire in wires:
             if index is None:
-                await wire.send(Message(msg_id, frozen, origin, self.scenario_hash, ts, hdrs))
+                message = Message(msg_id, frozen, origin, self.scenario_hash, ts, hdrs)
             else:
-                await wire.send(Message.derived(slot.parent, self.gear_name, port, index, frozen, origin,  # type: ignore[arg-type]
-                                                self.scenario_hash, ts, hdrs))
+                message = Message.derived(slot.parent, self.gear_name, port, index, frozen, origin,  # type: ignore[arg-type]
+                                          self.scenario_hash, ts, hdrs)
+            if buffer is not None and not wire.durable:
+                pending = buffer.get(wire)
+                if pending is None:
+                    buffer[wire] = [message]
+                else:
+                    pending.append(message)
+                slot.buffered += 1
+            else:
+                await wire.send(message)
         slot.counters.emitted += 1
+        if slot.buffered >= BUFFER_MAX:
+            await self._runtime._send_buffered(slot)
 
     async def load_checkpoint(self) -> Any | None:
         return await asyncio.to_thread(self._runtime.checkpoints.load_checkpoint, self.scenario_name, self.gear_name)
@@ -519,14 +538,25 @@ class Runtime:
         failure: Exception | None = None
         try:
             if len(slot.inputs) <= 1:
+                slot.buffer = {}
                 await gear.handle_batch(port, batch)
+                await self._send_buffered(slot)
             else:
                 async with slot.lock:
+                    slot.buffer = {}
                     await gear.handle_batch(port, batch)
+                    await self._send_buffered(slot)
         except Exception as exc:
             failure = exc
+            try:  # what the messages before the failing one emitted is theirs: it goes out
+                await self._send_buffered(slot)
+            except Exception as send_exc:
+                log.error("gear %s: sending what a failed batch emitted failed: %s", slot.name, send_exc,
+                          extra={"gear": slot.name})
         finally:
             slot.parent = slot.parent_task = None
+            slot.buffer = None
+            slot.buffered = 0
         n = len(messages)
         if failure is None:
             handled = n
@@ -543,6 +573,15 @@ class Runtime:
                 self.first_handled.set()
             self.last_handled_at = now
         return handled, failure
+
+    @staticmethod
+    async def _send_buffered(slot: _GearSlot) -> None:
+        """Put what the gear emitted during its batch on the wires, one send_batch per wire."""
+        buffer = slot.buffer
+        if buffer:
+            slot.buffer, slot.buffered = {}, 0
+            for wire, messages in buffer.items():
+                await wire.send_batch(messages)
 
     async def _handle_one(self, slot: _GearSlot, port: str, message: Message) -> None:
         assert slot.gear is not None
