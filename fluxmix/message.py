@@ -76,7 +76,9 @@ class FrozenList(list):  # type: ignore[type-arg]
         return (list, (list(self),))
 
 
-# What a wire can carry as is: msgpack's scalar types (ints are range-checked: msgpack's 64 bits).
+# What a wire can carry as is: msgpack's scalar types. Ints are range-checked (msgpack's 64 bits)
+# only inside containers: a top-level int field beyond 64 bits is not looked for on the hot path
+# (it passes a memory wire; a standard wire refuses it when encoding, failing that message).
 _PLAIN = frozenset({str, float, bool, type(None), bytes, FrozenDict, FrozenList})
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _KEY_TYPES = frozenset({int, float, bool, type(None), bytes})
@@ -114,14 +116,12 @@ def _freeze_value(value: Any, strict: bool = True) -> Any:
 
 def _freeze_mapping(body: Mapping[Any, Any], strict: bool = True) -> FrozenDict:
     frozen = FrozenDict(body)  # one shallow copy at C speed; what is inside is checked below
-    kinds = set(map(type, frozen.values()))
-    if kinds <= _FLAT and set(map(type, frozen)) <= _STR:  # the usual flat body: checks run in C
-        if int not in kinds or all(_INT_MIN <= v <= _INT_MAX for v in frozen.values() if type(v) is int):
-            return frozen
     for key, value in frozen.items():
+        kind = type(value)
+        if kind in _FLAT and type(key) is str:  # the usual flat field (ints: see _freeze_value)
+            continue
         if type(key) is not str and type(key) not in _KEY_TYPES and strict:
             raise TypeError(f"a {type(key).__name__} key can not be serialized")
-        kind = type(value)
         if kind not in _PLAIN and not (kind is int and _INT_MIN <= value <= _INT_MAX):
             dict.__setitem__(frozen, key, _freeze_value(value, strict))  # same key: iteration stays valid
     return frozen

@@ -12,9 +12,10 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
 from fluxmix.gears.expressions import Expression, ExpressionEvalError, compile_expression, expression_problem
-from fluxmix.message import FrozenDict, Message, freeze_changed
+from fluxmix.message import FrozenDict, Message, freeze_body, freeze_changed
 
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset({str, float, bool, type(None)})  # ints go through the 64-bit check
 
 def _evaluate(where: str, expr: Expression, body: Mapping[str, Any]) -> Any:
     """Evaluate, naming the config key in the error so the log says which expression failed."""
@@ -106,12 +107,18 @@ class Map(Gear):
         self.drop: list[str] = list(self.config.get("drop") or [])
         # fields whose values may not come from the (frozen) input: renamed ones are moved as is
         self._changed: tuple[str, ...] = (*self.constants, *self.expressions)
+        # without rename/drop, a frozen input is reshaped in place of a copy of it; constants
+        # frozen once (read-only, so every message can share them)
+        self._only_set = not self.rename and not self.drop
+        self._frozen_constants = list(freeze_body(self.constants).items()) if self._only_set else []
 
     def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The reshaped copy of `body` (the input is never modified: fan-out shares it).
 
         From a frozen body (what wires deliver) the result is frozen too, checking only the
         fields this gear set: the others were checked when the input was emitted."""
+        if self._only_set and type(body) is FrozenDict:
+            return self._set_frozen(body)
         out = dict(body)
         if self.rename:
             for old, new in self.rename.items():
@@ -136,6 +143,23 @@ class Map(Gear):
             out.pop(field, None)
         if frozen_input:
             return freeze_changed(out, self._changed, self.name, "out")
+        return out
+
+    def _set_frozen(self, body: FrozenDict) -> FrozenDict:
+        out = FrozenDict(body)
+        put = dict.__setitem__
+        for field, value in self._frozen_constants:
+            put(out, field, value)
+        for field, expr in self.expressions.items():
+            try:
+                value = expr.fn(body)
+            except Exception:
+                value = _evaluate(f"set.{field}", expr, body)  # raises the clear error
+            kind = type(value)
+            if kind in _SCALAR_TYPES or (kind is int and -(2**63) <= value < 2**64):
+                put(out, field, value)
+            else:
+                put(out, field, freeze_changed({field: value}, (field,), self.name, "out")[field])
         return out
 
     async def handle(self, port: str, message: Message) -> None:
