@@ -232,7 +232,7 @@ class _Context:
         None when there is none. Only emits made by the handling task itself derive from it: a
         gear's own background task (a timer, a run() loop beside its inputs) must not borrow it."""
         slot = self._slot
-        if slot.parent is not None and current_task(self._loop) is slot.parent_task:
+        if slot.parent is not None and _running_task(self._loop) is slot.parent_task:
             emitted = slot.parent_emitted
             if emitted is None:
                 slot.parent_emitted = {port: 1}
@@ -300,6 +300,17 @@ class _Context:
         # Flush first: a checkpoint must never claim messages that are not yet safe on the wires.
         await self._runtime._flush_outputs(self._slot)
         await asyncio.to_thread(self._runtime.checkpoints.save_checkpoint, self.scenario_name, self.gear_name, value)
+
+
+# The task running now, by loop: asyncio.current_task() is a Python function on 3.11 and this
+# runs on every emit; its table is the same dict it reads (fallback when a version moves it).
+_CURRENT_TASKS: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
+
+
+def _running_task(loop: asyncio.AbstractEventLoop | None) -> asyncio.Task[Any] | None:
+    if loop is not None and _CURRENT_TASKS is not None:
+        return _CURRENT_TASKS.get(loop)
+    return current_task(loop)
 
 
 def runtime_loop() -> asyncio.AbstractEventLoop | None:
