@@ -20,6 +20,11 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+try:
+    from tests.nats_fixtures import pid_alive
+except ModuleNotFoundError:
+    from nats_fixtures import pid_alive  # type: ignore[no-redef]
+
 BIN = Path(sys.executable).parent
 MIXERD = BIN / "fluxmix-mixer"
 FLUXMIX = BIN / "fluxmix"
@@ -623,8 +628,10 @@ def _standard_scenario(out: Path, name: str, count: int) -> str:
     return scenario_yaml(out, name=name, count=count, rate=None).replace("transport: memory", "transport: standard")
 
 
-def _nats_server_pids() -> set[int]:
-    result = subprocess.run(["pgrep", "-x", "nats-server"], capture_output=True, text=True)
+def _embedded_server_pids(mixer_pid: int) -> set[int]:
+    """The nats-server processes this mixer started (its children): other tests and other runs on
+    the same machine start servers of their own, so a machine-wide count is not evidence."""
+    result = subprocess.run(["pgrep", "-P", str(mixer_pid), "-x", "nats-server"], capture_output=True, text=True)
     return {int(pid) for pid in result.stdout.split()}
 
 
@@ -633,18 +640,19 @@ def test_standard_wires_with_the_embedded_server(tmp_path: Path, home: Path, sta
     out = tmp_path / "out.jsonl"
     path = tmp_path / "durable.yaml"
     path.write_text(_standard_scenario(out, "durable", 200))
-    before = _nats_server_pids()
     mixer = start_mixer("-s", str(path))
     status = mixer.wait_ready()
     if mixer.proc.poll() is not None or "standard" not in status["brokers"]:
         pytest.fail(f"no standard broker\n{mixer.output()}")
     assert status["brokers"]["standard"]["state"] == "connected"
+    servers = _embedded_server_pids(mixer.proc.pid)
+    assert len(servers) == 1, f"expected one embedded nats-server child, found {servers}"
     wait_until(lambda: len(read_lines(out)) == 200, "200 lines over JetStream", proc=mixer)
     code, text = mixer.request("GET", "/metrics")
     assert "fluxmix_nats_connected 1.0" in text
     assert mixer.stop() == 0
     assert sorted(seqs(read_lines(out))) == list(range(1, 201))
-    wait_until(lambda: _nats_server_pids() <= before, "the embedded nats-server to stop with the mixer")
+    wait_until(lambda: not any(pid_alive(pid) for pid in servers), "the embedded nats-server to stop with the mixer")
 
 
 @pytest.mark.nats
