@@ -118,8 +118,8 @@ class RootGroup(FluxmixGroup):
 def root(ctx: click.Context, store_dir: Path | None, debug: bool) -> None:
     """Manage scenarios and specs in the content-addressed store, and steer a running mixer.
 
-    References: NAME[:TAG] (TAG `latest` or omitted = highest SemVer tag), sha256:HEX (or a unique
-    prefix of 12+ hex digits), or a path to a file.
+    References: NAME[:TAG] (TAG `latest` or omitted = highest SemVer tag), sha256:HEX (64 hex digits,
+    or a unique prefix of 12+ after `sha256:`; bare hex is read as a name), or a path to a file.
 
     \b
     Examples:

@@ -8,6 +8,7 @@ journal, checkpoints) lives in the same database so gc knows what the mixer stil
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,7 @@ from ._blobs import BlobStore, sha256_hex
 from ._index import Index, MixerStateRow, TagRow
 from ._refs import (
     KINDS,
+    MIN_PREFIX,
     HashRef,
     NameRef,
     PathRef,
@@ -52,7 +54,9 @@ from ._refs import (
 )
 from ._state import JournalEntry, MixerState
 
-DEFAULT_GC_GRACE_SECONDS = 3600  # as git's gc.pruneExpire: never race a concurrent import
+DEFAULT_GC_GRACE_SECONDS = 3600
+# A bare word that could be a hash prefix: only `sha256:` makes it one, so a miss says so.
+_HEX_WORD = re.compile(f"[0-9a-f]{{{MIN_PREFIX},64}}", re.ASCII)  # as git's gc.pruneExpire: never race a concurrent import
 _WRITE_RETRIES = 5
 
 
@@ -214,7 +218,7 @@ class Store:
 
         # Cheap pre-check so that a refused tag writes nothing at all.
         with self._index.read() as session:
-            early = self._decide(session, kind, name, wanted, digest)
+            early = self._decide(session, kind, name, wanted, digest, explicit=tag is not None)
         if isinstance(early, ImportResult):
             if self.blobs.has(digest):
                 self.blobs.put(data)  # freshen (and heal a damaged copy)
@@ -224,7 +228,7 @@ class Store:
         for attempt in range(_WRITE_RETRIES):
             try:
                 with self._index.write() as session:
-                    decision = self._decide(session, kind, name, wanted, digest)
+                    decision = self._decide(session, kind, name, wanted, digest, explicit=tag is not None)
                     if isinstance(decision, ImportResult):
                         return decision
                     row = TagRow(
@@ -240,22 +244,31 @@ class Store:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _decide(self, session: Any, kind: str, name: str, wanted: str | None, digest: str) -> ImportResult | str:
-        """An ImportResult when nothing is to be written (no-op), else the tag to create."""
-        if wanted is not None:
-            row = session.get(TagRow, (kind, name, wanted))
-            if row is None:
-                return wanted
-            if row.hash == digest:
-                return _import_result(row, created=False)
+    def _decide(
+        self, session: Any, kind: str, name: str, wanted: str | None, digest: str, *, explicit: bool
+    ) -> ImportResult | str:
+        """An ImportResult when nothing is to be written (no-op), else the tag to create.
+
+        Without an explicit tag, bytes that already hold a tag under this name are a no-op that
+        reports that tag (the highest, if several), whatever the declared version or the next
+        minor would be. An explicit tag may add a second tag to the same bytes, as registries allow.
+        """
+        rows: dict[str, TagRow] = {
+            r.tag: r for r in session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.name == name))
+        }
+        if wanted is not None and wanted in rows and rows[wanted].hash == digest:
+            return _import_result(rows[wanted], created=False)
+        if not explicit:
+            holding = [tag for tag, row in rows.items() if row.hash == digest]
+            if holding:
+                return _import_result(rows[highest_tag(holding) or holding[0]], created=False)
+        if wanted is None:
+            return next_tag(list(rows))
+        if wanted in rows:
             raise TagConflictError(
-                f"tag {wanted} of {_label(kind, name)} already holds {short_hash(row.hash)}; bump the version"
+                f"tag {wanted} of {_label(kind, name)} already holds {short_hash(rows[wanted].hash)}; bump the version"
             )
-        rows = {r.tag: r for r in session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.name == name))}
-        highest = highest_tag(list(rows))
-        if highest is not None and rows[highest].hash == digest:
-            return _import_result(rows[highest], created=False)
-        return next_tag(list(rows))
+        return wanted
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -286,6 +299,11 @@ class Store:
             # latest, or a miss: every tag of the name (to pick from, or to list in the error)
             hashes: dict[str, str] = {tag: digest for tag, digest in session.execute(query)}
         if not hashes:
+            if _HEX_WORD.fullmatch(ref.name) and ref.tag is None:
+                raise NotFoundError(
+                    f"no {kind} named {ref.name!r} in the store; to name a blob by its hash, "
+                    f"write sha256:{ref.name}"
+                )
             raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(kind)}")
         tag = latest_tag(list(hashes)) if exact is None else exact
         if tag not in hashes:
