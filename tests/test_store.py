@@ -188,14 +188,16 @@ def test_tag_priority_explicit_then_declared_then_next_minor(store: Store) -> No
     assert store.import_bytes("scenario", b"g", name="flow").tag == "v4.1.0"
 
 
-def test_auto_tag_is_a_noop_when_the_highest_tag_holds_the_same_bytes(store: Store) -> None:
+def test_auto_tag_is_a_noop_when_any_tag_holds_the_same_bytes(store: Store) -> None:
     first = store.import_bytes("scenario", b"a", name="flow")
     again = store.import_bytes("scenario", b"a", name="flow")
     assert (again.tag, again.created, again.imported_at) == ("v0.1.0", False, first.imported_at)
     store.import_bytes("scenario", b"b", name="flow")
-    # Going back to older content is a new version, so `flow:latest` follows the revert.
+    # Re-importing older content reports its tag (issue 8: the README promises a no-op), rather
+    # than minting v0.3.0 with v0.1.0's hash.
     revert = store.import_bytes("scenario", b"a", name="flow")
-    assert (revert.tag, revert.created) == ("v0.3.0", True)
+    assert (revert.tag, revert.created) == ("v0.1.0", False)
+    assert [e.tag for e in store.entries("scenario", "flow")] == ["v0.2.0", "v0.1.0"]
 
 
 def test_duplicate_import_is_a_noop_that_keeps_the_first_time(store: Store) -> None:
