@@ -296,22 +296,39 @@ def kind_group(kind: str) -> click.Group:
                 click.echo(graph.to_mermaid(parsed), nl=False)
 
     # ---------------------------------------------------------------- untag
-    @group.command("untag", cls=FluxmixCommand, short_help="Remove a tag (the blob stays until gc).")
+    untag_help = "Remove the tag NAME:TAG. The bytes stay in the store until `fluxmix store gc` finds them unused."
+    if kind == "spec":
+        untag_help += (
+            "\n\nA spec tag that stored scenarios resolve their `spec:` through is refused, naming them; "
+            "--force untags it anyway and lists the scenarios it breaks (their pinned spec blob is kept)."
+        )
+
+    @group.command("untag", cls=FluxmixCommand, help=untag_help, short_help="Remove a tag (the blob stays until gc).")
     @click.argument("ref", metavar="NAME:TAG")
+    @click.option("--force", is_flag=True, hidden=kind != "spec", help="Untag even if stored scenarios resolve through it.")
     @json_option()
     @pass_app
-    def untag_cmd(app: App, ref: str, as_json: bool) -> None:
-        """Remove the tag NAME:TAG. The bytes stay in the store until `fluxmix store gc` finds them unused."""
+    def untag_cmd(app: App, ref: str, force: bool, as_json: bool) -> None:
         from fluxmix.store import NameRef, parse_ref
 
         parsed = parse_ref(ref) if ":" in ref else None
         if not isinstance(parsed, NameRef) or parsed.tag is None:
             raise BadReferenceError(f"untag needs NAME:TAG with an explicit tag (not latest), got {ref!r}")
-        entry = app.store.untag(kind, parsed.name, parsed.tag)
+        result = app.store.untag(kind, parsed.name, parsed.tag, force=force)
+        entry = result.entry
         if as_json:
-            echo_json(_entry_json(entry))
-        else:
-            click.echo(f"untagged {entry.name}:{entry.tag} (was sha256:{entry.hash})")
+            echo_json(dict(_entry_json(entry), breaks=list(result.breaks)) if kind == "spec" else _entry_json(entry))
+            return
+        click.echo(f"untagged {entry.name}:{entry.tag} (was sha256:{entry.hash})")
+        if result.breaks:
+            click.echo(
+                f"warning: {len(result.breaks)} stored scenario{'s' if len(result.breaks) != 1 else ''} "
+                f"no longer resolve{'s' if len(result.breaks) == 1 else ''} {entry.name}:{entry.tag} "
+                "and will fail validation (the spec's blob is kept while they are):",
+                err=True,
+            )
+            for broken in result.breaks:
+                click.echo(f"  {broken}", err=True)
 
     return group
 

@@ -9,6 +9,7 @@
      │    ├── AmbiguousReferenceError  a hash prefix that matches several blobs
      │    ├── InvalidNameError      a name or tag outside the allowed patterns
      │    ├── TagConflictError      an immutable tag asked to hold other bytes
+     │    ├── SpecInUseError        untagging a spec tag that stored scenarios resolve through
      │    ├── GearClassError        a `python` gear's `class` is not an importable Gear subclass
      │    └── ExpressionSyntaxError an expression outside the allowed language (also an ExpressionError)
      ├── StoreError                 the store is damaged or unusable: exit 1
@@ -96,6 +97,10 @@ class TagConflictError(UserError):
     """A tag already holds other bytes; tags are immutable."""
 
 
+class SpecInUseError(UserError):
+    """A spec tag stored scenarios still resolve their `spec:` through; `untag --force` overrides."""
+
+
 class GearClassError(UserError):
     """`class` does not name an importable Gear subclass (a validation problem, one line)."""
 
@@ -164,6 +169,7 @@ __all__ = [
     "AmbiguousReferenceError",
     "InvalidNameError",
     "TagConflictError",
+    "SpecInUseError",
     "GearClassError",
     "ExpressionError",
     "ExpressionSyntaxError",

@@ -175,7 +175,7 @@ def import_scenario_file(
     data = read_document(path)
     if validate:
         scenario = parse_scenario(data, source, catalog=catalog, store=store)
-        declared_name, version = scenario.name, scenario.version
+        declared_name, version, spec = scenario.name, scenario.version, scenario.spec
     else:
         raw = load_yaml(data, source)
         declared_name, version = _declared(raw, "name"), _declared(raw, "version")
@@ -185,7 +185,8 @@ def import_scenario_file(
     final_name = name if name is not None else declared_name
     if final_name is None:
         raise ScenarioError(f"{source}: the file declares no valid name; give one with --name")
-    return _imported(store, "scenario", data, source, name=final_name, tag=tag, version=version)
+    # The spec blob `spec:` resolves to is pinned with the tag, so gc and untag keep it.
+    return _imported(store, "scenario", data, source, name=final_name, tag=tag, version=version, spec=spec)
 
 
 def import_spec_file(
@@ -278,7 +279,9 @@ def _load_path(store: "Store", path: Path, catalog: Catalog) -> LoadedScenario:
     data = read_document(path)
     scenario = parse_scenario(data, source, catalog=catalog, store=store)
     try:
-        result = store.import_bytes("scenario", data, name=scenario.name, version=scenario.version)
+        result = store.import_bytes(
+            "scenario", data, name=scenario.name, version=scenario.version, spec=scenario.spec
+        )
         tag: str | None = result.tag
         digest = result.hash
     except TagConflictError as exc:
@@ -286,6 +289,8 @@ def _load_path(store: "Store", path: Path, catalog: Catalog) -> LoadedScenario:
         # cannot take that tag; it still runs (edit-and-reload is the point of a path), stored
         # untagged and addressed by its hash, as the journal records it.
         digest = store.put_blob(data)
+        if scenario.spec is not None:
+            store.pin_spec(digest, scenario.spec)
         tag = None
         log.warning("%s: %s; running it untagged as sha256:%s", source, exc, digest[:12])
     return LoadedScenario(scenario=scenario, hash=digest, name=scenario.name, tag=tag, data=data, path=path)

@@ -23,15 +23,18 @@ from sqlalchemy.exc import IntegrityError
 from fluxmix.errors import (
     AmbiguousReferenceError,
     BadReferenceError,
+    FluxmixError,
     InvalidNameError,
     NotFoundError,
+    SpecInUseError,
     StoreError,
     TagConflictError,
 )
 
-from . import _state
+from . import _pins, _state
 from ._blobs import BlobStore, sha256_hex
 from ._index import Index, MixerStateRow, TagRow
+from ._pins import SpecPin
 from ._refs import (
     KINDS,
     MIN_PREFIX,
@@ -108,6 +111,14 @@ class Resolved:
 
 
 @dataclass(frozen=True, slots=True)
+class UntagResult:
+    """The tag removed, and the stored scenarios whose `spec:` no longer resolves (only with force)."""
+
+    entry: Entry
+    breaks: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """ok is False when any blob is corrupt or any tag points at a missing blob."""
 
@@ -153,9 +164,10 @@ class Store:
                 self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
             raise StoreError(f"cannot create the store directory {self.home}: {error.strerror or error}") from error
-        self.blobs = BlobStore(self.home / "blobs")
+        self.read_only = _read_only_reason(self.home)
+        self.blobs = BlobStore(self.home / "blobs", create=self.read_only is None)
         self.url = url or os.environ.get("FLUXMIX_STORE_URL") or f"sqlite:///{self.home / 'index.sqlite3'}"
-        self._index = Index(self.url)
+        self._index = Index(self.url, read_only=self.read_only, backfill_spec_pins=self._backfill_spec_pins)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -178,7 +190,15 @@ class Store:
 
     def put_blob(self, data: bytes) -> str:
         """Store bytes, return their hex sha256 (equals `sha256sum`); atomic and idempotent."""
+        self._require_writable()
         return self.blobs.put(bytes(data))
+
+    def _require_writable(self) -> None:
+        if self.read_only is not None:
+            raise StoreError(
+                f"the store at {self.home} is read-only ({self.read_only}); reading commands work, "
+                "changing it needs write access"
+            )
 
     def get_blob(self, hex: str) -> bytes:  # noqa: A002 - the brief's name
         """The blob's bytes, re-hashed: CorruptBlobError if they changed, NotFoundError if absent."""
@@ -194,16 +214,28 @@ class Store:
     # -- import --------------------------------------------------------------------------------
 
     def import_bytes(
-        self, kind: str, data: bytes, *, name: str, tag: str | None = None, version: str | None = None
+        self,
+        kind: str,
+        data: bytes,
+        *,
+        name: str,
+        tag: str | None = None,
+        version: str | None = None,
+        spec: str | None = None,
     ) -> ImportResult:
         """Store `data` under kind/name/tag; the tag is tag > declared version > next minor.
 
         Nothing is validated beyond names and tags: callers (fluxmix.loading) validate content.
         The tag is checked before the blob is written and again inside the write transaction,
         so a refused import leaves no index row (at most an unreferenced blob, which gc removes).
+        `spec` is a scenario's `spec:` reference: it is resolved in the same transaction and the
+        spec blob it names is pinned to the scenario's bytes (NotFoundError when it does not resolve).
         """
         check_kind(kind)
         check_name(name)
+        if spec is not None and kind != "scenario":
+            raise ValueError("only a scenario pins a spec")
+        self._require_writable()
         data = bytes(data)
         if tag is not None:
             wanted: str | None = canonical_tag(tag)
@@ -219,7 +251,12 @@ class Store:
         # Cheap pre-check so that a refused tag writes nothing at all.
         with self._index.read() as session:
             early = self._decide(session, kind, name, wanted, digest, explicit=tag is not None)
-        if isinstance(early, ImportResult):
+            if spec is not None:
+                self._resolve_in(session, parse_store_ref(spec), "spec")  # refuse before writing a blob
+                unpinned = self._index.has_spec_pins and _pins.get_pin(session, digest) is None
+            else:
+                unpinned = False
+        if isinstance(early, ImportResult) and not unpinned:
             if self.blobs.has(digest):
                 self.blobs.put(data)  # freshen (and heal a damaged copy)
                 return early
@@ -229,6 +266,8 @@ class Store:
             try:
                 with self._index.write() as session:
                     decision = self._decide(session, kind, name, wanted, digest, explicit=tag is not None)
+                    if spec is not None:
+                        self._pin_in(session, digest, spec)
                     if isinstance(decision, ImportResult):
                         return decision
                     row = TagRow(
@@ -270,48 +309,126 @@ class Store:
             )
         return wanted
 
+    # -- spec pins -----------------------------------------------------------------------------
+
+    def pin_spec(self, scenario_hash: str, spec: str) -> SpecPin:
+        """Pin the spec blob `spec` resolves to now to the scenario blob (kept if already pinned).
+
+        For scenario bytes stored without a tag (a followed file edited without a version bump);
+        import_bytes pins tagged imports itself.
+        """
+        self._require_writable()
+        with self._index.write() as session:
+            return self._pin_in(session, check_hex(scenario_hash), spec)
+
+    def spec_pin(self, scenario_hash: str) -> SpecPin | None:
+        """The spec blob this scenario blob was stored with, if it names a spec."""
+        if not self._index.has_spec_pins:
+            return None
+        with self._index.read() as session:
+            return _pins.get_pin(session, check_hex(scenario_hash))
+
+    def _pin_in(self, session: Any, scenario_hash: str, spec: str) -> SpecPin:
+        resolved = self._resolve_in(session, parse_store_ref(spec), "spec")
+        return _pins.add_pin(session, SpecPin(scenario_hash, spec, resolved.hash, resolved.name, resolved.tag))
+
+    def _backfill_spec_pins(self, session: Any) -> None:
+        """Pin the specs of scenarios a store made before pins existed (once, when first opened for writing).
+
+        Each stored scenario's `spec:` is read from its blob and resolved as it resolves now; a
+        blob that is unreadable, not YAML, or whose spec no longer resolves gets no pin.
+        """
+        from fluxmix.scenario_yaml import load_yaml
+
+        hashes = set(session.scalars(select(TagRow.hash).where(TagRow.kind == "scenario")))
+        state = session.get(MixerStateRow, 1)
+        if state is not None:
+            hashes.update(h for h in (state.active_hash, state.last_known_good_hash) if h)
+        for digest in sorted(hashes):
+            try:
+                raw = load_yaml(self.blobs.get(digest), f"sha256:{digest[:12]}")
+                spec = raw.get("spec") if isinstance(raw, dict) else None
+                if isinstance(spec, str):
+                    self._pin_in(session, digest, spec)
+            except FluxmixError:
+                continue
+
+    def _broken_by_untag(self, session: Any, name: str) -> list[str]:
+        """Stored scenarios (tagged, running or the rollback target) whose `spec:` stops resolving
+        once a tag of spec `name`, already deleted in this transaction, is gone."""
+        stored = self._stored_scenarios(session)
+        broken: list[str] = []
+        for pin in _pins.pins_of_spec(session, name):
+            if pin.scenario_hash not in stored:
+                continue
+            try:
+                self._resolve_in(session, parse_store_ref(pin.spec_ref), "spec")
+            except NotFoundError:
+                broken.append(f"{stored[pin.scenario_hash]} (spec: {pin.spec_ref})")
+        return sorted(broken)
+
+    @staticmethod
+    def _stored_scenarios(session: Any) -> dict[str, str]:
+        """scenario hash -> how to call it: its tags, or what the mixer uses it for."""
+        labels: dict[str, list[str]] = {}
+        for scenario_name, scenario_tag, digest in session.execute(
+            select(TagRow.name, TagRow.tag, TagRow.hash).where(TagRow.kind == "scenario")
+        ):
+            labels.setdefault(digest, []).append(f"{scenario_name}:{scenario_tag}")
+        state = session.get(MixerStateRow, 1)
+        if state is not None:
+            roles = ((state.active_hash, "the mixer's active scenario"), (state.last_known_good_hash, "the mixer's rollback target"))
+            for digest, role in roles:
+                if digest and digest not in labels:
+                    labels[digest] = [f"{short_hash(digest)} ({role})"]
+        return {digest: ", ".join(sorted(names)) for digest, names in labels.items()}
+
     # -- reading -------------------------------------------------------------------------------
 
     def resolve(self, ref: str | Ref, kind: str = "scenario") -> Resolved:
         """A NameRef or HashRef (or its text) -> Resolved; paths are fluxmix.loading's job."""
         check_kind(kind)
         parsed = parse_store_ref(ref) if isinstance(ref, str) else ref
+        with self._index.read() as session:
+            return self._resolve_in(session, parsed, kind)
+
+    def _resolve_in(self, session: Any, parsed: Ref, kind: str) -> Resolved:
+        """resolve() inside the caller's transaction (an import pins what it resolved atomically)."""
         if isinstance(parsed, PathRef):
             raise BadReferenceError(
                 f"{str(parsed.path)!r} is a file path, not a store reference; import it first "
                 f"(fluxmix {kind} import) or use name:tag or sha256:<hex>"
             )
         if isinstance(parsed, HashRef):
-            return self._resolve_hash(parsed, kind)
+            return self._resolve_hash(session, parsed, kind)
         if isinstance(parsed, NameRef):
-            return self._resolve_name(parsed, kind)
-        raise BadReferenceError(f"not a reference: {ref!r}")
+            return self._resolve_name(session, parsed, kind)
+        raise BadReferenceError(f"not a reference: {parsed!r}")
 
-    def _resolve_name(self, ref: NameRef, kind: str) -> Resolved:
+    def _resolve_name(self, session: Any, ref: NameRef, kind: str) -> Resolved:
         check_name(ref.name)
         exact = None if ref.tag in (None, "latest") else canonical_tag(ref.tag)
         query = select(TagRow.tag, TagRow.hash).where(TagRow.kind == kind, TagRow.name == ref.name)
-        with self._index.read() as session:
-            if exact is not None:
-                found = session.scalar(query.with_only_columns(TagRow.hash).where(TagRow.tag == exact))
-                if found is not None:
-                    return Resolved(kind, ref.name, exact, found)
-            # latest, or a miss: every tag of the name (to pick from, or to list in the error)
-            hashes: dict[str, str] = {tag: digest for tag, digest in session.execute(query)}
+        if exact is not None:
+            found = session.scalar(query.with_only_columns(TagRow.hash).where(TagRow.tag == exact))
+            if found is not None:
+                return Resolved(kind, ref.name, exact, found)
+        # latest, or a miss: every tag of the name (to pick from, or to list in the error)
+        hashes: dict[str, str] = {tag: digest for tag, digest in session.execute(query)}
         if not hashes:
             if _HEX_WORD.fullmatch(ref.name) and ref.tag is None:
                 raise NotFoundError(
                     f"no {kind} named {ref.name!r} in the store; to name a blob by its hash, "
                     f"write sha256:{ref.name}"
                 )
-            raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(kind)}")
+            raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(session, kind)}")
         tag = latest_tag(list(hashes)) if exact is None else exact
         if tag not in hashes:
             available = ", ".join(sort_tags_desc(list(hashes))[:10])
             raise NotFoundError(f"{kind} {ref.name} has no tag {tag}; available: {available}")
         return Resolved(kind, ref.name, tag, hashes[tag])
 
-    def _resolve_hash(self, ref: HashRef, kind: str) -> Resolved:
+    def _resolve_hash(self, session: Any, ref: HashRef, kind: str) -> Resolved:
         if ref.is_full:
             if not self.blobs.has(ref.prefix):
                 raise NotFoundError(f"sha256:{ref.prefix} is not in the store")
@@ -326,15 +443,15 @@ class Store:
                     f"sha256:{ref.prefix} matches {len(matches)} blobs ({shown}); give more hex digits"
                 )
             digest = matches[0]
-        with self._index.read() as session:
-            tags = list(session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.hash == digest)))
+        tags = list(session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.hash == digest)))
         if tags:
             best = max(tags, key=lambda r: (tag_key(r.tag), r.name))
             return Resolved(kind, best.name, best.tag, digest)
         return Resolved(kind, None, None, digest)
 
-    def _known_names_hint(self, kind: str) -> str:
-        names = self.names(kind)
+    @staticmethod
+    def _known_names_hint(session: Any, kind: str) -> str:
+        names = sorted(set(session.scalars(select(TagRow.name).where(TagRow.kind == kind))))
         if not names:
             return f" (the store has no {kind}s yet)"
         return f"; known: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}"
@@ -356,17 +473,34 @@ class Store:
         with self._index.read() as session:
             return sorted(set(session.scalars(select(TagRow.name).where(TagRow.kind == kind))))
 
-    def untag(self, kind: str, name: str, tag: str) -> Entry:
-        """Remove one tag from the index; the blob stays until gc finds nothing else uses it."""
+    def untag(self, kind: str, name: str, tag: str, *, force: bool = False) -> UntagResult:
+        """Remove one tag from the index; the blob stays until gc finds nothing else uses it.
+
+        A spec tag that a stored scenario's `spec:` resolves through is refused (SpecInUseError,
+        naming the scenarios) unless `force`; forced, the result lists the scenarios it breaks.
+        """
         check_kind(kind)
         check_name(name)
         canonical = canonical_tag(tag)
+        self._require_writable()
         with self._index.write() as session:
             row = session.get(TagRow, (kind, name, canonical))
             if row is None:
                 raise NotFoundError(f"{kind} {name} has no tag {canonical}")
+            entry = _entry(row)
             session.delete(row)
-        return _entry(row)
+            breaks: list[str] = []
+            if kind == "spec" and self._index.has_spec_pins:
+                session.flush()
+                breaks = self._broken_by_untag(session, name)
+                if breaks and not force:
+                    shown = "; ".join(breaks[:5]) + (f"; and {len(breaks) - 5} more" if len(breaks) > 5 else "")
+                    raise SpecInUseError(
+                        f"spec {name}:{canonical} is needed by {len(breaks)} stored scenario"
+                        f"{'s' if len(breaks) != 1 else ''} whose spec: would no longer resolve: {shown}; "
+                        "use --force to untag it anyway"
+                    )
+        return UntagResult(entry, breaks)
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -395,21 +529,45 @@ class Store:
         The grace period protects a concurrent import that wrote its blob but not yet its index
         row; put_blob freshens an existing blob's mtime for the same reason.
         """
+        if not dry_run:
+            self._require_writable()
         cutoff = time.time() - max(0.0, grace_seconds)
         with self._index.read() as session:
-            referenced = self._referenced(session)
+            roots = self._roots(session)
+            pins = _pins.pinned_specs(session) if self._index.has_spec_pins else {}
+        blobs = list(self.blobs.iter_blobs())
+        present = {blob.hash for blob in blobs}
+        candidates = {blob.hash for blob in blobs if blob.hash not in roots and blob.mtime <= cutoff}
+        # A kept scenario keeps the spec it pins; repeat, since one blob may be stored as both kinds.
+        while True:
+            kept_specs = {spec for scenario, spec in pins.items() if scenario in present and scenario not in candidates}
+            if not kept_specs & candidates:
+                break
+            candidates -= kept_specs
+        # Pinned specs go last, and only if every scenario pinning them really went.
+        pinned_by: dict[str, set[str]] = {}
+        for scenario, spec in pins.items():
+            pinned_by.setdefault(spec, set()).add(scenario)
         removed: list[str] = []
+        removed_set: set[str] = set()
         freed = 0
         kept = 0
-        for blob in self.blobs.iter_blobs():
-            if blob.hash in referenced or blob.mtime > cutoff:
+        for blob in sorted(blobs, key=lambda b: b.hash in pinned_by):
+            if blob.hash not in candidates:
                 kept += 1
+                continue
+            if blob.hash in pinned_by and any(s in present and s not in removed_set for s in pinned_by[blob.hash]):
+                kept += 1  # a scenario pinning it was freshened meanwhile
                 continue
             if not dry_run and not self.blobs.remove_if_older(blob.path, cutoff):
                 kept += 1  # freshened meanwhile by a concurrent import of the same bytes
                 continue
             removed.append(blob.hash)
+            removed_set.add(blob.hash)
             freed += blob.size
+        removed.sort()
+        if not dry_run:
+            self._drop_dead_pins(removed_set & set(pins))
         temps = 0
         for path, mtime in self.blobs.iter_temp_files():
             if mtime <= cutoff:
@@ -418,12 +576,28 @@ class Store:
                     self.blobs.remove(path)
         return GcReport(removed, freed, kept, temps, dry_run)
 
-    def _referenced(self, session: Any) -> set[str]:
+    def _drop_dead_pins(self, scenario_hashes: set[str]) -> None:
+        """Forget the pins of scenario blobs gc removed, unless an import stored them again meanwhile."""
+        if not scenario_hashes:
+            return
+        with self._index.write() as session:
+            alive = self._roots(session)
+            _pins.drop_pins(session, (h for h in scenario_hashes if h not in alive and not self.blobs.has(h)))
+
+    def _roots(self, session: Any) -> set[str]:
+        """What the index references directly: tags, the mixer's active and last known good, the journal."""
         hashes = set(session.scalars(select(TagRow.hash)))
         state = session.get(MixerStateRow, 1)
         if state is not None:
             hashes.update(h for h in (state.active_hash, state.last_known_good_hash) if h)
         hashes |= _state.journal_hashes(session)
+        return hashes
+
+    def _referenced(self, session: Any) -> set[str]:
+        """The roots and the spec blobs they pin."""
+        hashes = self._roots(session)
+        if self._index.has_spec_pins:
+            hashes |= {spec for scenario, spec in _pins.pinned_specs(session).items() if scenario in hashes}
         return hashes
 
     # -- mixer state ---------------------------------------------------------------------------
@@ -468,6 +642,16 @@ class Store:
             _state.write_checkpoint(session, scenario_name, gear, value)
 
 
+def _read_only_reason(home: Path) -> str | None:
+    """Why this process cannot change the store at `home`, or None when it can."""
+    if not os.access(home, os.W_OK):
+        return "its directory is not writable by this user"
+    index = home / "index.sqlite3"
+    if index.exists() and not os.access(index, os.W_OK):
+        return f"{index.name} is not writable by this user"
+    return None
+
+
 def _select_entries() -> Select[str, str, str, str, int, datetime]:
     """Entry's fields as plain columns: no ORM object (identity map, state) is built per row."""
     return select(TagRow.kind, TagRow.name, TagRow.tag, TagRow.hash, TagRow.size, TagRow.imported_at)
@@ -493,6 +677,8 @@ __all__ = [
     "default_home",
     "Entry",
     "ImportResult",
+    "SpecPin",
+    "UntagResult",
     "Resolved",
     "Ref",
     "NameRef",

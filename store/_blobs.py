@@ -44,8 +44,11 @@ class BlobFile:
 class BlobStore:
     """The files under `<home>/blobs`; knows nothing about names or tags."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        """`create` False (a read-only store) never makes the directory: a store without blobs reads as empty."""
         self.root = root
+        if not create:
+            return
         try:
             root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         except OSError as error:

@@ -8,8 +8,11 @@ lets the busy timeout queue writers; reads stay deferred so they never wait on a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +37,9 @@ from sqlalchemy.types import TypeDecorator
 from fluxmix.errors import StoreError
 
 SCHEMA_VERSION = 1
+# Tables added after schema version 1 are created lazily by the first writer that opens the store
+# (older fluxmix versions ignore them), each recorded as a meta key once its backfill has run.
+SPEC_PINS_FEATURE = "spec_pins"
 BUSY_TIMEOUT_SECONDS = 30.0
 _BEGIN_OPTION = "fluxmix_begin"
 
@@ -80,6 +86,22 @@ class TagRow(Base):
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class SpecPinRow(Base):
+    """A scenario blob -> the spec blob its `spec:` resolved to when it was first stored.
+
+    As an OCI manifest pins its layers' digests: gc keeps the spec blob while the scenario is
+    kept, and untagging the spec tag the scenario resolved through is refused (unless forced).
+    """
+
+    __tablename__ = "spec_pins"
+    scenario_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec_ref: Mapped[str] = mapped_column(Text)
+    spec_hash: Mapped[str] = mapped_column(String(64), index=True)
+    spec_name: Mapped[str | None] = mapped_column(String(64))
+    spec_tag: Mapped[str | None] = mapped_column(String(128))
+    pinned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class MixerStateRow(Base):
     """The mixer's single state row (id 1): what runs now and what last ran well."""
 
@@ -119,11 +141,22 @@ class CheckpointRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class Index:
-    """Owns the engine; hands out read and write sessions."""
+Upgrade = Callable[[Session], None]
 
-    def __init__(self, url: str) -> None:
+
+class Index:
+    """Owns the engine; hands out read and write sessions.
+
+    `read_only` (a reason, e.g. "the directory is not writable") opens an SQLite file without
+    writing anything, not even WAL's shared-memory file, so listing and verifying work on a
+    store this user cannot change; `write()` then refuses with that reason.
+    `backfill_spec_pins` fills the spec pin table the first time a writer opens an older store.
+    """
+
+    def __init__(self, url: str, *, read_only: str | None = None, backfill_spec_pins: Upgrade | None = None) -> None:
         self.url = url
+        self.read_only = read_only
+        self.has_spec_pins = False  # False on an older store opened read-only: nothing is pinned there
         try:
             parsed = make_url(url)
         except ArgumentError:  # the URL itself is not echoed: it may hold a password
@@ -134,12 +167,12 @@ class Index:
         self.display_url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         try:
-            self.engine = _create_engine(url)
+            self.engine = _create_engine(url, read_only=read_only is not None)
         except (ArgumentError, ImportError) as error:  # unknown dialect, or its driver is not installed
             raise StoreError(f"store index {self.display_url}: cannot use this database: {error}") from None
         self._writer = self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         try:
-            self._prepare(parsed.database)
+            self._prepare(parsed.database, backfill_spec_pins)
         except Exception as error:
             self.engine.dispose()
             driver_error = getattr(getattr(self.engine.dialect, "loaded_dbapi", None), "Error", ())
@@ -158,6 +191,8 @@ class Index:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A serialised write transaction: BEGIN IMMEDIATE, so read-then-write is race free."""
+        if self.read_only is not None:
+            raise StoreError(f"store index {self.display_url} is read-only ({self.read_only}); reading commands work, changes need write access")
         with self._translated():
             with Session(self._writer, expire_on_commit=False) as session, session.begin():
                 yield session
@@ -178,36 +213,55 @@ class Index:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _prepare(self, database: str | None) -> None:
-        """Make the database usable; cheap when it already is (one read of the schema version)."""
-        if self.is_sqlite and database and database != ":memory:":
+    def _prepare(self, database: str | None, backfill_spec_pins: Upgrade | None) -> None:
+        """Make the database usable; cheap when it already is (one read of the meta table)."""
+        if self.is_sqlite and database and database != ":memory:" and self.read_only is None:
             self._ensure_wal()
-        version = self._schema_version()
-        if version is None:
+        meta = self._meta()
+        if meta is None:
+            if self.read_only is not None:
+                raise StoreError(f"store index {self.display_url} holds no fluxmix index yet and is read-only ({self.read_only})")
             with self._translated(), self._writer.begin() as conn:
                 Base.metadata.create_all(conn)
                 with Session(conn) as session:
-                    if session.get(MetaRow, "schema_version") is None:
-                        session.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
-                        session.flush()
-            version = self._schema_version()
+                    for key, value in (("schema_version", str(SCHEMA_VERSION)), (SPEC_PINS_FEATURE, "1")):
+                        if session.get(MetaRow, key) is None:
+                            session.add(MetaRow(key=key, value=value))
+                    session.flush()
+            meta = self._meta() or {}
+        version = int(meta["schema_version"]) if "schema_version" in meta else None
         if version is None or version > SCHEMA_VERSION:
             raise StoreError(
                 f"store index {self.display_url} has schema version {version}, newer than this fluxmix "
                 f"understands ({SCHEMA_VERSION}); upgrade fluxmix"
             )
+        self.has_spec_pins = SPEC_PINS_FEATURE in meta
+        if not self.has_spec_pins and self.read_only is None:
+            self._add_spec_pins(backfill_spec_pins)
 
-    def _schema_version(self) -> int | None:
+    def _add_spec_pins(self, backfill: Upgrade | None) -> None:
+        """Create the spec pin table in a store made by an older fluxmix, and pin what it already holds."""
+        with self._translated(), Session(self._writer, expire_on_commit=False) as session, session.begin():
+            if session.get(MetaRow, SPEC_PINS_FEATURE) is not None:  # another process got here first
+                self.has_spec_pins = True
+                return
+            Base.metadata.create_all(session.connection(), tables=[SpecPinRow.__table__])
+            self.has_spec_pins = True
+            if backfill is not None:
+                backfill(session)
+            session.add(MetaRow(key=SPEC_PINS_FEATURE, value="1"))
+
+    def _meta(self) -> dict[str, str] | None:
+        """Every meta key, or None when the database has no fluxmix tables yet."""
         try:
             with Session(self.engine) as session, session.begin():
-                value = session.scalar(select(MetaRow.value).where(MetaRow.key == "schema_version"))
+                return {key: value for key, value in session.execute(select(MetaRow.key, MetaRow.value))}
         except OperationalError as error:
             if "no such table" in str(error) or "does not exist" in str(error):
                 return None
             raise StoreError(f"store index {self.display_url} cannot be read: {error.orig}") from error
         except DBAPIError as error:
             raise StoreError(f"store index {self.display_url} cannot be read: {error.orig}") from error
-        return None if value is None else int(value)
 
     def _ensure_wal(self) -> None:
         """Switch to WAL once; the mode is persistent in the file, so later opens only read it."""
@@ -224,7 +278,7 @@ class Index:
             raw.close()
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, *, read_only: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -234,6 +288,9 @@ def _create_engine(url: str) -> Engine:
     }
     if in_memory:
         kwargs["poolclass"] = StaticPool
+    elif read_only:
+        uri = read_only_uri(Path(parsed.database or ""))
+        kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -254,3 +311,19 @@ def _create_engine(url: str) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads `path` without writing anything next to it.
+
+    `mode=ro` alone still needs WAL's `-shm` file, which a read-only directory cannot hold
+    ("attempt to write a readonly database"). When the directory is not writable no process
+    without privileges can change the database either, so `immutable=1` is safe there, unless a
+    crash left a `-wal` file with committed pages that only `mode=ro` (with its `-shm`) can read.
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+    directory_writable = os.access(path.parent, os.W_OK)
+    wal = Path(f"{path}-wal")
+    if not directory_writable and not (wal.exists() and wal.stat().st_size > 0 and Path(f"{path}-shm").exists()):
+        uri += "&immutable=1"
+    return uri

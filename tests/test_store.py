@@ -386,7 +386,7 @@ def test_resolve_refuses_paths_but_prefers_names_over_same_named_files(
 
 def test_untag_removes_the_row_but_keeps_the_blob(store: Store) -> None:
     result = store.import_bytes("scenario", FLOW_V1, name="payment-flow", tag="1.0.0")
-    entry = store.untag("scenario", "payment-flow", "1.0.0")
+    entry = store.untag("scenario", "payment-flow", "1.0.0").entry
     assert (entry.tag, entry.hash) == ("v1.0.0", result.hash)
     assert store.entries("scenario") == []
     assert store.get_blob(result.hash) == FLOW_V1
