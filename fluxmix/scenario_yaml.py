@@ -12,12 +12,16 @@ the parser must never run code, never blow up memory and never silently drop dat
   node graph (aliases counted as many times as they are used) is checked before constructing,
   which refuses "billion laughs" documents in microseconds.
 * Exactly one document per file.
+* Numbers are finite: `.nan`, `.inf` and floats too large for a double (`1.0e+999`) are refused where
+  they are written, so no config key, wire option or spec can carry them (a NaN `rate` would
+  compare false against every bound and run a source unpaced).
 
 Every failure is a `ScenarioError` whose message is one line: `file:line:col: reason`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -166,9 +170,23 @@ def _timestamp_as_string(loader: FluxmixYamlLoader, node: Node) -> Any:
     return loader.construct_scalar(node)  # explicit `!!timestamp` stays text too
 
 
+def _finite_float(loader: FluxmixYamlLoader, node: Node) -> float:
+    value = SafeConstructor.construct_yaml_float(loader, node)
+    if not math.isfinite(value):
+        shown = repr(node.value) if len(str(node.value)) <= 20 else repr(str(node.value)[:19] + "…")
+        raise ConstructorError(
+            None,
+            None,
+            f"{shown} is not a finite number: NaN and infinities are refused (quote it to mean text)",
+            node.start_mark,
+        )
+    return value
+
+
 for _tag in _REFUSED_TAGS:
     FluxmixYamlLoader.add_constructor(_tag, _refuse_tag)
 FluxmixYamlLoader.add_constructor(_TIMESTAMP, _timestamp_as_string)
+FluxmixYamlLoader.add_constructor(_TAG + "float", _finite_float)
 
 
 def _check_expansion(root: Node) -> None:

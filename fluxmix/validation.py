@@ -9,7 +9,6 @@ not also produce "unknown port" problems on its wires). Once a document validate
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.catalog import Catalog
 from fluxmix.schema_errors import describe as describe_schema_error
 from fluxmix.scenario import DEFAULT_TRANSPORT, TRANSPORTS, Endpoint, GearSpec, Scenario, WireSpec
+from fluxmix.suggest import Suggester, did_you_mean
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -50,14 +50,6 @@ SpecResolver = Callable[[str], "str | None"]
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def did_you_mean(word: object, candidates: Iterable[str]) -> str:
-    """`; did you mean 'sink'?` for a near miss, else an empty string."""
-    if not isinstance(word, str):
-        return ""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {matches[0]!r}?" if matches else ""
 
 
 def describe(value: object) -> str:
@@ -90,8 +82,14 @@ def json_path(base: str, path: Iterable[object]) -> str:
     return out
 
 
+_NAMES_SHOWN = 20
+
+
 def _names(items: Iterable[str]) -> str:
+    """A readable list for a message; a long one (a route's thousand ports) is cut short."""
     items = list(items)
+    if len(items) > _NAMES_SHOWN:
+        return ", ".join(items[:_NAMES_SHOWN]) + f", … ({len(items)} in all)"
     return ", ".join(items) if items else "none"
 
 
@@ -178,6 +176,22 @@ class _GearInfo:
     cls: type[Gear] | None
     inputs: tuple[Port, ...] | None = None
     outputs: tuple[Port, ...] | None = None
+    # Built on first use: a gear may have thousands of ports (route) and as many wires.
+    _port_names: dict[str, frozenset[str]] = field(default_factory=dict)
+    _suggesters: dict[str, Suggester] = field(default_factory=dict)
+
+    def port_names(self, direction: str) -> frozenset[str]:
+        """Names of the `input` or `output` ports (empty when unknown)."""
+        if direction not in self._port_names:
+            ports = self.inputs if direction == "input" else self.outputs
+            self._port_names[direction] = frozenset(p.name for p in ports or ())
+        return self._port_names[direction]
+
+    def suggest_port(self, direction: str, port: str) -> str:
+        if direction not in self._suggesters:
+            ports = self.inputs if direction == "input" else self.outputs
+            self._suggesters[direction] = Suggester(p.name for p in ports or ())
+        return self._suggesters[direction].hint(port)
 
 
 @dataclass
@@ -190,13 +204,20 @@ class _WireInfo:
 @dataclass
 class _State:
     problems: list[Problem] = field(default_factory=list)
+    # A gear whose type is unknown, or whose config is bad and decides its ports, has ports None:
+    # wires to it get no port checks (they would only echo the gear's own problem).
     gears: dict[str, _GearInfo] = field(default_factory=dict)
-    # gear names that exist but whose ports are unknown (bad type/config): no port checks for them
-    opaque: set[str] = field(default_factory=set)
     gears_known: bool = True  # False when `gears` itself is missing or not a list
     # Required-input checks would only echo another problem when a wire's target is unclear:
     wires_unclear: bool = False  # some wire's `to` could not be read at all
     targets_unclear: set[str] = field(default_factory=set)  # gears with a wire whose `to` port is wrong
+    _gear_names: Suggester | None = None
+
+    def closest_gear(self, name: str) -> str | None:
+        """The defined gear closest to an undefined one (every gear is known once wires are checked)."""
+        if self._gear_names is None:
+            self._gear_names = Suggester(self.gears)
+        return self._gear_names.closest(name)
 
     def add(self, location: str, reason: str) -> None:
         self.problems.append(Problem(location, reason))
@@ -327,7 +348,6 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
     if info is not None:
         assert isinstance(name, str)
         state.gears[name] = info
-        state.opaque.add(name)  # until its type and config are known good
 
     type_name = gear.get("type")
     cls: type[Gear] | None = None
@@ -347,22 +367,41 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
     config = gear.get("config", {})
     if config is None:
         config = {}  # `config:` with nothing after it
+    config_ok = False
     if not isinstance(config, Mapping):
         state.add(f"{base}.config", f"must be a mapping; found {describe(config)}")
-        return
-    if cls is None:
-        return
-    if not _check_config(cls, type_name, config, f"{base}.config", state):  # type: ignore[arg-type]
-        return
+    elif cls is not None:
+        config_ok = _check_config(cls, type_name, config, f"{base}.config", state)  # type: ignore[arg-type]
+    if cls is not None and info is not None:
+        _learn_ports(info, cls, type_name, config if config_ok else None, f"{base}.config", state)  # type: ignore[arg-type]
+
+
+def _learn_ports(
+    info: _GearInfo, cls: type[Gear], type_name: str, config: Mapping[str, Any] | None, base: str, state: _State
+) -> None:
+    """Record the gear's ports so its wires are checked; `config` None means the config has problems.
+
+    A bad config must not hide the gear's wire problems (every problem at once): ports that do not
+    depend on config (the class keeps Gear's input_ports/output_ports) are known whatever the
+    config; ports a bad config decides (route's routes, a python gear's class) stay unknown.
+    """
     try:
-        inputs = tuple(cls.input_ports(config))
-        outputs = tuple(cls.output_ports(config))
+        if config is not None:
+            inputs: tuple[Port, ...] | None = tuple(cls.input_ports(config))
+            outputs: tuple[Port, ...] | None = tuple(cls.output_ports(config))
+        else:
+            static_inputs = _inherits(cls, "input_ports")
+            inputs = tuple(cls.input_ports({})) if static_inputs else None
+            outputs = tuple(cls.output_ports({})) if static_inputs and _inherits(cls, "output_ports") else None
     except Exception as exc:  # a plugin's bug must be reported, not crash validation
-        state.add(f"{base}.config", f"gear type {type_name!r} cannot compute its ports from this config: {exc}")
+        state.add(base, f"gear type {type_name!r} cannot compute its ports from this config: {exc}")
         return
-    if info is not None:
-        info.cls, info.inputs, info.outputs = cls, inputs, outputs
-        state.opaque.discard(info.name)
+    info.cls, info.inputs, info.outputs = cls, inputs, outputs
+
+
+def _inherits(cls: type[Gear], method: str) -> bool:
+    """True when `cls` keeps Gear's own `method`, so its ports come from class attributes, not config."""
+    return getattr(cls, method).__func__ is getattr(Gear, method).__func__
 
 
 _VALIDATORS: dict[type, tuple[int, Any]] = {}  # gear class -> (id of its schema, validator)
@@ -493,22 +532,22 @@ def _check_endpoint(wire: Mapping[str, Any], key: str, base: str, state: _State)
     if not state.gears_known:
         return None  # `gears` itself is reported; every wire would repeat it
     if endpoint.gear not in state.gears:
-        state.add(location, f"gear {endpoint.gear!r} is not defined{did_you_mean(endpoint.gear, state.gears)}")
-        if key == "to":  # the gear it was meant for would also get a "required input" echo
-            state.targets_unclear.update(difflib.get_close_matches(endpoint.gear, list(state.gears), n=1, cutoff=0.6))
+        meant = state.closest_gear(endpoint.gear)
+        state.add(location, f"gear {endpoint.gear!r} is not defined" + (f"; did you mean {meant!r}?" if meant else ""))
+        if key == "to" and meant is not None:  # the gear it was meant for would also get a "required input" echo
+            state.targets_unclear.add(meant)
         return None
-    if endpoint.gear in state.opaque:
-        return endpoint  # its type or config is already reported; port checks would only add noise
     info = state.gears[endpoint.gear]
-    assert info.inputs is not None and info.outputs is not None and info.cls is not None
-    wanted, other = (info.outputs, info.inputs) if key == "from" else (info.inputs, info.outputs)
-    wanted_names = [p.name for p in wanted]
-    if endpoint.port in wanted_names:
+    wanted = info.outputs if key == "from" else info.inputs
+    if wanted is None or info.cls is None:
+        return endpoint  # its type or config is already reported; port checks would only add noise
+    if endpoint.port in info.port_names(direction):
         return endpoint
+    wanted_names = [p.name for p in wanted]
     if key == "to":
         state.targets_unclear.add(endpoint.gear)
     type_name = info.cls.type if hasattr(info.cls, "type") else "?"
-    if endpoint.port in (p.name for p in other):
+    if endpoint.port in info.port_names("input" if key == "from" else "output"):
         other_direction = "input" if key == "from" else "output"
         state.add(
             location,
@@ -519,7 +558,7 @@ def _check_endpoint(wire: Mapping[str, Any], key: str, base: str, state: _State)
     state.add(
         location,
         f"gear {endpoint.gear!r} ({type_name}) has no {direction} port {endpoint.port!r}"
-        f"{did_you_mean(endpoint.port, wanted_names)} ({direction}s: {_names(wanted_names)})",
+        f"{info.suggest_port(direction, endpoint.port)} ({direction}s: {_names(wanted_names)})",
     )
     return None
 

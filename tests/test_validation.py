@@ -453,6 +453,11 @@ wires:
         "gears[4].config",
         "gears[5].config.level",
         "wires[1].from",
+        # A bad config no longer hides the gear's wiring problems (issue 8: every problem at once).
+        "gears[1]",
+        "gears[3]",
+        "gears[4]",
+        "gears[5]",
     ]
     assert "did you mean 'rate'?" in found["gears[0].config.rat"]
     assert "invalid expression" in found["gears[1].config.where"]
