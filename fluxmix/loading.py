@@ -173,15 +173,17 @@ def import_scenario_file(
     """
     source = str(path)
     data = read_document(path)
+    spec: str | None
     if validate:
         scenario = parse_scenario(data, source, catalog=catalog, store=store)
         declared_name, version, spec = scenario.name, scenario.version, scenario.spec
     else:
         raw = load_yaml(data, source)
         declared_name, version = _declared(raw, "name"), _declared(raw, "version")
-        spec = raw.get("spec") if isinstance(raw, Mapping) else None
-        if spec is not None:
-            _require_spec(store, spec, source)
+        raw_spec = raw.get("spec") if isinstance(raw, Mapping) else None
+        if raw_spec is not None:
+            _require_spec(store, raw_spec, source)
+        spec = raw_spec if isinstance(raw_spec, str) else None
     final_name = name if name is not None else declared_name
     if final_name is None:
         raise ScenarioError(f"{source}: the file declares no valid name; give one with --name")

@@ -8,7 +8,6 @@ journal, checkpoints) lives in the same database so gc knows what the mixer stil
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,9 +20,6 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 from fluxmix.errors import (
-    AmbiguousReferenceError,
-    BadReferenceError,
-    FluxmixError,
     InvalidNameError,
     NotFoundError,
     SpecInUseError,
@@ -31,13 +27,14 @@ from fluxmix.errors import (
     TagConflictError,
 )
 
-from . import _pins, _state
+from . import _gc, _pins, _state
 from ._blobs import BlobStore, sha256_hex
-from ._index import Index, MixerStateRow, TagRow
+from ._gc import GcReport
+from ._index import Index, TagRow
 from ._pins import SpecPin
+from ._resolve import Resolved, resolve_in
 from ._refs import (
     KINDS,
-    MIN_PREFIX,
     HashRef,
     NameRef,
     PathRef,
@@ -52,14 +49,11 @@ from ._refs import (
     parse_ref,
     parse_store_ref,
     short_hash,
-    sort_tags_desc,
     tag_key,
 )
 from ._state import JournalEntry, MixerState
 
-DEFAULT_GC_GRACE_SECONDS = 3600
-# A bare word that could be a hash prefix: only `sha256:` makes it one, so a miss says so.
-_HEX_WORD = re.compile(f"[0-9a-f]{{{MIN_PREFIX},64}}", re.ASCII)  # as git's gc.pruneExpire: never race a concurrent import
+DEFAULT_GC_GRACE_SECONDS = 3600  # as git's gc.pruneExpire: never race a concurrent import
 _WRITE_RETRIES = 5
 
 
@@ -97,20 +91,6 @@ class ImportResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Resolved:
-    """A reference resolved to a blob; name/tag are filled when the index knows the hash."""
-
-    kind: str
-    name: str | None
-    tag: str | None
-    hash: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.tag}" if self.name and self.tag else f"sha256:{self.hash}"
-
-
-@dataclass(frozen=True, slots=True)
 class UntagResult:
     """The tag removed, and the stored scenarios whose `spec:` no longer resolves (only with force)."""
 
@@ -127,17 +107,6 @@ class VerifyReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[Entry] = field(default_factory=list)
     orphans: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GcReport:
-    """removed: hashes deleted (or that would be, with dry_run); kept: blobs left in place."""
-
-    removed: list[str]
-    bytes_freed: int
-    kept: int
-    temp_files_removed: int = 0
-    dry_run: bool = False
 
 
 def default_home() -> Path:
@@ -252,7 +221,7 @@ class Store:
         with self._index.read() as session:
             early = self._decide(session, kind, name, wanted, digest, explicit=tag is not None)
             if spec is not None:
-                self._resolve_in(session, parse_store_ref(spec), "spec")  # refuse before writing a blob
+                resolve_in(session, self.blobs, parse_store_ref(spec), "spec")  # refuse before writing a blob
                 unpinned = self._index.has_spec_pins and _pins.get_pin(session, digest) is None
             else:
                 unpinned = False
@@ -267,7 +236,7 @@ class Store:
                 with self._index.write() as session:
                     decision = self._decide(session, kind, name, wanted, digest, explicit=tag is not None)
                     if spec is not None:
-                        self._pin_in(session, digest, spec)
+                        _pins.pin(session, self.blobs, digest, spec)
                     if isinstance(decision, ImportResult):
                         return decision
                     row = TagRow(
@@ -319,7 +288,7 @@ class Store:
         """
         self._require_writable()
         with self._index.write() as session:
-            return self._pin_in(session, check_hex(scenario_hash), spec)
+            return _pins.pin(session, self.blobs, check_hex(scenario_hash), spec)
 
     def spec_pin(self, scenario_hash: str) -> SpecPin | None:
         """The spec blob this scenario blob was stored with, if it names a spec."""
@@ -328,60 +297,8 @@ class Store:
         with self._index.read() as session:
             return _pins.get_pin(session, check_hex(scenario_hash))
 
-    def _pin_in(self, session: Any, scenario_hash: str, spec: str) -> SpecPin:
-        resolved = self._resolve_in(session, parse_store_ref(spec), "spec")
-        return _pins.add_pin(session, SpecPin(scenario_hash, spec, resolved.hash, resolved.name, resolved.tag))
-
     def _backfill_spec_pins(self, session: Any) -> None:
-        """Pin the specs of scenarios a store made before pins existed (once, when first opened for writing).
-
-        Each stored scenario's `spec:` is read from its blob and resolved as it resolves now; a
-        blob that is unreadable, not YAML, or whose spec no longer resolves gets no pin.
-        """
-        from fluxmix.scenario_yaml import load_yaml
-
-        hashes = set(session.scalars(select(TagRow.hash).where(TagRow.kind == "scenario")))
-        state = session.get(MixerStateRow, 1)
-        if state is not None:
-            hashes.update(h for h in (state.active_hash, state.last_known_good_hash) if h)
-        for digest in sorted(hashes):
-            try:
-                raw = load_yaml(self.blobs.get(digest), f"sha256:{digest[:12]}")
-                spec = raw.get("spec") if isinstance(raw, dict) else None
-                if isinstance(spec, str):
-                    self._pin_in(session, digest, spec)
-            except FluxmixError:
-                continue
-
-    def _broken_by_untag(self, session: Any, name: str) -> list[str]:
-        """Stored scenarios (tagged, running or the rollback target) whose `spec:` stops resolving
-        once a tag of spec `name`, already deleted in this transaction, is gone."""
-        stored = self._stored_scenarios(session)
-        broken: list[str] = []
-        for pin in _pins.pins_of_spec(session, name):
-            if pin.scenario_hash not in stored:
-                continue
-            try:
-                self._resolve_in(session, parse_store_ref(pin.spec_ref), "spec")
-            except NotFoundError:
-                broken.append(f"{stored[pin.scenario_hash]} (spec: {pin.spec_ref})")
-        return sorted(broken)
-
-    @staticmethod
-    def _stored_scenarios(session: Any) -> dict[str, str]:
-        """scenario hash -> how to call it: its tags, or what the mixer uses it for."""
-        labels: dict[str, list[str]] = {}
-        for scenario_name, scenario_tag, digest in session.execute(
-            select(TagRow.name, TagRow.tag, TagRow.hash).where(TagRow.kind == "scenario")
-        ):
-            labels.setdefault(digest, []).append(f"{scenario_name}:{scenario_tag}")
-        state = session.get(MixerStateRow, 1)
-        if state is not None:
-            roles = ((state.active_hash, "the mixer's active scenario"), (state.last_known_good_hash, "the mixer's rollback target"))
-            for digest, role in roles:
-                if digest and digest not in labels:
-                    labels[digest] = [f"{short_hash(digest)} ({role})"]
-        return {digest: ", ".join(sorted(names)) for digest, names in labels.items()}
+        _pins.backfill(session, self.blobs)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -390,71 +307,7 @@ class Store:
         check_kind(kind)
         parsed = parse_store_ref(ref) if isinstance(ref, str) else ref
         with self._index.read() as session:
-            return self._resolve_in(session, parsed, kind)
-
-    def _resolve_in(self, session: Any, parsed: Ref, kind: str) -> Resolved:
-        """resolve() inside the caller's transaction (an import pins what it resolved atomically)."""
-        if isinstance(parsed, PathRef):
-            raise BadReferenceError(
-                f"{str(parsed.path)!r} is a file path, not a store reference; import it first "
-                f"(fluxmix {kind} import) or use name:tag or sha256:<hex>"
-            )
-        if isinstance(parsed, HashRef):
-            return self._resolve_hash(session, parsed, kind)
-        if isinstance(parsed, NameRef):
-            return self._resolve_name(session, parsed, kind)
-        raise BadReferenceError(f"not a reference: {parsed!r}")
-
-    def _resolve_name(self, session: Any, ref: NameRef, kind: str) -> Resolved:
-        check_name(ref.name)
-        exact = None if ref.tag in (None, "latest") else canonical_tag(ref.tag)
-        query = select(TagRow.tag, TagRow.hash).where(TagRow.kind == kind, TagRow.name == ref.name)
-        if exact is not None:
-            found = session.scalar(query.with_only_columns(TagRow.hash).where(TagRow.tag == exact))
-            if found is not None:
-                return Resolved(kind, ref.name, exact, found)
-        # latest, or a miss: every tag of the name (to pick from, or to list in the error)
-        hashes: dict[str, str] = {tag: digest for tag, digest in session.execute(query)}
-        if not hashes:
-            if _HEX_WORD.fullmatch(ref.name) and ref.tag is None:
-                raise NotFoundError(
-                    f"no {kind} named {ref.name!r} in the store; to name a blob by its hash, "
-                    f"write sha256:{ref.name}"
-                )
-            raise NotFoundError(f"no {kind} named {ref.name!r} in the store{self._known_names_hint(session, kind)}")
-        tag = latest_tag(list(hashes)) if exact is None else exact
-        if tag not in hashes:
-            available = ", ".join(sort_tags_desc(list(hashes))[:10])
-            raise NotFoundError(f"{kind} {ref.name} has no tag {tag}; available: {available}")
-        return Resolved(kind, ref.name, tag, hashes[tag])
-
-    def _resolve_hash(self, session: Any, ref: HashRef, kind: str) -> Resolved:
-        if ref.is_full:
-            if not self.blobs.has(ref.prefix):
-                raise NotFoundError(f"sha256:{ref.prefix} is not in the store")
-            digest = ref.prefix
-        else:
-            matches = self.blobs.find_prefix(ref.prefix)
-            if not matches:
-                raise NotFoundError(f"no blob in the store starts with sha256:{ref.prefix}")
-            if len(matches) > 1:
-                shown = ", ".join(short_hash(m) for m in matches[:5])
-                raise AmbiguousReferenceError(
-                    f"sha256:{ref.prefix} matches {len(matches)} blobs ({shown}); give more hex digits"
-                )
-            digest = matches[0]
-        tags = list(session.scalars(select(TagRow).where(TagRow.kind == kind, TagRow.hash == digest)))
-        if tags:
-            best = max(tags, key=lambda r: (tag_key(r.tag), r.name))
-            return Resolved(kind, best.name, best.tag, digest)
-        return Resolved(kind, None, None, digest)
-
-    @staticmethod
-    def _known_names_hint(session: Any, kind: str) -> str:
-        names = sorted(set(session.scalars(select(TagRow.name).where(TagRow.kind == kind))))
-        if not names:
-            return f" (the store has no {kind}s yet)"
-        return f"; known: {', '.join(names[:10])}{', …' if len(names) > 10 else ''}"
+            return resolve_in(session, self.blobs, parsed, kind)
 
     def entries(self, kind: str, name: str | None = None) -> list[Entry]:
         """Tags of a kind (optionally one name): name ascending, tag SemVer descending."""
@@ -492,7 +345,7 @@ class Store:
             breaks: list[str] = []
             if kind == "spec" and self._index.has_spec_pins:
                 session.flush()
-                breaks = self._broken_by_untag(session, name)
+                breaks = _pins.broken_by_untag(session, self.blobs, name)
                 if breaks and not force:
                     shown = "; ".join(breaks[:5]) + (f"; and {len(breaks) - 5} more" if len(breaks) > 5 else "")
                     raise SpecInUseError(
@@ -508,7 +361,7 @@ class Store:
         """Re-hash every blob and check every tag points at an intact blob; orphans are info only."""
         with self._index.read() as session:
             tags = [Entry(*r) for r in session.execute(_select_entries())]
-            referenced = self._referenced(session)
+            referenced = _gc.referenced(session, has_spec_pins=self._index.has_spec_pins)
         corrupt: list[str] = []
         intact: set[str] = set()
         checked = 0
@@ -524,81 +377,15 @@ class Store:
         return VerifyReport(not corrupt and not missing, checked, corrupt, missing, orphans)
 
     def gc(self, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
-        """Delete blobs nothing references (tags, active, last known good, journal) once older than the grace.
+        """Delete blobs nothing references (tags, active, last known good, journal, a kept scenario's
+        pinned spec) once older than the grace.
 
         The grace period protects a concurrent import that wrote its blob but not yet its index
         row; put_blob freshens an existing blob's mtime for the same reason.
         """
         if not dry_run:
             self._require_writable()
-        cutoff = time.time() - max(0.0, grace_seconds)
-        with self._index.read() as session:
-            roots = self._roots(session)
-            pins = _pins.pinned_specs(session) if self._index.has_spec_pins else {}
-        blobs = list(self.blobs.iter_blobs())
-        present = {blob.hash for blob in blobs}
-        candidates = {blob.hash for blob in blobs if blob.hash not in roots and blob.mtime <= cutoff}
-        # A kept scenario keeps the spec it pins; repeat, since one blob may be stored as both kinds.
-        while True:
-            kept_specs = {spec for scenario, spec in pins.items() if scenario in present and scenario not in candidates}
-            if not kept_specs & candidates:
-                break
-            candidates -= kept_specs
-        # Pinned specs go last, and only if every scenario pinning them really went.
-        pinned_by: dict[str, set[str]] = {}
-        for scenario, spec in pins.items():
-            pinned_by.setdefault(spec, set()).add(scenario)
-        removed: list[str] = []
-        removed_set: set[str] = set()
-        freed = 0
-        kept = 0
-        for blob in sorted(blobs, key=lambda b: b.hash in pinned_by):
-            if blob.hash not in candidates:
-                kept += 1
-                continue
-            if blob.hash in pinned_by and any(s in present and s not in removed_set for s in pinned_by[blob.hash]):
-                kept += 1  # a scenario pinning it was freshened meanwhile
-                continue
-            if not dry_run and not self.blobs.remove_if_older(blob.path, cutoff):
-                kept += 1  # freshened meanwhile by a concurrent import of the same bytes
-                continue
-            removed.append(blob.hash)
-            removed_set.add(blob.hash)
-            freed += blob.size
-        removed.sort()
-        if not dry_run:
-            self._drop_dead_pins(removed_set & set(pins))
-        temps = 0
-        for path, mtime in self.blobs.iter_temp_files():
-            if mtime <= cutoff:
-                temps += 1
-                if not dry_run:
-                    self.blobs.remove(path)
-        return GcReport(removed, freed, kept, temps, dry_run)
-
-    def _drop_dead_pins(self, scenario_hashes: set[str]) -> None:
-        """Forget the pins of scenario blobs gc removed, unless an import stored them again meanwhile."""
-        if not scenario_hashes:
-            return
-        with self._index.write() as session:
-            alive = self._roots(session)
-            _pins.drop_pins(session, (h for h in scenario_hashes if h not in alive and not self.blobs.has(h)))
-
-    def _roots(self, session: Any) -> set[str]:
-        """What the index references directly: tags, the mixer's active and last known good, the journal."""
-        hashes = set(session.scalars(select(TagRow.hash)))
-        state = session.get(MixerStateRow, 1)
-        if state is not None:
-            hashes.update(h for h in (state.active_hash, state.last_known_good_hash) if h)
-        hashes |= _state.journal_hashes(session)
-        return hashes
-
-    def _referenced(self, session: Any) -> set[str]:
-        """The roots and the spec blobs they pin."""
-        hashes = self._roots(session)
-        if self._index.has_spec_pins:
-            hashes |= {spec for scenario, spec in _pins.pinned_specs(session).items() if scenario in hashes}
-        return hashes
+        return _gc.collect(self._index, self.blobs, dry_run=dry_run, grace_seconds=grace_seconds)
 
     # -- mixer state ---------------------------------------------------------------------------
 

@@ -245,7 +245,7 @@ class Index:
             if session.get(MetaRow, SPEC_PINS_FEATURE) is not None:  # another process got here first
                 self.has_spec_pins = True
                 return
-            Base.metadata.create_all(session.connection(), tables=[SpecPinRow.__table__])
+            Base.metadata.create_all(session.connection(), tables=[Base.metadata.tables[SpecPinRow.__tablename__]])
             self.has_spec_pins = True
             if backfill is not None:
                 backfill(session)
