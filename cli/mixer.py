@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -273,9 +272,9 @@ def top_cmd(once: bool, interval: float, url: str, token: str | None, timeout: f
 
 
 def _looks_like_path(ref: str) -> bool:
-    if ref.startswith("sha256:"):
-        return False
-    return ref.startswith("file://") or "/" in ref or os.path.isfile(ref)
+    from fluxmix.refs import looks_like_path  # the one rule parse_ref also uses
+
+    return looks_like_path(ref)
 
 
 def _report_attempt(status: int, body: Any, as_json: bool) -> None:

@@ -16,21 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-import semver
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from fluxmix.errors import Problem, UserError
+from fluxmix.refs import NAME_RE, store_ref_problem, tag_problem
 from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.catalog import Catalog
 from fluxmix.schema_errors import describe as describe_schema_error
 from fluxmix.scenario import DEFAULT_TRANSPORT, TRANSPORTS, Endpoint, GearSpec, Scenario, WireSpec
 from fluxmix.suggest import Suggester, did_you_mean
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PORT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-HASH_REF_PATTERN = re.compile(r"sha256:[0-9a-f]{12,64}")
 
 SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect")
 GEAR_KEYS = ("name", "type", "config")
@@ -93,20 +91,14 @@ def _names(items: Iterable[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
-def is_semver(value: object) -> bool:
-    """SemVer 2.0, with an optional leading `v` (`1.2.3`, `v1.2.3-rc.1`)."""
-    if not isinstance(value, str):
-        return False
-    text = value[1:] if value[:1] in ("v", "V") else value
-    return semver.Version.is_valid(text)
-
-
 def _check_version(value: object, location: str, problems: list[Problem]) -> None:
-    if is_semver(value):
-        assert isinstance(value, str)
-        if "+" in value:
+    """A `version:` must be what the store accepts as a tag (fluxmix.refs.canonical_tag)."""
+    if isinstance(value, str):
+        if tag_problem(value) is None:
+            return
+        if "+" in value and tag_problem(value.split("+", 1)[0]) is None:
             problems.append(Problem(location, _BUILD_METADATA.format(value=value)))
-        return
+            return
     hint = " (quote it, or YAML reads it as a number)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
     problems.append(Problem(location, f"must be a SemVer version like 1.2.0 or v1.2.0; found {describe(value)}{hint}"))
 
@@ -118,7 +110,7 @@ def _check_name(raw: Mapping[str, Any], problems: list[Problem], what: str) -> N
     name = raw["name"]
     if not isinstance(name, str):
         problems.append(Problem("name", f"must be a string; found {describe(name)}"))
-    elif not NAME_PATTERN.fullmatch(name):
+    elif not NAME_RE.fullmatch(name):
         problems.append(
             Problem(
                 "name",
@@ -147,21 +139,13 @@ def _check_header(raw: Mapping[Any, Any], allowed: Sequence[str], what: str, pro
 
 
 def check_spec_reference(value: object) -> str | None:
-    """Why `value` is not a spec reference (`name`, `name:tag`, `name:latest`, `sha256:<hex>`), or None."""
+    """Why `value` is not a spec reference (`name`, `name:tag`, `name:latest`, `sha256:<hex>`), or None.
+
+    The store's own grammar (fluxmix.refs), so what validates is what the store resolves.
+    """
     if not isinstance(value, str):
         return f"must be a spec reference like visa:v1.0.0; found {describe(value)}"
-    if value.startswith("sha256:"):
-        if HASH_REF_PATTERN.fullmatch(value):
-            return None
-        return f"{value!r} is not a valid hash reference: sha256: followed by 12 to 64 lowercase hex digits"
-    name, sep, tag = value.partition(":")
-    if not NAME_PATTERN.fullmatch(name):
-        return f"{value!r} is not a spec reference: expected name:tag, e.g. visa:v1.0.0"
-    if sep and tag != "latest" and not is_semver(tag):
-        return f"tag {tag!r} of spec reference {value!r} is not SemVer (e.g. v1.0.0) or 'latest'"
-    if sep and "+" in tag:
-        return _BUILD_METADATA.format(value=tag)
-    return None
+    return store_ref_problem(value)
 
 
 # ---------------------------------------------------------------- scenario validation
@@ -776,12 +760,10 @@ def validate_spec(raw: object) -> list[Problem]:
 
 __all__ = [
     "GEAR_NAME_PATTERN",
-    "NAME_PATTERN",
     "build_scenario",
     "check_spec_reference",
     "did_you_mean",
     "gear_to_raw",
-    "is_semver",
     "parse_endpoint",
     "scenario_to_raw",
     "spec_problem",

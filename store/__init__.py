@@ -26,14 +26,7 @@ from fluxmix.errors import (
     StoreError,
     TagConflictError,
 )
-
-from . import _gc, _pins, _state
-from ._blobs import BlobStore, sha256_hex
-from ._gc import GcReport
-from ._index import Index, TagRow
-from ._pins import SpecPin
-from ._resolve import Resolved, resolve_in
-from ._refs import (
+from fluxmix.refs import (
     KINDS,
     HashRef,
     NameRef,
@@ -51,6 +44,13 @@ from ._refs import (
     short_hash,
     tag_key,
 )
+
+from . import _gc, _pins, _state
+from ._blobs import BlobStore, sha256_hex
+from ._gc import GcReport
+from ._index import Index, TagRow
+from ._pins import SpecPin
+from ._resolve import Resolved, resolve_in
 from ._state import JournalEntry, MixerState
 
 DEFAULT_GC_GRACE_SECONDS = 3600  # as git's gc.pruneExpire: never race a concurrent import

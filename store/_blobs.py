@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fluxmix.errors import BadReferenceError, CorruptBlobError, NotFoundError, StoreError
-
-from ._refs import HEX_RE, check_hex
+from fluxmix.refs import HEX_RE, check_hex
 
 TEMP_PREFIX = ".tmp-"
 _DIR_MODE = 0o700

@@ -16,10 +16,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from fluxmix.errors import FluxmixError, NotFoundError
+from fluxmix.refs import parse_store_ref, short_hash
 
 from ._blobs import BlobStore
 from ._index import MixerStateRow, SpecPinRow, TagRow
-from ._refs import parse_store_ref, short_hash
 from ._resolve import resolve_in
 from ._state import now
 

@@ -13,10 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fluxmix.errors import AmbiguousReferenceError, BadReferenceError, NotFoundError
-
-from ._blobs import BlobStore
-from ._index import TagRow
-from ._refs import (
+from fluxmix.refs import (
     MIN_PREFIX,
     HashRef,
     NameRef,
@@ -29,6 +26,9 @@ from ._refs import (
     sort_tags_desc,
     tag_key,
 )
+
+from ._blobs import BlobStore
+from ._index import TagRow
 
 # A bare word that could be a hash prefix: only `sha256:` makes it one, so a miss says so.
 _HEX_WORD = re.compile(f"[0-9a-f]{{{MIN_PREFIX},64}}", re.ASCII)

@@ -14,8 +14,9 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fluxmix.refs import check_hex
+
 from ._index import CheckpointRow, JournalRow, MetaRow, MixerStateRow
-from ._refs import check_hex
 
 # paused / resumed: POST /pause and /resume, journaled beside activations so the journal tells
 # the whole story of what the mixer ran and when its sources held still.

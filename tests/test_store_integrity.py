@@ -315,3 +315,13 @@ def test_a_read_only_store_serves_every_reading_command(read_only_home: Path, pr
         "reading commands work, changing it needs write access\n"
     )
     assert sorted((p.name, p.stat().st_size) for p in home.rglob("*") if p.is_file()) == before
+
+
+def test_a_spec_named_by_an_uppercase_digest_validates_and_is_pinned(
+    cli: Invoke, write: Callable[[str, str], Path], with_spec: str
+) -> None:
+    """The store always resolved `SHA256:<HEX>`; validation refused it. One grammar now (fluxmix.refs)."""
+    text = PAYMENTS.format(spec=f"SHA256:{with_spec[:16].upper()}")
+    imported(cli, write("payments.yaml", text))
+    pin = open_store().spec_pin(sha(text))
+    assert pin is not None and pin.spec_hash == with_spec

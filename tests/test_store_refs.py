@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fluxmix.errors import BadReferenceError, FluxmixError, InvalidNameError
 from fluxmix.store import HashRef, NameRef, PathRef, canonical_tag, check_hex, parse_ref
-from fluxmix.store._refs import check_name, latest_tag, next_tag, sort_tags_desc, tag_key
+from fluxmix.refs import check_name, latest_tag, next_tag, sort_tags_desc, tag_key
 
 HEX64 = "ab12cd34ef56" + "0" * 52
 STRICT_TAG = re.compile(r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?", re.ASCII)

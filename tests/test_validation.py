@@ -139,8 +139,11 @@ RULES: list[tuple[str, Callable[[dict[str, Any]], Any], str, list[str]]] = [
     ("version a number", lambda d: d.update(version=1.2), "version", ["SemVer", "quote it"]),
     ("version build metadata", lambda d: d.update(version="1.0.0+b7"), "version", ["build metadata"]),
     ("description not a string", lambda d: d.update(description=["x"]), "description", ["must be a string"]),
-    ("spec malformed", lambda d: d.update(spec="Visa Card"), "spec", ["not a spec reference"]),
-    ("spec bad tag", lambda d: d.update(spec="visa:one"), "spec", ["tag 'one'", "not SemVer"]),
+    # The store's reference grammar (fluxmix.refs) words these, so validation and resolution agree.
+    ("spec malformed", lambda d: d.update(spec="Visa Card"), "spec", ["bad reference 'Visa Card'", "name:tag"]),
+    ("spec bad tag", lambda d: d.update(spec="visa:one"), "spec", ["tag 'one'", "not a SemVer version"]),
+    ("spec a path", lambda d: d.update(spec="specs/visa.yaml"), "spec", ["is a file path, not a store reference"]),
+    ("version longer than a tag", lambda d: d.update(version="1.0.0-" + "a" * 130), "version", ["SemVer"]),
     ("spec not a string", lambda d: d.update(spec={"name": "visa"}), "spec", ["spec reference", "a mapping"]),
     # gears
     ("gears missing", lambda d: d.pop("gears"), "gears", ["required"]),
@@ -380,7 +383,11 @@ def test_parse_endpoint(text: object, expected: Endpoint | None) -> None:
     assert parse_endpoint(text) == expected
 
 
-@pytest.mark.parametrize("ref", ["visa", "visa:v1.0.0", "visa:1.0.0", "visa:latest", "sha256:" + "a" * 12, "sha256:" + "0" * 64])
+@pytest.mark.parametrize(
+    "ref",
+    # SHA256: and uppercase hex: the store always resolved them; validation refused them (issue 9).
+    ["visa", "visa:v1.0.0", "visa:1.0.0", "visa:latest", "sha256:" + "a" * 12, "sha256:" + "0" * 64, "SHA256:" + "AB" * 6],
+)
 def test_good_spec_references(ref: str) -> None:
     assert check_spec_reference(ref) is None
 

@@ -1,7 +1,11 @@
 """Names, SemVer tags and reference strings: everything a user types to point at a blob.
 
-Validation here is the store's first line of defence: names and tags are checked against
-ASCII-only patterns before they reach the index, and hex digests before they become paths.
+The one reference grammar: the store resolves with it, validation checks a scenario's `name`,
+`version` and `spec:` with it, and the CLI decides with it whether an argument is a file. It
+imports no database code, so validation and the CLI can use it without loading the store.
+Names and tags are checked against ASCII-only patterns before they reach the index, and hex
+digests before they become paths. `sha256:` and hex digits are accepted in any case and
+canonicalised to lowercase, everywhere (a digest names the same bytes however it is spelt).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from fluxmix.errors import BadReferenceError, InvalidNameError
 KINDS: tuple[str, ...] = ("scenario", "spec")
 
 NAME_PATTERN = "[a-z0-9][a-z0-9._-]{0,63}"
-_NAME_RE = re.compile(NAME_PATTERN, re.ASCII)
+NAME_RE = re.compile(NAME_PATTERN, re.ASCII)
+_NAME_RE = NAME_RE
 # Only what SemVer allows, plus the optional leading v: the semver regex alone uses \d,
 # which also matches non-ASCII digits.
 _TAG_CHARS_RE = re.compile(r"[vV]?[0-9A-Za-z.+-]{5,127}", re.ASCII)
@@ -31,7 +36,8 @@ MIN_PREFIX = 12
 HASH_PREFIX = "sha256:"
 LATEST = "latest"
 _NOT_SEMVER = "is not a SemVer version (expected vMAJOR.MINOR.PATCH[-pre], e.g. v1.2.0)"
-_FORMS = "name, name:tag, name:latest, sha256:<12 to 64 hex digits>, or a file path"
+_STORE_FORMS = "name, name:tag, name:latest or sha256:<12 to 64 hex digits>"
+_FORMS = f"{_STORE_FORMS.replace(' or ', ', ')}, or a file path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,23 @@ def check_hex(text: str) -> str:
     raise BadReferenceError(f"invalid hash {_show(text)}: expected 64 hex digits (sha256)")
 
 
+def is_hash_ref(text: str) -> bool:
+    return text[:len(HASH_PREFIX)].lower() == HASH_PREFIX
+
+
+def looks_like_path(text: str, *, existing_files: bool = True) -> bool:
+    """True when `text` names a file: `file://…`, anything with a `/`, or (with existing_files) an existing file.
+
+    `sha256:…` never does. The one rule for "is this a path" (the CLI asks it before sending a
+    path to the mixer as an absolute one).
+    """
+    if is_hash_ref(text):
+        return False
+    if text.startswith("file://") or "/" in text or os.sep in text:
+        return True
+    return existing_files and _is_file(text)
+
+
 def parse_ref(text: str) -> Ref:
     """Classify a reference string.
 
@@ -188,14 +211,14 @@ def parse_ref(text: str) -> Ref:
     """
     if not isinstance(text, str) or text == "":
         raise BadReferenceError(f"empty reference: expected {_FORMS}")
-    if text[:len(HASH_PREFIX)].lower() == HASH_PREFIX:
+    if is_hash_ref(text):
         return parse_hash_ref(text)
     if text.startswith("file://"):
         path = unquote(text[len("file://"):])
         if not path:
             raise BadReferenceError(f"bad reference {_show(text)}: file:// needs a path")
         return PathRef(Path(path))
-    if "/" in text or os.sep in text or _is_file(text):
+    if looks_like_path(text):
         return PathRef(Path(text))
     return parse_name_ref(text)
 
@@ -205,10 +228,37 @@ def parse_store_ref(text: str) -> NameRef | HashRef | PathRef:
 
     The store resolves names; a local file that happens to share a name must not shadow it.
     """
-    if isinstance(text, str) and text and text[:len(HASH_PREFIX)].lower() != HASH_PREFIX:
-        if "/" not in text and os.sep not in text and not text.startswith("file://"):
-            return parse_name_ref(text)
+    if isinstance(text, str) and text and not looks_like_path(text, existing_files=False) and not is_hash_ref(text):
+        return parse_name_ref(text)
     return parse_ref(text)
+
+
+def store_ref_problem(text: str) -> str | None:
+    """Why `text` is not a store reference (name, name:tag, name:latest, sha256:<hex>; no path), or None.
+
+    What a scenario's `spec:` must be: validation and the store's resolver read it with this grammar.
+    """
+    if text == "":
+        return f"empty reference: expected {_STORE_FORMS}"
+    if not is_hash_ref(text) and looks_like_path(text, existing_files=False):
+        return f"{_show(text)} is a file path, not a store reference: expected {_STORE_FORMS}"
+    try:
+        if is_hash_ref(text):
+            parse_hash_ref(text)
+        else:
+            parse_name_ref(text, forms=_STORE_FORMS)
+    except BadReferenceError as error:
+        return str(error)
+    return None
+
+
+def tag_problem(text: object) -> str | None:
+    """Why `text` cannot be a tag (a `version:`), or None: canonical_tag's own verdict."""
+    try:
+        canonical_tag(text)  # type: ignore[arg-type]
+    except InvalidNameError as error:
+        return str(error)
+    return None
 
 
 def parse_hash_ref(text: str) -> HashRef:
@@ -220,12 +270,12 @@ def parse_hash_ref(text: str) -> HashRef:
     return HashRef(digits)
 
 
-def parse_name_ref(text: str) -> NameRef:
+def parse_name_ref(text: str, *, forms: str = _FORMS) -> NameRef:
     name, sep, tag = text.partition(":")
     if not _NAME_RE.fullmatch(name):
         raise BadReferenceError(
             f"bad reference {_show(text)}: name {_show(name)} must be 1-64 characters of lowercase a-z, 0-9, "
-            f"'.', '_', '-' (starting with a letter or digit); valid forms: {_FORMS}"
+            f"'.', '_', '-' (starting with a letter or digit); valid forms: {forms}"
         )
     if not sep or tag == LATEST:
         return NameRef(name, None)
