@@ -65,6 +65,7 @@ def verify(app: App, as_json: bool) -> None:
                     {"kind": e.kind, "name": e.name, "tag": e.tag, "hash": e.hash} for e in report.missing
                 ],
                 "orphans": report.orphans,
+                "missing_specs": list(report.missing_specs),
             }
         )
     else:
@@ -73,6 +74,8 @@ def verify(app: App, as_json: bool) -> None:
             click.echo(f"corrupt  sha256:{digest}  (bytes no longer match the hash; never used)")
         for entry in report.missing:
             click.echo(f"missing  {entry.kind} {entry.name}:{entry.tag} -> sha256:{entry.hash}")
+        for pinned in report.missing_specs:
+            click.echo(f"missing  pinned spec of scenario {pinned}")
         if report.orphans:
             click.echo(f"orphans  {report.orphans} unreferenced blob{'s' if report.orphans != 1 else ''} (`fluxmix store gc` removes them)")
         if report.ok:
@@ -81,6 +84,7 @@ def verify(app: App, as_json: bool) -> None:
         raise StoreError(
             f"store {app.store.home} is damaged: {len(report.corrupt)} corrupt blob(s), "
             f"{len(report.missing)} tag(s) with a missing blob"
+            + (f", {len(report.missing_specs)} scenario(s) whose pinned spec is missing" if report.missing_specs else "")
         )
 
 

@@ -100,13 +100,15 @@ class UntagResult:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """ok is False when any blob is corrupt or any tag points at a missing blob."""
+    """ok is False when any blob is corrupt, a tag points at a missing blob, or a stored scenario's
+    pinned spec blob is missing (missing_specs: `payments:v1.0.0 -> sha256:…`)."""
 
     ok: bool
     blobs_checked: int
     corrupt: list[str] = field(default_factory=list)
     missing: list[Entry] = field(default_factory=list)
     orphans: int = 0
+    missing_specs: list[str] = field(default_factory=list)
 
 
 def default_home() -> Path:
@@ -362,6 +364,8 @@ class Store:
         with self._index.read() as session:
             tags = [Entry(*r) for r in session.execute(_select_entries())]
             referenced = _gc.referenced(session, has_spec_pins=self._index.has_spec_pins)
+            stored = _pins.stored_scenarios(session) if self._index.has_spec_pins else {}
+            pins = _pins.pinned_specs(session) if stored else {}
         corrupt: list[str] = []
         intact: set[str] = set()
         checked = 0
@@ -374,7 +378,14 @@ class Store:
         corrupt_set = set(corrupt)
         missing = [e for e in tags if e.hash not in intact and e.hash not in corrupt_set]
         orphans = len(intact - referenced)
-        return VerifyReport(not corrupt and not missing, checked, corrupt, missing, orphans)
+        # A stored scenario whose pinned spec is gone (e.g. collected by a fluxmix without pins).
+        missing_specs = sorted(
+            f"{stored[scenario]} -> sha256:{spec}"
+            for scenario, spec in pins.items()
+            if scenario in stored and spec not in intact and spec not in corrupt_set
+        )
+        ok = not corrupt and not missing and not missing_specs
+        return VerifyReport(ok, checked, corrupt, missing, orphans, missing_specs)
 
     def gc(self, *, dry_run: bool = False, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS) -> GcReport:
         """Delete blobs nothing references (tags, active, last known good, journal, a kept scenario's

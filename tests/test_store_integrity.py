@@ -325,3 +325,20 @@ def test_a_spec_named_by_an_uppercase_digest_validates_and_is_pinned(
     imported(cli, write("payments.yaml", text))
     pin = open_store().spec_pin(sha(text))
     assert pin is not None and pin.spec_hash == with_spec
+
+
+def test_verify_reports_a_stored_scenarios_missing_pinned_spec(
+    cli: Invoke, write: Callable[[str, str], Path], with_spec: str, fluxmix_home: Path
+) -> None:
+    """A spec blob gone from under a scenario (a gc by a fluxmix without pins) is damage, not 'ok'."""
+    imported(cli, write("payments.yaml", PAYMENTS.format(spec=f"sha256:{with_spec}")))
+    ok(cli("spec", "untag", "visa:v1.0.0"))
+    blob = open_store().blob_path(with_spec)
+    blob.unlink()
+    result = cli("store", "verify")
+    assert result.exit_code == 1
+    assert f"missing  pinned spec of scenario payments:v1.0.0 -> sha256:{with_spec}" in result.stdout.splitlines()
+    assert result.stderr.splitlines() == [
+        f"error: store {fluxmix_home} is damaged: 0 corrupt blob(s), 0 tag(s) with a missing blob, "
+        "1 scenario(s) whose pinned spec is missing"
+    ]
