@@ -700,7 +700,7 @@ def _check_check_sections(raw: Mapping[str, Any], wires: list[_WireInfo], state:
     if state.gears_known:
         gears = {}
         for name, info in state.gears.items():
-            known = name not in state.opaque and info.cls is not None and info.inputs is not None and info.outputs is not None
+            known = info.cls is not None and info.inputs is not None and info.outputs is not None
             gears[name] = GearPorts.of(info.cls, info.inputs, info.outputs) if known else None  # type: ignore[arg-type]
     state.problems.extend(check_sections(raw, gears, [(w.source, w.target) for w in wires]))
 
