@@ -1,4 +1,6 @@
-"""Validation at scale: parse + validate a generated scenario of 1,000 gears and 2,000 wires.
+"""Validation at scale: parse + validate a generated scenario of 1,000 gears and 2,000 wires, and
+a hostile one: 10,000 gears (scaled down with --quick) and 600 wires to undefined gears, each of
+which asks "did you mean" (issue 8: that took minutes when every gear name was compared).
 
 Baseline: PyYAML's safe_load of the same bytes (the least any loader does: the validation
 on top of it is what the ratio shows).
@@ -35,6 +37,16 @@ def big_scenario(gears: int = 1000, wires: int = 2000) -> bytes:
     return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
+def misspelt_scenario(gears: int, bad_wires: int) -> bytes:
+    """A source fanning out to `gears` log sinks, plus `bad_wires` wires to gears that do not exist."""
+    lines = ["name: bench-misspelt", "gears:", "  - {name: src, type: generate}"]
+    lines += [f"  - {{name: gear-{i:05d}, type: log}}" for i in range(gears)]
+    lines.append("wires:")
+    lines += [f"  - {{from: src.out, to: gear-{i:05d}.in, transport: memory}}" for i in range(gears)]
+    lines += [f"  - {{from: src.out, to: missing-{i:05d}.in, transport: memory}}" for i in range(bad_wires)]
+    return ("\n".join(lines) + "\n").encode()
+
+
 async def run(ctx: Any) -> list[Row]:
     from fluxmix.gears.catalog import Catalog
     from fluxmix.loading import parse_scenario
@@ -52,7 +64,31 @@ async def run(ctx: Any) -> list[Row]:
         t0 = time.perf_counter()
         yaml.safe_load(data)
         raw.samples.append(time.perf_counter() - t0)
-    return [
+    rows = [
         Row("validation", "parse+validate 1,000 gears / 2,000 wires", "s", False, fx, raw, "yaml.safe_load",
             note=f"{len(data) / 1024:.0f} KiB of YAML")
     ]
+    return rows + [_misspelt(ctx, catalog)]
+
+
+def _misspelt(ctx: Any, catalog: Any) -> Row:
+    from fluxmix.errors import ValidationError
+    from fluxmix.loading import parse_scenario
+
+    gears, bad = ctx.scale(10_000, 2_000), 600
+    data = misspelt_scenario(gears, bad)
+    fx, raw = Stat(), Stat()
+    for _ in range(ctx.reps):
+        t0 = time.perf_counter()
+        try:
+            parse_scenario(data, "bench-misspelt.yaml", catalog=catalog)
+        except ValidationError as error:
+            assert len(error.problems) == bad and "did you mean" in error.problems[0].reason
+        else:
+            raise AssertionError("the misspelt scenario validated")
+        fx.samples.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        yaml.safe_load(data)
+        raw.samples.append(time.perf_counter() - t0)
+    return Row("validation", f"parse+validate {gears:,} gears, {bad} wires to undefined gears", "s", False, fx, raw,
+               "yaml.safe_load", note=f"{len(data) / 1024:.0f} KiB of YAML; every bad wire gets a 'did you mean'")
