@@ -138,7 +138,9 @@ class Store:
         self.read_only = _read_only_reason(self.home)
         self.blobs = BlobStore(self.home / "blobs", create=self.read_only is None)
         self.url = url or os.environ.get("FLUXMIX_STORE_URL") or f"sqlite:///{self.home / 'index.sqlite3'}"
-        self._index = Index(self.url, read_only=self.read_only, backfill_spec_pins=self._backfill_spec_pins)
+        self._index = Index(
+            self.url, read_only=self.read_only, backfill_spec_pins=lambda session: _pins.backfill(session, self.blobs)
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -298,9 +300,6 @@ class Store:
             return None
         with self._index.read() as session:
             return _pins.get_pin(session, check_hex(scenario_hash))
-
-    def _backfill_spec_pins(self, session: Any) -> None:
-        _pins.backfill(session, self.blobs)
 
     # -- reading -------------------------------------------------------------------------------
 

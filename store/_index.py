@@ -192,7 +192,10 @@ class Index:
     def write(self) -> Iterator[Session]:
         """A serialised write transaction: BEGIN IMMEDIATE, so read-then-write is race free."""
         if self.read_only is not None:
-            raise StoreError(f"store index {self.display_url} is read-only ({self.read_only}); reading commands work, changes need write access")
+            raise StoreError(
+                f"store index {self.display_url} is read-only ({self.read_only}); reading commands work, "
+                "changes need write access"
+            )
         with self._translated():
             with Session(self._writer, expire_on_commit=False) as session, session.begin():
                 yield session
@@ -220,7 +223,9 @@ class Index:
         meta = self._meta()
         if meta is None:
             if self.read_only is not None:
-                raise StoreError(f"store index {self.display_url} holds no fluxmix index yet and is read-only ({self.read_only})")
+                raise StoreError(
+                    f"store index {self.display_url} holds no fluxmix index yet and is read-only ({self.read_only})"
+                )
             with self._translated(), self._writer.begin() as conn:
                 Base.metadata.create_all(conn)
                 with Session(conn) as session:
