@@ -590,11 +590,18 @@ def _check_cycles(wires: list[_WireInfo], state: _State) -> None:
     graph: dict[str, list[tuple[str, int]]] = {}
     for wire in wires:
         graph.setdefault(wire.source.gear, []).append((wire.target.gear, wire.index))
-    for component in _strongly_connected(graph):
+    components = _strongly_connected(graph)
+    component_of = {gear: number for number, component in enumerate(components) for gear in component}
+    # Each cycle is reported at its first wire; one pass over the wires, however many cycles there are.
+    first: dict[int, _WireInfo] = {}
+    for wire in wires:
+        number = component_of.get(wire.source.gear)
+        if number is not None and component_of.get(wire.target.gear) == number:
+            if number not in first or wire.index < first[number].index:
+                first[number] = wire
+    for number, component in enumerate(components):
         members = set(component)
-        start = min(
-            (w for w in wires if w.source.gear in members and w.target.gear in members), key=lambda w: w.index
-        )
+        start = first[number]
         path, indexes = _cycle_through(graph, members, start)
         state.add(
             f"wires[{start.index}]",

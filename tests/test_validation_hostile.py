@@ -160,3 +160,33 @@ def test_suggestions_among_many_names_still_find_the_near_miss() -> None:
     assert suggester.closest("qqqqqqqq") is None
     # Small sets are compared whole, exactly as difflib does.
     assert Suggester(["source", "sink"]).candidates("x") == ["sink", "source"]
+
+
+class _CountingList(list):  # type: ignore[type-arg]
+    """A list that counts how often it is walked."""
+
+    walks = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_many_cycles_are_reported_in_one_pass_over_the_wires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """5,000 two-gear cycles walked every wire once per cycle (25 million steps); now a fixed number of passes."""
+    from fluxmix import validation
+    from fluxmix.scenario import Endpoint
+
+    pairs = 500
+    wires = _CountingList()
+    for i in range(0, 2 * pairs, 2):
+        a, b = f"g{i:05d}", f"g{i + 1:05d}"
+        wires.append(validation._WireInfo(i, Endpoint(a, "out"), Endpoint(b, "in")))
+        wires.append(validation._WireInfo(i + 1, Endpoint(b, "out"), Endpoint(a, "in")))
+    state = validation._State()
+    monkeypatch.setattr(_CountingList, "walks", 0)
+    validation._check_cycles(wires, state)
+    assert len(state.problems) == pairs
+    assert state.problems[0].location == "wires[0]" and state.problems[-1].location == f"wires[{2 * pairs - 2}]"
+    assert "g00000 -> g00001 -> g00000 (wires [0], [1])" in state.problems[0].reason
+    assert _CountingList.walks <= 3
