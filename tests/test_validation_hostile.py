@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from fluxmix.cli.main import root
 from fluxmix.gears.catalog import Catalog
-from fluxmix.suggest import NEIGHBOURS, Suggester
+from fluxmix.suggest import BUDGET, RANKED, Suggester
 from fluxmix.validation import validate_scenario
 
 
@@ -117,11 +117,11 @@ class _CountingMatcher(difflib.SequenceMatcher):  # type: ignore[type-arg]
     seen = 0
     limit = 0
 
-    def set_seq1(self, a: Any) -> None:
+    def real_quick_ratio(self) -> float:  # difflib's first test, once per candidate
         type(self).seen += 1
         if type(self).seen > type(self).limit:
             raise AssertionError(f"more than {type(self).limit} name comparisons")
-        super().set_seq1(a)
+        return super().real_quick_ratio()
 
 
 def _many_gears(gears: int, bad_wires: int) -> dict[str, Any]:
@@ -140,18 +140,38 @@ def test_did_you_mean_cost_is_bounded_per_bad_wire(monkeypatch: pytest.MonkeyPat
     """10,000 gears and 600 wires to undefined gears: 6,000,000 comparisons (minutes) before."""
     bad = 600
     monkeypatch.setattr(_CountingMatcher, "seen", 0)
-    monkeypatch.setattr(_CountingMatcher, "limit", bad * 4 * NEIGHBOURS)
+    monkeypatch.setattr(_CountingMatcher, "limit", bad * RANKED)
     monkeypatch.setattr(difflib, "SequenceMatcher", _CountingMatcher)
     problems = validate_scenario(_many_gears(10_000, bad), catalog=Catalog.default())
     assert len(problems) == bad
     assert problems[0].reason == "gear 'missing-00000' is not defined; did you mean 'gear-00000'?"
-    assert 0 < _CountingMatcher.seen <= bad * 4 * NEIGHBOURS
+    assert 0 < _CountingMatcher.seen <= bad * RANKED
+    assert all("did you mean 'gear-" in p.reason for p in problems)
+
+
+def test_long_names_and_many_misspellings_stay_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 distinct misspellings of 50-character names: every problem reported, comparisons capped."""
+    monkeypatch.setattr(_CountingMatcher, "seen", 0)
+    monkeypatch.setattr(_CountingMatcher, "limit", BUDGET)
+    monkeypatch.setattr(difflib, "SequenceMatcher", _CountingMatcher)
+    stem = "payment-processing-pipeline-stage-"
+    raw = {
+        "name": "long",
+        "gears": [{"name": "src", "type": "generate"}] + [{"name": f"{stem}{i:05d}-node", "type": "log"} for i in range(40)],
+        "wires": [{"from": "src.out", "to": f"{stem}{i:05d}-node.in", "transport": "memory"} for i in range(40)]
+        + [{"from": "src.out", "to": f"{stem}{i:05d}-nod.in", "transport": "memory"} for i in range(2000)],
+    }
+    problems = validate_scenario(raw, catalog=Catalog.default())
+    assert len(problems) == 2000
+    assert problems[0].reason == f"gear '{stem}00000-nod' is not defined; did you mean '{stem}00000-node'?"
+    assert problems[-1].reason == f"gear '{stem}01999-nod' is not defined"  # the budget was spent by then
+    assert _CountingMatcher.seen <= BUDGET
 
 
 def test_suggestions_among_many_names_still_find_the_near_miss() -> None:
     names = [f"gear-{i:05d}" for i in range(10_000)] + ["sink", "payments-archive", "zebra"]
     suggester = Suggester(names)
-    assert len(suggester.candidates("snk")) <= 4 * NEIGHBOURS
+    assert len(suggester.candidates("snk")) <= RANKED
     assert suggester.closest("snk") == "sink"  # a typo in the middle
     assert suggester.closest("paymnts-archive") == "payments-archive"
     assert suggester.closest("xpayments-archive") == "payments-archive"  # a typo at the start: suffix order
