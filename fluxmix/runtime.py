@@ -437,6 +437,7 @@ class Runtime:
             except Exception as exc:
                 raise ActivationError(f"wire {wspec.key}: cannot be created: {exc}") from exc
             self.wires[wspec.key] = wire
+            wire.on_refused = functools.partial(self._refused, self._slots[wspec.source.gear], wspec.source.port)
             self._slots[wspec.source.gear].outputs.setdefault(wspec.source.port, []).append(wire)
             self._slots[wspec.target.gear].inputs.append((wspec.target.port, wire))
         for slot in self._slots.values():
@@ -629,6 +630,19 @@ class Runtime:
                       "[%d dropped so far]", slot.name, message.id, reason, slot.counters.dropped,
                       extra={"gear": slot.name})
         return False
+
+    async def _refused(self, slot: _GearSlot, port: str, message: Message, exc: BaseException) -> bool:
+        """A transport refused one of `slot`'s emits for good: it goes to the gear's `error` port
+        like a message that used up its attempts (a refused `error` emit is dropped and counted)."""
+        if port == ERROR_PORT:
+            slot.counters.dropped += 1
+            log.error("gear %s: error message %s refused by its wire and dropped: %s", slot.name, message.id, exc,
+                      extra={"gear": slot.name})
+            return False
+        forwarded = await self._dead_letter(slot, port, message, exc)
+        for wire in slot.outputs.get(ERROR_PORT, []):
+            await wire.flush()
+        return forwarded
 
     async def _flush_outputs(self, slot: _GearSlot) -> None:
         for wires in slot.outputs.values():

@@ -13,6 +13,8 @@ to retry and when to acknowledge, while the contract stays the same:
   handling keeps failing goes to `delivery.dead_letter()`.
 - `send_batch()` sends several messages in order; the default sends them one by one, so a
   wire only overrides it when it can do better (one queue operation, one encode per batch).
+- a message the transport refuses for good is handed to `on_refused` (the sending gear's
+  `error` port) and counted; the wire keeps flowing.
 - `drain()` stops taking new work, finishes what is in hand, and returns how many messages it
   handled while draining. A memory wire empties its queue first; a durable wire leaves the rest
   in its stream for the next consumer.
@@ -78,6 +80,12 @@ class Wire(abc.ABC):
     # A durable wire keeps what its consumer has not taken (in its stream) for the next consumer,
     # so the runtime may stop its consumer at any moment; a memory wire must be emptied first.
     durable: ClassVar[bool] = False
+
+    # Set by the runtime: where a message the transport refused for good goes (the sending gear's
+    # `error` port when it has one; returns False when it was dropped and counted instead). A
+    # transport that can refuse one message (JetStream: too large, ...) calls it, counts it and
+    # keeps the wire flowing; None: the wire itself counts the refused message as dropped.
+    on_refused: Callable[[Message, BaseException], Awaitable[bool | None]] | None = None
 
     def __init__(self, spec: WireSpec) -> None:
         self.spec = spec

@@ -1,0 +1,297 @@
+"""Pipelined JetStream publishing for one wire: a window of core publishes, one outcome each.
+
+Why not `js.publish_async()`: nats-py 2.16 never resolves its future when JetStream refuses a
+message (the wire hung forever) and it costs about half the throughput of a plain publish. Here
+every message is a core `PUB <subject> <reply>` with `Nats-Msg-Id`, its PubAck arrives on one
+wildcard reply subscription of the wire, and:
+
+- at most `window` messages await their PubAck; `publish()` waits for a slot (backpressure);
+- no PubAck within `ack_timeout` (a lost ack, a reconnect): the same bytes go out again with the
+  same `Nats-Msg-Id`, so JetStream stores the message once (inside its duplicate window);
+- a retriable reply (leader election, no responders, insufficient resources, a full stream or a
+  full wire with discard-new) is resent after a backoff, for as long as it takes: backpressure,
+  never loss;
+- a refusal for good (payload over the server's or the stream's maximum, ...) fails that one
+  message at once: its slot is freed, `on_refused(message, error)` runs (the runtime sends it to
+  the emitting gear's `error` port or counts a drop) and the wire keeps flowing.
+
+Ordering: messages are stored in the order they were sent, except that a message resent after a
+timeout or a retriable error may land behind later ones, and a refused message is not stored at
+all: it leaves the wire for the error port, and the messages behind it are stored (no halt).
+That is the same per-wire order standard wires always had (resends existed before); a consumer
+that needs strict order must not rely on JetStream sequence order across a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from fluxmix.errors import NatsUnavailableError, TransportError
+from fluxmix.message import Message
+from fluxmix.transports.base import WireStats
+from fluxmix.transports.nats.connection import NatsConnection
+from fluxmix.transports.nats.errors import Outcome, PublishRefused, classify_reply, describe, is_full
+
+log = logging.getLogger("fluxmix.transports.nats")
+
+RefusalHandler = Callable[[Message, PublishRefused], Awaitable[None]]
+_PUBACK = b'{"stream":'
+_mono = time.monotonic
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """One message on its way to JetStream, until its outcome is known."""
+
+    data: bytes
+    headers: dict[str, str]
+    message: Message
+    sent_at: float = 0.0
+    attempts: int = 0
+    retry_at: float | None = None  # a retriable reply came: resend at this time
+
+
+class Publisher:
+    def __init__(
+        self,
+        conn: NatsConnection,
+        subject: str,
+        *,
+        label: str,
+        window: int,
+        ack_timeout: float,
+        on_refused: RefusalHandler,
+        stats: WireStats | None = None,
+    ) -> None:
+        self.conn = conn
+        self.subject = subject
+        self.label = label  # the wire key, for logs and errors
+        self.window = max(1, window)
+        self.ack_timeout = ack_timeout
+        self.on_refused = on_refused
+        self.stats = stats if stats is not None else WireStats()
+        self.acked = 0
+        self.duplicates = 0
+        self.resent = 0
+        self.refused = 0
+        self.last_refusal: str | None = None
+        self.full_since: float | None = None  # the stream/wire refused as full; we wait for room
+        self._pending: dict[int, _Entry] = {}  # insertion order == send order
+        self._counter = itertools.count(1)
+        self._sent = 0  # the last number handed out
+        self._space: asyncio.Future[None] | None = None
+        self._flushers: list[tuple[int, asyncio.Future[None]]] = []  # (last number it waits for, wakeup)
+        self._refusals: set[asyncio.Task[None]] = set()
+        self._refusal_failures: list[str] = []
+        self._sub: Any = None
+        self._prefix = ""
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def _start(self) -> None:
+        async with self._start_lock:
+            if self._sub is not None:
+                return
+            nc = self.conn.client()
+            inbox = nc.new_inbox()
+            self._prefix = inbox + "."
+            self._sub = await nc.subscribe(inbox + ".*", cb=self._on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name=f"nats-publish-sweeper {self.label}")
+
+    async def publish(self, message: Message, data: bytes, msg_id: str) -> None:
+        """Hand one message to the connection; returns once it is sent (its outcome comes later)."""
+        if self._closed:
+            raise TransportError(f"wire {self.label} is closed")
+        if self._sub is None:
+            await self._start()
+        pending = self._pending
+        while len(pending) >= self.window:
+            if self._space is None or self._space.done():
+                self._space = asyncio.get_running_loop().create_future()
+            await self._space
+            if self._closed:
+                raise TransportError(f"wire {self.label} is closed")
+        if not self.conn.is_connected:
+            await self.conn.wait_connected()
+        n = next(self._counter)
+        self._sent = n
+        entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
+        pending[n] = entry
+        await self._send(n, entry)
+
+    async def _send(self, n: int, entry: _Entry) -> None:
+        entry.attempts += 1
+        entry.sent_at = _mono()
+        entry.retry_at = None
+        delay = 0.05
+        while True:
+            try:
+                await self.conn.client().publish(self.subject, entry.data, reply=self._prefix + str(n), headers=entry.headers)
+                return
+            except nats.errors.MaxPayloadError as exc:
+                self._refuse(n, f"message of {len(entry.data)} bytes is over the server's max_payload ({describe(exc)})", None)
+                return
+            except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
+                pass  # the client's buffer is full while reconnecting: wait, then try again
+            except nats.errors.ConnectionClosedError as exc:
+                if self._closed or self.conn.state == "closed":
+                    raise NatsUnavailableError(f"wire {self.label}: NATS connection closed") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # outcomes --------------------------------------------------------------------------------
+    async def _on_reply(self, msg: Msg) -> None:
+        try:
+            n = int(msg.subject[len(self._prefix):])
+        except ValueError:
+            return
+        entry = self._pending.get(n)
+        if entry is None:
+            return  # the reply to an earlier attempt of a message already settled
+        data = msg.data
+        if data[:10] == _PUBACK and b'"error"' not in data:
+            self.acked += 1
+            self.stats.sent += 1
+            if b'"duplicate"' in data:  # {...,"duplicate": true}
+                self.duplicates += 1
+            self.full_since = None
+            self._settle(n)
+            return
+        outcome, reason, err_code = classify_reply(data, msg.headers)
+        if outcome is Outcome.RETRY:
+            if is_full(err_code, reason):
+                if self.full_since is None:
+                    self.full_since = time.time()
+                    log.warning("wire %s: JetStream is full (%s); the producer waits for room", self.label, reason)
+            backoff = min(0.05 * 2 ** min(entry.attempts, 5), 1.0)
+            entry.retry_at = _mono() + backoff
+            return
+        self._refuse(n, reason, err_code)
+
+    def _settle(self, n: int) -> None:
+        del self._pending[n]
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+        flushers = self._flushers
+        if flushers:
+            first = next(iter(self._pending), None)
+            while flushers and (first is None or first > flushers[0][0]):
+                _, fut = flushers.pop(0)
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _refuse(self, n: int, reason: str, err_code: int | None) -> None:
+        entry = self._pending.get(n)
+        if entry is None:
+            return
+        self.refused += 1
+        error = PublishRefused(f"JetStream refused message {entry.message.id} on wire {self.label}: {reason}", err_code)
+        self.last_refusal = str(error)
+        log.error("%s; it goes to the error port (or is counted as dropped), the wire goes on", error)
+        task = asyncio.get_running_loop().create_task(self._handle_refusal(entry.message, error))
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
+        self._settle(n)
+
+    async def _handle_refusal(self, message: Message, error: PublishRefused) -> None:
+        try:
+            await self.on_refused(message, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            text = f"wire {self.label}: handling refused message {message.id} failed: {describe(exc)}"
+            log.error("%s", text)
+            self._refusal_failures.append(text)
+
+    async def flush(self) -> None:
+        """Return once everything sent before this call has its outcome (stored, or refused and
+        handed to the error port); raise when handing a refused message on failed."""
+        last = self._sent
+        first = next(iter(self._pending), None)
+        if first is not None and first <= last:
+            fut = asyncio.get_running_loop().create_future()
+            self._flushers.append((last, fut))
+            while not fut.done():
+                if self._closed:
+                    raise TransportError(f"wire {self.label}: closed with {len(self._pending)} publishes unconfirmed")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), 1.0)
+            first = next(iter(self._pending), None)
+            if self._closed and first is not None and first <= last:
+                raise TransportError(f"wire {self.label}: closed with {len(self._pending)} publishes unconfirmed")
+        if self._refusals:
+            await asyncio.gather(*list(self._refusals), return_exceptions=True)
+        if self._refusal_failures:
+            failures, self._refusal_failures = self._refusal_failures, []
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise TransportError(failures[0] + more)
+
+    async def _sweep(self) -> None:
+        """Resend what JetStream did not acknowledge in time, or asked us to retry, same Nats-Msg-Id."""
+        tick = min(0.25, self.ack_timeout / 4)
+        warned = 0.0
+        while not self._closed:
+            await asyncio.sleep(tick)
+            if not self._pending or not self.conn.is_connected:
+                continue  # while reconnecting nats-py buffers what was sent; resend once back
+            now = _mono()
+            overdue = now - self.ack_timeout
+            due = [
+                (n, e)
+                for n, e in self._pending.items()
+                if (e.retry_at is not None and e.retry_at <= now) or (e.retry_at is None and e.sent_at <= overdue)
+            ]
+            if not due:
+                continue
+            if now - warned > 10:
+                warned = now
+                log.warning(
+                    "wire %s: %d publish(es) not stored by JetStream yet (NATS %s); resending",
+                    self.label, len(due), self.conn.state,
+                )
+            for n, entry in due:
+                if n not in self._pending:
+                    continue
+                self.resent += 1
+                try:
+                    await self._send(n, entry)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never let the sweeper die with messages outstanding
+                    log.error("wire %s: resending %s failed: %s", self.label, entry.message.id, describe(exc))
+                    break
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
+        for task in list(self._refusals):
+            task.cancel()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        space = self._space
+        if space is not None and not space.done():
+            space.set_result(None)
+        for _, fut in self._flushers:
+            if not fut.done():
+                fut.set_result(None)
