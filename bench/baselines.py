@@ -144,6 +144,77 @@ async def nats_throughput(url: str, n: int, *, max_pending: int = 256, batch: in
         await pub.close()
 
 
+async def nats_throughput_callback_pull(url: str, n: int, *, max_pending: int = 1024, batch: int = 1000,
+                                        outstanding: int = 4) -> float:
+    """msg/s end to end: js.publish_async (<= max_pending in flight) on one connection while a
+    callback-driven pull consumer on another keeps `outstanding` requests of `batch` open (core
+    requests to $JS.API.CONSUMER.MSG.NEXT, re-asked by counting deliveries) and acks each message:
+    the fastest raw consuming pattern nats-py's public API allows, without fetch()."""
+    import json
+
+    pub = await nats.connect(url, **CONNECT)
+    sub_nc = await nats.connect(url, **CONNECT)
+    try:
+        js = pub.jetstream(publish_async_max_pending=max_pending)
+        sjs = sub_nc.jetstream()
+        stream, subject = await _stream(js, "cb")
+        try:
+            await sjs.add_consumer(
+                stream,
+                ConsumerConfig(durable_name="raw", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
+            )
+            packb, unpackb = msgpack.packb, msgpack.unpackb
+            next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.raw"
+            request = json.dumps({"batch": batch, "expires": 30_000_000_000}).encode()
+            inbox = sub_nc.new_inbox()
+            done = asyncio.Event()
+            count = 0
+            owed = 0  # requested and not delivered yet
+            first = last = 0.0
+
+            async def on_msg(msg: Any) -> None:
+                nonlocal count, owed, first, last
+                if not msg.reply:  # a status (request expired ...)
+                    left = (msg.headers or {}).get("Nats-Pending-Messages")
+                    owed -= int(left) if left else 0
+                else:
+                    unpackb(msg.data)
+                    await sub_nc.publish(msg.reply, b"+ACK")
+                    owed -= 1
+                    count += 1
+                    if count == 1:
+                        first = time.perf_counter()
+                    if count == n:
+                        last = time.perf_counter()
+                        done.set()
+                while owed <= batch * (outstanding - 1) and count < n:
+                    owed += batch
+                    await sub_nc.publish(next_subject, request, reply=inbox)
+
+            sub = await sub_nc.subscribe(inbox, cb=on_msg, pending_msgs_limit=0, pending_bytes_limit=0)
+            for _ in range(outstanding):
+                owed += batch
+                await sub_nc.publish(next_subject, request, reply=inbox)
+
+            async def produce() -> None:
+                futures = []
+                for i in range(n):
+                    futures.append(await js.publish_async(subject, packb({"seq": i, "data": PAD})))
+                await asyncio.wait_for(js.publish_async_completed(), 30)
+                failed = [f for f in futures if not f.done() or f.exception() is not None]
+                if failed:
+                    raise RuntimeError(f"{len(failed)} raw publishes failed")
+
+            await asyncio.wait_for(asyncio.gather(produce(), done.wait()), 300)
+            await sub.unsubscribe()
+            return _rate(n, first, last)
+        finally:
+            await js.delete_stream(stream)
+    finally:
+        await sub_nc.close()
+        await pub.close()
+
+
 async def nats_latency_one_in_flight(url: str, n: int) -> tuple[float, float]:
     """(p50, p99) seconds from js.publish() to the pull consumer having decoded the message,
     with exactly one message in flight: the latency floor of a durable wire on this machine."""

@@ -55,14 +55,19 @@ async def run(ctx: Any) -> list[Row]:
     rows = []
 
     n = ctx.scale(30_000, 5_000)
-    fx, raw = Stat(), Stat()
+    fx, raw, raw_cb = Stat(), Stat(), Stat()
     await fluxmix_throughput(catalog, url, 500)  # warm-up
     for _ in range(ctx.reps):
         fx.samples.append(await fluxmix_throughput(catalog, url, n))
         raw.samples.append(await baselines.nats_throughput(url, n, max_pending=RAW_MAX_PENDING, batch=RAW_BATCH))
-        ctx.log(f"durable: fluxmix {fx.samples[-1]:.0f}/s raw {raw.samples[-1]:.0f}/s")
-    rows.append(Row("durable", f"generate -> sink, 1 standard wire, {n // 1000}k msgs", "msg/s", True, fx, raw,
+        raw_cb.samples.append(await baselines.nats_throughput_callback_pull(url, n, max_pending=RAW_MAX_PENDING))
+        ctx.log(f"durable: fluxmix {fx.samples[-1]:.0f}/s raw fetch {raw.samples[-1]:.0f}/s "
+                f"raw callback pull {raw_cb.samples[-1]:.0f}/s")
+    title = f"generate -> sink, 1 standard wire, {n // 1000}k msgs"
+    rows.append(Row("durable", title, "msg/s", True, fx, raw,
                     f"publish_async({RAW_MAX_PENDING}) -> fetch({RAW_BATCH})+ack"))
+    rows.append(Row("durable", f"{title} (vs callback pull)", "msg/s", True, fx, raw_cb,
+                    f"publish_async({RAW_MAX_PENDING}) -> callback pull 4x1000 + ack"))
 
     warmup, window = (1.0, 4.0) if not ctx.quick else (0.5, 2.0)
     fx, raw = Stat(), Stat()

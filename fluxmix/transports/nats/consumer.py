@@ -113,6 +113,7 @@ class PullConsumer:
         self.stopping = False
         self.drained = 0  # handled after stop was asked
         self.repulls = 0
+        self.silence_repulls = 0  # re-pulls the watchdog made after two heartbeats of silence
         self.requests = 0
         self._ready: deque[Msg] = deque()
         self._round: list[Msg] = []
@@ -179,6 +180,7 @@ class PullConsumer:
                 quiet += tick
                 if quiet >= 2 * self.idle_heartbeat:
                     log.info("wire %s: no heartbeat for %.0fs; pulling again", self.label, quiet)
+                    self.silence_repulls += 1
                     self._check_wanted = True
                     seen, quiet = self._activity, 0.0
 

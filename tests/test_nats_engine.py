@@ -1,0 +1,221 @@
+"""The JetStream engine under stress, against real nats-server processes: refusals leave the wire
+without stopping it, a consumer stopped over and over loses and duplicates nothing, and a server
+restart re-pulls at once (on the reconnect notice, not after the silence watchdog)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fluxmix.errors import NatsUnavailableError
+from fluxmix.message import Message, source_id
+from fluxmix.transports.embedded import EmbeddedNats
+
+try:
+    from tests.nats_fixtures import nats_unavailable
+    from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
+except ModuleNotFoundError:
+    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
+    from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.nats
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_refused_message_goes_to_the_error_port_while_later_ones_flow(nats_url: str, unique_name: str) -> None:
+    """Over the server's max_payload: that one message is refused at once; the wire goes on."""
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    refused: list[tuple[Message, BaseException]] = []
+
+    async def on_refused(message: Message, exc: BaseException) -> bool:
+        refused.append((message, exc))
+        return True
+
+    async with broker_for(nats_url) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        wire = broker.wire(scenario, "h", spec)
+        wire.on_refused = on_refused
+        max_payload = broker.nc.max_payload  # type: ignore[union-attr]
+        sent = []
+        for i in range(200):
+            body = {"seq": i, "pad": "x" * (max_payload + 10)} if i == 50 else {"seq": i}
+            message = Message(id=source_id(unique_name, "src", i), body=body)
+            sent.append(message)
+            await wire.send(message)
+        await wire.flush()  # returns: the refusal is an outcome, not a hang
+        assert [m.body["seq"] for m, _ in refused] == [50]
+        assert "max_payload" in str(refused[0][1])
+        assert wire.stats.sent == 199 and wire.stats.dead_lettered == 1 and wire.stats.dropped == 0
+        status = wire.status()
+        assert status["refused"] == 1 and "refused message" in status["last_refusal"]
+        collector = Collector()
+        task = asyncio.create_task(wire.consume(collector.delivery()))
+        await wait_for(lambda: len(collector.handled) == 199)
+        await wire.drain()
+        await asyncio.wait_for(task, 10)
+        assert sorted(collector.seqs) == [i for i in range(200) if i != 50]
+        await wire.close()
+
+
+async def test_a_refusal_without_a_handler_is_a_counted_drop(nats_url: str, unique_name: str) -> None:
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        wire = broker.wire(scenario, "h", spec)
+        big = "x" * (broker.nc.max_payload + 1)  # type: ignore[union-attr]
+        await wire.send(Message(id=source_id(unique_name, "src", 0), body={"seq": 0, "pad": big}))
+        await wire.send(Message(id=source_id(unique_name, "src", 1), body={"seq": 1}))
+        await wire.flush()
+        assert wire.stats.sent == 1 and wire.stats.dropped == 1 and wire.status()["refused"] == 1
+        await wire.close()
+
+
+async def test_a_consumer_stopped_100_times_under_load_loses_and_duplicates_nothing(
+    nats_url: str, unique_name: str
+) -> None:
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    total = 6000
+    handled: Counter[int] = Counter()
+    after_stop: list[int] = []
+    rng = random.Random(17)
+    async with broker_for(nats_url, batch_size=64) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        producer_wire = broker.wire(scenario, "h", spec)
+
+        async def produce() -> None:
+            for m in messages(unique_name, total):
+                await producer_wire.send(m)
+                if m.body["seq"] % 50 == 0:
+                    await asyncio.sleep(0.001)  # a steady stream while the consumer comes and goes
+            await producer_wire.flush()
+
+        producer = asyncio.create_task(produce())
+        stops = 0
+        while stops < 100 or sum(handled.values()) < total:
+            wire = broker.wire(scenario, "h", spec)  # a reload: a new wire on the same durable
+            stopped = False
+
+            class Counting(Collector):
+                async def handle(self, msg: Message) -> None:
+                    if stopped:
+                        after_stop.append(msg.body["seq"])
+                    handled[msg.body["seq"]] += 1
+
+            task = asyncio.create_task(wire.consume(Counting().delivery()))
+            await asyncio.sleep(rng.uniform(0.0, 0.03) if stops < 100 else 0.3)
+            await asyncio.wait_for(wire.drain(), 20)
+            stopped = True
+            await asyncio.wait_for(task, 10)
+            await wire.close()
+            stops += 1
+            assert stops < 400, f"only {sum(handled.values())} of {total} handled"
+        await asyncio.wait_for(producer, 30)
+    assert after_stop == []
+    assert sorted(handled) == list(range(total))
+    assert [seq for seq, n in handled.items() if n > 1] == []
+
+
+@pytest.mark.slow
+async def test_a_server_restart_re_pulls_on_the_reconnect_notice(tmp_path: Path, unique_name: str) -> None:
+    server = EmbeddedNats(tmp_path / "nats", port=_free_port())
+    try:
+        url = await server.start()
+    except NatsUnavailableError as exc:
+        nats_unavailable(str(exc))
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    try:
+        async with broker_for(url, ack_timeout=1.0) as broker:
+            await broker.prepare(scenario, "h", [spec])
+            wire = broker.wire(scenario, "h", spec)
+            collector = Collector()
+            consumer = asyncio.create_task(wire.consume(collector.delivery()))
+            for m in messages(unique_name, 100):
+                await wire.send(m)
+            await wire.flush()
+            await wait_for(lambda: len(collector.handled) == 100)
+            await server.stop()
+            await wait_for(lambda: not broker.ready[0], timeout=10)
+            await server.start()
+            await wait_for(lambda: broker.ready[0], timeout=30)
+            for m in messages(unique_name, 100, start=100):
+                await wire.send(m)
+            await wire.flush()
+            await wait_for(lambda: len({m.id for m in collector.handled}) == 200, timeout=30)
+            puller = wire._puller
+            assert puller is not None
+            # the old pull requests died with the server: the reconnect notice re-pulled, the
+            # silence watchdog (two idle heartbeats) never had to
+            assert puller.repulls >= 1 and puller.silence_repulls == 0
+            await wire.drain()
+            await asyncio.wait_for(consumer, 10)
+            assert sorted(set(collector.seqs)) == list(range(200))
+    finally:
+        await server.stop()
+
+
+async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario(nats_url: str, unique_name: str) -> None:
+    """End to end through the runtime: the refused message is on `error`, the rest at the sink."""
+    from typing import Any, ClassVar
+
+    import test_runtime_helpers as h
+
+    from fluxmix.gears.base import Gear, Port
+    from fluxmix.gears.catalog import Catalog
+    from fluxmix.runtime import Runtime
+    from fluxmix.transports.memory import MemoryBroker
+    from fluxmix.transports.nats import NatsBroker
+
+    class Inflate(Gear):
+        """in -> out; seq 5 becomes larger than the server's max_payload."""
+
+        type = "t-inflate"
+        inputs = (Port("in", required=True),)
+        outputs = (Port("out"),)
+        config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+        async def handle(self, port: str, message: Message) -> None:
+            body = dict(message.body)
+            if body["seq"] == 5:
+                body["pad"] = "x" * (2 << 20)
+            await self.ctx.emit("out", body)
+
+    h.reset()
+    catalog = Catalog({g.type: g for g in (h.Counter, h.Collect, Inflate)})
+    scen = h.scenario(
+        unique_name,
+        [("src", "t-counter", {"count": 20}), ("big", "t-inflate", {}), ("sink", "t-collect", {}),
+         ("errs", "t-collect", {})],
+        [("src.out", "big.in"), ("big.out", "sink.in", {"transport": "standard"}), ("big.error", "errs.in")],
+    )
+    broker = NatsBroker(nats_url)
+    await broker.connect()
+    rt = Runtime(scen, "e" * 64, catalog=catalog, brokers={"memory": MemoryBroker(queue_size=8), "standard": broker},
+                 checkpoints=h.MemoryCheckpoints())
+    try:
+        await rt.build()
+        await rt.start()
+        await wait_for(lambda: len(h.SEEN["sink"]) == 19 and len(h.SEEN["errs"]) == 1)
+        await rt.stop()
+        assert sorted(b["seq"] for b in h.SEEN["sink"]) == [i for i in range(1, 21) if i != 5]
+        refused = h.SEEN["errs"][0]
+        assert refused["seq"] == 5 and "max_payload" in refused["_headers"]["error"]
+        assert refused["_headers"]["error-gear"] == "big"
+        status = rt.status()
+        assert status["wires"]["big.out->sink.in"]["refused"] == 1
+        assert status["gears"]["big"]["dead_lettered"] == 1
+    finally:
+        await broker.close()
