@@ -81,6 +81,9 @@ class Duration(click.ParamType):
 @click.option("--nats-max-bytes", type=click.IntRange(min=1), default=None, metavar="BYTES",
               help="Size limit of each scenario's stream; when full, publishers wait (nothing is dropped). "
               "Default: unlimited.")
+@click.option("--nats-wire-backlog", type=click.IntRange(min=1), default=100_000, show_default=True,
+              metavar="MESSAGES", help="Messages a standard wire may hold for its consumer; at the bound its "
+              "producer waits (backpressure, nothing is dropped).")
 @click.option("--nats-creds", type=_FILE, envvar="FLUXMIX_NATS_CREDS", help="NATS credentials file (JWT + NKey).")
 @click.option("--nats-user", envvar="FLUXMIX_NATS_USER", help="NATS user (with --nats-password).")
 @click.option("--nats-password", envvar="FLUXMIX_NATS_PASSWORD", help="NATS password.")
@@ -115,6 +118,7 @@ def main(
     nats_ack_wait: float,
     nats_duplicate_window: float,
     nats_max_bytes: int | None,
+    nats_wire_backlog: int,
     nats_creds: Path | None,
     nats_user: str | None,
     nats_password: str | None,
@@ -158,6 +162,7 @@ def main(
             ack_wait=nats_ack_wait,
             duplicate_window=nats_duplicate_window,
             max_bytes=nats_max_bytes,
+            wire_backlog=nats_wire_backlog,
         ),
         memory_queue_size=memory_queue_size,
         stop_timeout=stop_timeout,

@@ -15,6 +15,7 @@ import pytest
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.message import Message, source_id
 from fluxmix.transports.embedded import EmbeddedNats
+from fluxmix.transports.nats import stream_name
 
 try:
     from tests.nats_fixtures import nats_unavailable
@@ -219,3 +220,35 @@ async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario
         assert status["gears"]["big"]["dead_lettered"] == 1
     finally:
         await broker.close()
+
+
+async def test_a_wire_at_its_backlog_bound_blocks_its_producer_and_resumes(nats_url: str, unique_name: str) -> None:
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url, wire_backlog=20, ack_timeout=1.0) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
+        assert info.config.max_msgs_per_subject == 20 and info.config.discard_new_per_subject
+        wire = broker.wire(scenario, "h", spec)
+        total = 200
+
+        async def produce() -> None:
+            for m in messages(unique_name, total):
+                await wire.send(m)
+            await wire.flush()
+
+        producer = asyncio.create_task(produce())
+        await wait_for(lambda: wire.status()["full"] or producer.done())
+        assert not producer.done()  # blocked at the bound, not dropping
+        await asyncio.sleep(0.3)
+        info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
+        assert info.state.messages == 20  # the stream holds the bound, not more
+        collector = Collector()
+        task = asyncio.create_task(wire.consume(collector.delivery()))
+        await asyncio.wait_for(producer, 60)  # resumes once the consumer frees room
+        await wait_for(lambda: len(collector.handled) >= total)
+        await wire.drain()
+        await asyncio.wait_for(task, 10)
+        assert sorted(collector.seqs) == list(range(total))
+        assert wire.stats.dropped == 0 and wire.status()["refused"] == 0
+        await wire.close()

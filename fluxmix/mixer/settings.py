@@ -113,6 +113,7 @@ def nats_settings(
     ack_wait: float = 30.0,
     duplicate_window: float = 120.0,
     max_bytes: int | None = None,
+    wire_backlog: int | None = 100_000,
 ) -> NatsSettings:
     """Map the --nats-* flags onto `nats.connect()` keyword arguments and JetStream settings."""
     options: dict[str, Any] = {}
@@ -145,6 +146,8 @@ def nats_settings(
         )
     if max_bytes is not None and max_bytes < 1:
         raise UserError(f"--nats-max-bytes {max_bytes}: must be a positive number of bytes")
+    if wire_backlog is not None and wire_backlog < 1:
+        raise UserError(f"--nats-wire-backlog {wire_backlog}: must be a positive number of messages")
     return NatsSettings(
         servers=urls,
         connect_options=options,
@@ -152,4 +155,5 @@ def nats_settings(
         ack_wait=ack_wait,
         duplicate_window=duplicate_window,
         max_bytes=max_bytes,
+        wire_backlog=wire_backlog,
     )

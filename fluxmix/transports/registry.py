@@ -32,6 +32,8 @@ class NatsSettings:
     # interval, so a replay or redelivery re-publishes ids the stream still recognises.
     duplicate_window: float = 120.0
     max_bytes: int | None = None  # per stream; None = unlimited. Full: publishers wait, nothing is dropped
+    # Messages a wire may hold before its producer waits (JetStream max_msgs_per_subject); None = unbounded.
+    wire_backlog: int | None = 100_000
 
 
 class Brokers:
@@ -72,6 +74,7 @@ class Brokers:
                 ack_wait=self.nats.ack_wait,
                 duplicate_window=self.nats.duplicate_window,
                 max_bytes=-1 if self.nats.max_bytes is None else self.nats.max_bytes,
+                wire_backlog=-1 if self.nats.wire_backlog is None else self.nats.wire_backlog,
             )
             await broker.connect()
             return broker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable
 from typing import Any
@@ -43,6 +44,7 @@ class NatsBroker(Broker):
         replicas: int = 1,
         duplicate_window: float = 120.0,
         max_bytes: int = -1,
+        wire_backlog: int = -1,
         ack_wait: float = 30.0,
         ack_timeout: float = 5.0,
         api_timeout: float = 5.0,
@@ -67,6 +69,7 @@ class NatsBroker(Broker):
             max_bytes=max_bytes,
             ack_wait=ack_wait,
             max_ack_pending=max(1000, batch_size * 4),
+            wire_backlog=wire_backlog,
         )
         self.connection = NatsConnection(
             self.servers,
@@ -114,11 +117,12 @@ class NatsBroker(Broker):
         js = self.jetstream()
         config = await self._api(ensure_stream(js, self.settings, scenario.name), "create the stream")
         self._streams[config.name or ""] = config
-        for spec in wires:
-            if spec.transport == self.kind:
-                await self._api(
-                    ensure_consumer(js, self.settings, scenario.name, spec), f"create the consumer for wire {spec.key}"
-                )
+        # one API round trip for all consumers rather than one after the other (a reload waits for it)
+        await asyncio.gather(*(
+            self._api(ensure_consumer(js, self.settings, scenario.name, spec), f"create the consumer for wire {spec.key}")
+            for spec in wires
+            if spec.transport == self.kind
+        ))
 
     async def _api(self, coro: Any, what: str) -> Any:
         """Run a JetStream API call, waiting (bounded) for the connection first."""

@@ -8,6 +8,10 @@ Stream settings and why:
   default; `--nats-duplicate-window`).
 - size limit: unlimited by default; with `max_bytes` set, `discard: new` makes a full stream refuse
   new messages, which the publisher turns into backpressure (it retries), never into loss.
+- backlog bound per wire: `max_msgs_per_subject` (one subject per wire; 100,000 by default,
+  `--nats-wire-backlog`) with `discard_new_per_subject`: a wire whose consumer fell that far behind
+  refuses new messages, which the publisher turns into backpressure on the producing gear. An
+  unpaced endless source therefore cannot fill the disk, and nothing is dropped.
 - ensure_stream() adds the stream, or updates it when a setting differs; nothing here purges or
   deletes a stream or a consumer (an operator removes consumers of wires gone for good with
   `nats consumer rm`).
@@ -52,6 +56,7 @@ class StreamSettings:
     max_bytes: int = -1
     ack_wait: float = 30.0
     max_ack_pending: int = 1024
+    wire_backlog: int = -1  # messages per wire (= per subject); -1: unbounded
 
 
 def stream_config(settings: StreamSettings, scenario_name: str) -> StreamConfig:
@@ -65,6 +70,8 @@ def stream_config(settings: StreamSettings, scenario_name: str) -> StreamConfig:
         duplicate_window=settings.duplicate_window,
         max_bytes=settings.max_bytes,
         discard=DiscardPolicy.NEW,
+        max_msgs_per_subject=settings.wire_backlog,
+        discard_new_per_subject=settings.wire_backlog > 0,
         max_age=0,
         deny_delete=False,
         deny_purge=False,
@@ -110,6 +117,8 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, scenario
         "duplicate_window": wanted.duplicate_window,
         "max_bytes": wanted.max_bytes,
         "discard": wanted.discard,
+        "max_msgs_per_subject": wanted.max_msgs_per_subject,
+        "discard_new_per_subject": wanted.discard_new_per_subject,
     }
     current = {
         "subjects": sorted(have.subjects or []),
@@ -117,6 +126,8 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, scenario
         "duplicate_window": have.duplicate_window,
         "max_bytes": have.max_bytes,
         "discard": have.discard,
+        "max_msgs_per_subject": have.max_msgs_per_subject if have.max_msgs_per_subject is not None else -1,
+        "discard_new_per_subject": bool(have.discard_new_per_subject),
     }
     if changes != current:
         config = StreamConfig.from_response(have.as_dict())

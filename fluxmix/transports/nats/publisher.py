@@ -120,7 +120,8 @@ class Publisher:
         if self._sub is None:
             await self._start()
         pending = self._pending
-        while len(pending) >= self.window:
+        # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
+        while len(pending) >= self.window or (self.full_since is not None and pending):
             if self._space is None or self._space.done():
                 self._space = asyncio.get_running_loop().create_future()
             await self._space
