@@ -248,3 +248,32 @@ def test_two_mixers_with_two_homes_get_their_own_embedded_servers(tmp_path: Path
     finally:
         for mixer in procs:
             mixer.kill()
+
+
+def test_sigkill_of_the_embedded_server_is_restarted_and_every_seq_arrives_once(
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    """The mixer supervises its embedded nats-server: killed mid-stream, it comes back on the same
+    port and store; clients reconnect, consumers re-pull, nothing is lost or written twice."""
+    total = 2000
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "flow.yaml"
+    path.write_text(exactly_once_sink(standard(scenario_yaml(out, name="nats-dies", count=total, rate=500))))
+    mixer = start_mixer("-s", str(path))
+    mixer.wait_ready()
+    wait_until(lambda: len(read_lines(out)) >= 300, "300 lines before the kill", proc=mixer)
+    server = embedded_state(home)
+    assert server is not None
+    os.kill(server["pid"], signal.SIGKILL)
+    wait_until(lambda: (embedded_state(home) or {}).get("pid") not in (None, server["pid"]),
+               "the embedded server to be restarted", proc=mixer)
+    restarted = embedded_state(home)
+    assert restarted is not None and restarted["url"] == server["url"]  # same port
+    wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
+    embedded = mixer.status()["brokers"]["standard"]["embedded_server"]
+    assert embedded["restarts"] >= 1 and embedded["running"]
+    assert not pid_alive(server["pid"])  # reaped, not a zombie
+    assert mixer.stop() == 0
+    values = body_seqs(out)
+    assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
+    assert_exactly_once(values)

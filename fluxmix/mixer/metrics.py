@@ -163,6 +163,10 @@ class MixerCollector(Collector):
                 number = _num(value)
                 if number is not None and key not in ("connected", "replicas") and key.isidentifier():
                     yield GaugeMetricFamily(f"fluxmix_nats_{key.lower()}", f"NATS broker {key}", value=number)
+            embedded = brokers["standard"].get("embedded_server")
+            if isinstance(embedded, dict):
+                yield GaugeMetricFamily("fluxmix_nats_embedded_restarts", "times the embedded nats-server was restarted "
+                                        "after it died", value=float(embedded.get("restarts", 0)))
 
 
 def _expectation_families(expectations: list[dict[str, Any]]) -> Iterator[Metric]:

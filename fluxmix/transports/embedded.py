@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -47,6 +48,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from fluxmix.errors import NatsUnavailableError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EmbeddedNats", "find_nats_server"]
 
@@ -149,6 +152,10 @@ class EmbeddedNats:
         self.url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock_file: IO[str] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self.restarts = 0  # times the supervisor brought a dead server back
+        self.down_since: float | None = None
+        self.last_exit: str | None = None
 
     # paths
     @property
@@ -185,6 +192,8 @@ class EmbeddedNats:
         try:
             await self._replace_leftover()
             self.url = await self._spawn(binary)
+            # a restart must come back where clients and the store expect it: same port, same dir
+            self.port = int(self.url.rsplit(":", 1)[1])
         except BaseException:
             await self._terminate()
             self._release_lock()
@@ -192,8 +201,55 @@ class EmbeddedNats:
         self._write_state()
         return self.url
 
+    def supervise(self, interval: float = 0.25) -> None:
+        """Restart the server on the same port and store directory whenever it dies (SIGKILL, OOM):
+        clients reconnect, consumers re-pull, JetStream recovers its store; logged and counted."""
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise(interval), name="nats-supervisor")
+
+    async def _supervise(self, interval: float) -> None:
+        delay = 0.2
+        while True:
+            await asyncio.sleep(interval)
+            proc = self._proc
+            if proc is None or proc.poll() is None:  # poll() also reaps a dead child (no zombie)
+                continue
+            if self.down_since is None:
+                self.down_since = time.time()
+                self.last_exit = f"exit status {proc.returncode}"
+                log.error("embedded nats-server (pid %d) died (%s); restarting it on port %d",
+                          proc.pid, self.last_exit, self.port)
+            try:
+                self._proc = None
+                self.url = await self._spawn(find_nats_server())
+            except NatsUnavailableError as exc:
+                log.error("restarting the embedded nats-server failed: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.restarts += 1
+            self._write_state()
+            log.warning("embedded nats-server restarted (pid %d) after %.1fs down; %d restart(s) so far",
+                        self._proc.pid if self._proc else -1, time.time() - self.down_since, self.restarts)
+            self.down_since = None
+            delay = 0.2
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "url": self.url,
+            "running": self.running,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+        }
+
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after `stop_timeout`; idempotent."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await supervisor
         await self._terminate()
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()

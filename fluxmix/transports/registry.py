@@ -66,6 +66,7 @@ class Brokers:
             if not servers:
                 self._embedded = EmbeddedNats(self.home / "nats")
                 servers = [await self._embedded.start()]
+                self._embedded.supervise()
                 log.info("started embedded nats-server at %s (store %s)", servers[0], self._embedded.store_dir)
             broker = NatsBroker(
                 servers,
@@ -84,7 +85,10 @@ class Brokers:
         return self._brokers.get(kind)
 
     def status(self) -> dict[str, Any]:
-        return {kind: broker.status() for kind, broker in sorted(self._brokers.items())}
+        status = {kind: broker.status() for kind, broker in sorted(self._brokers.items())}
+        if self._embedded is not None and "standard" in status:
+            status["standard"] = {**status["standard"], "embedded_server": self._embedded.status()}
+        return status
 
     @property
     def ready(self) -> tuple[bool, str]:

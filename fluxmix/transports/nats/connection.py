@@ -204,12 +204,16 @@ class NatsConnection:
 
         With `timeout`, raise TimeoutError when still disconnected after that many seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._connected.is_set():
+        while not self.is_connected:
             if self.state == "closed" or self.nc is None:
                 raise NatsUnavailableError(f"NATS connection closed: {self.last_error or 'not connected'}")
             step = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if step <= 0:
                 raise TimeoutError
+            if self._connected.is_set():
+                # nats-py lost the socket but has not called disconnected_cb yet: never spin
+                await asyncio.sleep(min(0.05, step))
+                continue
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), step)
 
