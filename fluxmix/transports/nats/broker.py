@@ -79,6 +79,11 @@ class NatsBroker(Broker):
         )
         self._streams: dict[str, StreamConfig] = {}
         self._wires: set[NatsWire] = set()
+        # what this connection already created or checked, with the config it has: a reload of a
+        # scenario whose wires did not change makes no API call (a removed consumer is still noticed
+        # by its wire, and a reconnect -- maybe to a fresh server -- forgets all of it)
+        self._ensured: dict[tuple[str, str], Any] = {}
+        self.connection.on_change(self._ensured.clear)
 
     # connection -------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -115,14 +120,24 @@ class NatsBroker(Broker):
 
     async def prepare(self, scenario: Scenario, scenario_hash: str, wires: list[WireSpec]) -> None:
         js = self.jetstream()
-        config = await self._api(ensure_stream(js, self.settings, scenario.name), "create the stream")
-        self._streams[config.name or ""] = config
+        wanted = self.stream_config(scenario.name)
+        if self._ensured.get(("stream", wanted.name or "")) != wanted:
+            config = await self._api(ensure_stream(js, self.settings, scenario.name), "create the stream")
+            self._streams[config.name or ""] = config
+            self._ensured[("stream", wanted.name or "")] = wanted
+        missing = []
+        for spec in wires:
+            if spec.transport == self.kind:
+                config = self.consumer_config(scenario.name, spec)
+                if self._ensured.get(("consumer", f"{wanted.name}/{config.durable_name}")) != config:
+                    missing.append((spec, config))
         # one API round trip for all consumers rather than one after the other (a reload waits for it)
         await asyncio.gather(*(
             self._api(ensure_consumer(js, self.settings, scenario.name, spec), f"create the consumer for wire {spec.key}")
-            for spec in wires
-            if spec.transport == self.kind
+            for spec, _ in missing
         ))
+        for spec, config in missing:
+            self._ensured[("consumer", f"{wanted.name}/{config.durable_name}")] = config
 
     async def _api(self, coro: Any, what: str) -> Any:
         """Run a JetStream API call, waiting (bounded) for the connection first."""

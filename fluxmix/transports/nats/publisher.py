@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,9 @@ class Publisher:
         self._pending: dict[int, _Entry] = {}  # insertion order == send order
         self._counter = itertools.count(1)
         self._sent = 0  # the last number handed out
-        self._space: asyncio.Future[None] | None = None
+        # producers waiting for a window slot, first come first served: with one shared wakeup
+        # the fastest producer took every freed slot and a second one on the same wire starved
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._flushers: list[tuple[int, asyncio.Future[None]]] = []  # (last number it waits for, wakeup)
         self._refusals: set[asyncio.Task[None]] = set()
         self._refusal_failures: list[str] = []
@@ -119,21 +122,50 @@ class Publisher:
             raise TransportError(f"wire {self.label} is closed")
         if self._sub is None:
             await self._start()
-        pending = self._pending
-        # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
-        while len(pending) >= self.window or (self.full_since is not None and pending):
-            if self._space is None or self._space.done():
-                self._space = asyncio.get_running_loop().create_future()
-            await self._space
-            if self._closed:
-                raise TransportError(f"wire {self.label} is closed")
+        if self._waiters or not self._has_room():
+            await self._wait_for_room()
         if not self.conn.is_connected:
             await self.conn.wait_connected()
         n = next(self._counter)
         self._sent = n
         entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
-        pending[n] = entry
+        self._pending[n] = entry
         await self._send(n, entry)
+
+    def _has_room(self) -> bool:
+        # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
+        pending = self._pending
+        return len(pending) < self.window and (self.full_since is None or not pending)
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        try:
+            while True:
+                await fut
+                if self._closed:
+                    raise TransportError(f"wire {self.label} is closed")
+                if self._has_room():
+                    break
+                fut = loop.create_future()
+                self._waiters.appendleft(fut)  # woken too early: keep its place at the head
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._wake_one()  # it was handed a slot it will not use: pass it on
+            else:
+                fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     async def _send(self, n: int, entry: _Entry) -> None:
         entry.attempts += 1
@@ -186,15 +218,14 @@ class Publisher:
 
     def _settle(self, n: int) -> None:
         del self._pending[n]
-        space = self._space
-        if space is not None and not space.done():
-            space.set_result(None)
+        if self._waiters:
+            self._wake_one()
         flushers = self._flushers
         if flushers:
             first = next(iter(self._pending), None)
             while flushers and (first is None or first > flushers[0][0]):
                 _, fut = flushers.pop(0)
-                if not fut.done():
+                if not fut.done():  # (a cancelled flush left a done future behind)
                     fut.set_result(None)
 
     def _refuse(self, n: int, reason: str, err_code: int | None) -> None:
@@ -228,11 +259,13 @@ class Publisher:
         if first is not None and first <= last:
             fut = asyncio.get_running_loop().create_future()
             self._flushers.append((last, fut))
-            while not fut.done():
-                if self._closed:
-                    raise TransportError(f"wire {self.label}: closed with {len(self._pending)} publishes unconfirmed")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(fut), 1.0)
+            try:
+                await fut  # resolved by _settle(), or by close()
+            finally:
+                if not fut.done():  # cancelled: forget the waiter
+                    fut.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._flushers.remove((last, fut))
             first = next(iter(self._pending), None)
             if self._closed and first is not None and first <= last:
                 raise TransportError(f"wire {self.label}: closed with {len(self._pending)} publishes unconfirmed")
@@ -290,9 +323,10 @@ class Publisher:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        space = self._space
-        if space is not None and not space.done():
-            space.set_result(None)
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
         for _, fut in self._flushers:
             if not fut.done():
                 fut.set_result(None)
