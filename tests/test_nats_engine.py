@@ -176,7 +176,7 @@ async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario
 
     from fluxmix.gears.base import Gear, Port
     from fluxmix.gears.catalog import Catalog
-    from fluxmix.runtime import Runtime
+    from fluxmix.runtime import MemoryCheckpoints, Runtime
     from fluxmix.transports.memory import MemoryBroker
     from fluxmix.transports.nats import NatsBroker
 
@@ -205,7 +205,7 @@ async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario
     broker = NatsBroker(nats_url)
     await broker.connect()
     rt = Runtime(scen, "e" * 64, catalog=catalog, brokers={"memory": MemoryBroker(queue_size=8), "standard": broker},
-                 checkpoints=h.MemoryCheckpoints())
+                 checkpoints=MemoryCheckpoints())
     try:
         await rt.build()
         await rt.start()
