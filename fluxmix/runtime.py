@@ -15,6 +15,7 @@ runtime keeps the rules that make a reload lose nothing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import heapq
 import logging
@@ -302,6 +303,8 @@ class _Context:
         await asyncio.to_thread(self._runtime.checkpoints.save_checkpoint, self.scenario_name, self.gear_name, value)
 
 
+_NO_LOCK = contextlib.nullcontext()  # single-input gears need no lock: one consumer task feeds them
+
 # The task running now, by loop: asyncio.current_task() is a Python function on 3.11 and this
 # runs on every emit; its table is the same dict it reads (fallback when a version moves it).
 _CURRENT_TASKS: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
@@ -546,29 +549,27 @@ class Runtime:
         gear = slot.gear
         assert gear is not None
         batch = _Batch(messages, slot, cursor)
-        slot.parent_task = asyncio.current_task()
         failure: Exception | None = None
-        try:
-            if len(slot.inputs) <= 1:
+        # A gear with several inputs handles one batch at a time; the slot's in-hand state (parent
+        # task, buffer) is set inside the lock, or a batch waiting for it would overwrite the state
+        # of the one being handled and its emits would lose their derived ids.
+        async with slot.lock if len(slot.inputs) > 1 else _NO_LOCK:
+            slot.parent_task = asyncio.current_task()
+            try:
                 slot.buffer = {}
                 await gear.handle_batch(port, batch)
                 await self._send_buffered(slot)
-            else:
-                async with slot.lock:
-                    slot.buffer = {}
-                    await gear.handle_batch(port, batch)
+            except Exception as exc:
+                failure = exc
+                try:  # what the messages before the failing one emitted is theirs: it goes out
                     await self._send_buffered(slot)
-        except Exception as exc:
-            failure = exc
-            try:  # what the messages before the failing one emitted is theirs: it goes out
-                await self._send_buffered(slot)
-            except Exception as send_exc:
-                log.error("gear %s: sending what a failed batch emitted failed: %s", slot.name, send_exc,
-                          extra={"gear": slot.name})
-        finally:
-            slot.parent = slot.parent_task = None
-            slot.buffer = None
-            slot.buffered = 0
+                except Exception as send_exc:
+                    log.error("gear %s: sending what a failed batch emitted failed: %s", slot.name, send_exc,
+                              extra={"gear": slot.name})
+            finally:
+                slot.parent = slot.parent_task = None
+                slot.buffer = None
+                slot.buffered = 0
         n = len(messages)
         if failure is None:
             handled = n
