@@ -117,6 +117,10 @@ class ExpressionEvalError(ExpressionError):
     """Evaluating the expression against one message failed (that message counts as failed)."""
 
 
+class GlobalsError(UserError):
+    """A global state write refused: bad key, value too large or not JSON, schema violated; nothing changed."""
+
+
 class StoreError(FluxmixError):
     """The store is damaged or cannot be used."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -50,6 +50,7 @@ from ._blobs import BlobStore, sha256_hex
 from ._gc import GcReport
 from ._index import Index, TagRow
 from ._pins import SpecPin
+from ._globals import GlobalsTable
 from ._resolve import Resolved, resolve_in
 from ._state import JournalEntry, MixerState
 
@@ -141,6 +142,7 @@ class Store:
         self._index = Index(
             self.url, read_only=self.read_only, backfill_spec_pins=lambda session: _pins.backfill(session, self.blobs)
         )
+        self.globals = GlobalsTable(self._index)  # global state per scenario name (store/_globals.py)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -428,6 +430,13 @@ class Store:
         """Newest first."""
         with self._index.read() as session:
             return _state.read_journal(session, limit)
+
+    def prune_journal(self, *, keep_last: int, keep_seconds: float) -> int:
+        """Journal retention (activations and global-state changes): see _state.prune_journal."""
+        older_than = _state.now() - timedelta(seconds=max(0.0, keep_seconds))
+        with self._index.write() as session:
+            removed = _state.prune_journal(session, keep_last=keep_last, older_than=older_than)
+        return removed + self.globals.prune(keep_last=keep_last, older_than=older_than)
 
     def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None:
         with self._index.read() as session:

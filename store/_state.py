@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from fluxmix.refs import check_hex
@@ -149,6 +149,21 @@ def read_journal(session: Session, limit: int) -> list[JournalEntry]:
         )
         for r in rows
     ]
+
+
+def prune_journal(session: Session, *, keep_last: int, older_than: datetime) -> int:
+    """Delete journal entries that are neither among the newest `keep_last` nor younger than
+    `older_than`, except those that activated the active or last-known-good scenario.
+
+    The blobs only those entries referenced are then unreferenced, so `store gc` reclaims them.
+    """
+    state = read_state(session)
+    protected = [h for h in (state.active_hash, state.last_known_good_hash) if h]
+    newest = select(JournalRow.id).order_by(JournalRow.id.desc()).limit(max(0, keep_last))
+    query = delete(JournalRow).where(JournalRow.ts < older_than).where(JournalRow.id.not_in(newest))
+    if protected:
+        query = query.where(or_(JournalRow.to_hash.is_(None), JournalRow.to_hash.not_in(protected)))
+    return int(session.execute(query).rowcount or 0)
 
 
 def journal_hashes(session: Session) -> set[str]:
