@@ -16,7 +16,7 @@ from fluxmix.scenario import GearSpec, Scenario, WireSpec
 from fluxmix.validation import gear_to_raw, wire_to_raw
 
 _MISSING = object()
-_SCALAR_FIELDS = ("name", "version", "spec", "description", "expect", "tests")  # the last two: checks, not topology
+_SCALAR_FIELDS = ("name", "version", "spec", "description", "expect", "tests", "globals")  # the last three: checks and state, not topology
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import heapq
 import logging
@@ -28,6 +29,7 @@ from typing import Any, Iterator, Mapping, Protocol, Sequence
 from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
 from fluxmix.gears.base import ERROR_PORT, Gear
 from fluxmix.gears.catalog import Catalog
+from fluxmix.globals_state import MemoryBackend, ScenarioGlobals, use as use_globals
 from fluxmix.message import NO_HEADERS, FrozenDict, Message, derived_id, freeze_body, freeze_headers, source_id
 from fluxmix.scenario import GearSpec, Scenario, WireSpec
 from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
@@ -220,6 +222,7 @@ class _Context:
         self.scenario_name = runtime.scenario.name
         self.scenario_hash = runtime.scenario_hash
         self.gear_name = slot.name
+        self.globals = runtime.globals  # read: .get(key, default); write: .set(key, value, who=...)
         self.log = logging.getLogger(f"fluxmix.gear.{slot.name}")
         self.stopping = asyncio.Event()
         self._ports: dict[str, tuple[list[Wire] | None, str]] = {}  # filled once wires exist
@@ -364,8 +367,13 @@ class Runtime:
         brokers: Mapping[str, Broker],
         checkpoints: CheckpointStore,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        globals_: ScenarioGlobals | None = None,
     ) -> None:
         self.scenario = scenario
+        if globals_ is None:  # no store (tests, harnesses): the declared initial values, in memory
+            globals_ = ScenarioGlobals(scenario.name, MemoryBackend(), scenario.globals)
+            globals_.seed(who="initial")
+        self.globals = globals_
         self.scenario_hash = scenario_hash
         self.catalog = catalog
         self.brokers = brokers
@@ -459,6 +467,13 @@ class Runtime:
         """
         if self.state != "built":
             raise ActivationError(f"runtime of {self.scenario.name!r} cannot start: it is {self.state}")
+        # Every task a gear runs in descends from this one, so `globals.get` in its expressions
+        # reads this scenario's global state, whichever runtime started it.
+        context = contextvars.copy_context()
+        context.run(use_globals, self.globals)
+        await asyncio.create_task(self._start(), name=f"fluxmix start {self.scenario.name}", context=context)
+
+    async def _start(self) -> None:
         self.state = "starting"
         t0 = time.monotonic()
         backwards = list(reversed(self._order))

@@ -54,6 +54,8 @@ class Scenario:
     # expectations as their text; neither changes what runs, only how it is checked.
     tests: tuple[Any, ...] = field(default=(), hash=False, compare=True)
     expect: tuple[str, ...] = ()
+    # `globals:` (fluxmix.checks.globals_section): key -> {initial, schema, description}.
+    globals: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
 
     def gear(self, name: str) -> GearSpec:
         for g in self.gears:

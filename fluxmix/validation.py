@@ -30,7 +30,7 @@ from fluxmix.suggest import Suggester, did_you_mean
 GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PORT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect")
+SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect", "globals")
 GEAR_KEYS = ("name", "type", "config")
 WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay")
 WIRE_OPTION_KEYS = ("queue_size", "max_deliver", "retry_delay")
@@ -232,6 +232,8 @@ def scenario_to_raw(scenario: Scenario) -> dict[str, Any]:
         raw["tests"] = list(scenario.tests)
     if scenario.expect:
         raw["expect"] = list(scenario.expect)
+    if scenario.globals:
+        raw["globals"] = dict(scenario.globals)
     return raw
 
 
@@ -262,6 +264,7 @@ def validate_scenario(
     _check_cycles(wires, state)
     _check_required_inputs(wires, state)
     _check_check_sections(raw, wires, state)
+    _check_globals_section(raw, state)
     return state.problems
 
 
@@ -712,6 +715,15 @@ def _check_check_sections(raw: Mapping[str, Any], wires: list[_WireInfo], state:
     state.problems.extend(check_sections(raw, gears, [(w.source, w.target) for w in wires]))
 
 
+def _check_globals_section(raw: Mapping[str, Any], state: _State) -> None:
+    """`globals:` (initial values, JSON Schema per key): checked in its own module."""
+    if raw.get("globals") is None:
+        return
+    from fluxmix.checks.globals_section import check_globals_section  # it imports this module's helpers
+
+    state.problems.extend(check_globals_section(raw))
+
+
 # ---------------------------------------------------------------- building the model
 
 
@@ -741,6 +753,7 @@ def build_scenario(raw: Mapping[str, Any]) -> Scenario:
         description=raw.get("description"),
         tests=tuple(raw.get("tests") or ()),
         expect=tuple(raw.get("expect") or ()),
+        globals=dict(raw.get("globals") or {}),
     )
 
 

@@ -120,8 +120,8 @@ def read_all(session: Session, scenario: str) -> dict[str, Any]:
 
 
 def write(session: Session, scenario: str, key: str, value: Any, *, who: str, op: str = "set",
-          only_if_absent: bool = False) -> tuple[Any, bool]:
-    """Set one key (already checked); returns (old value, changed)."""
+          only_if_absent: bool = False) -> tuple[Any, int | None]:
+    """Set one key (already checked); returns (old value, the change's id or None if unchanged)."""
     row = session.get(GlobalValueRow, (scenario, key))
     if row is None:
         count = session.scalar(select(func.count()).select_from(GlobalValueRow).where(GlobalValueRow.scenario == scenario))
@@ -131,24 +131,29 @@ def write(session: Session, scenario: str, key: str, value: Any, *, who: str, op
         old = None
     else:
         if only_if_absent:
-            return row.value, False
+            return row.value, None
         old = row.value
         row.value = value
         row.updated_at = now()
         row.updated_by = _who(who)
-    session.add(GlobalChangeRow(scenario=scenario, key=key, op=op, ts=now(), who=_who(who), old_value=old, new_value=value))
-    return old, True
+    return old, _change(session, scenario, key, op, who, old, value)
 
 
-def remove(session: Session, scenario: str, key: str, *, who: str) -> tuple[Any, bool]:
-    """Delete one key; returns (old value, existed)."""
+def _change(session: Session, scenario: str, key: str, op: str, who: str, old: Any, new: Any) -> int:
+    row = GlobalChangeRow(scenario=scenario, key=key, op=op, ts=now(), who=_who(who), old_value=old, new_value=new)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def remove(session: Session, scenario: str, key: str, *, who: str) -> tuple[Any, int | None]:
+    """Delete one key; returns (old value, the change's id or None if the key was absent)."""
     row = session.get(GlobalValueRow, (scenario, key))
     if row is None:
-        return None, False
+        return None, None
     old = row.value
     session.delete(row)
-    session.add(GlobalChangeRow(scenario=scenario, key=key, op="delete", ts=now(), who=_who(who), old_value=old, new_value=None))
-    return old, True
+    return old, _change(session, scenario, key, "delete", who, old, None)
 
 
 def clear(session: Session, scenario: str, *, who: str) -> int:
@@ -213,14 +218,14 @@ class GlobalsTable:
             return version(session, scenario), read_all(session, scenario)
 
     def set(self, scenario: str, key: str, value: Any, *, who: str, only_if_absent: bool = False,
-            op: str = "set") -> tuple[Any, bool]:
+            op: str = "set") -> tuple[Any, int | None]:
         check_key(key)
         value = check_value(key, value)
         self._prepare()
         with self._index.write() as session:
             return write(session, scenario, key, value, who=who, op=op, only_if_absent=only_if_absent)
 
-    def delete(self, scenario: str, key: str, *, who: str) -> tuple[Any, bool]:
+    def delete(self, scenario: str, key: str, *, who: str) -> tuple[Any, int | None]:
         check_key(key)
         self._prepare()
         with self._index.write() as session:

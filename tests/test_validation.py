@@ -255,7 +255,7 @@ wires:
     problems = problems_of(load_yaml(text, "many.yaml"))
     assert [str(p) for p in problems] == [
         "versoin: unknown top-level key 'versoin'; did you mean 'version'? "
-        "(allowed: name, version, spec, description, gears, wires, tests, expect)",
+        "(allowed: name, version, spec, description, gears, wires, tests, expect, globals)",
         "name: 'Demo' is not a valid name: 1-64 characters of a-z 0-9 . _ -, starting with a letter or digit",
         "gears[0].config.rat: unknown config key 'rat' for gear type 'gen'; did you mean 'rate'? (known: count, rate, body)",
         "gears[0].config.count: -1 is less than the minimum of 0",

@@ -23,6 +23,7 @@ BUILTINS: dict[str, str] = {
     "file-in": "fluxmix.gears.files:FileIn",
     "log": "fluxmix.gears.logsink:Log",
     "python": "fluxmix.gears.python:Python",
+    "set-global": "fluxmix.gears.state:SetGlobal",
 }
 
 

@@ -18,6 +18,9 @@ The language, in one place (gear schemas point here):
   f-strings without format specs or conversions (`f"{first}-{last}"`).
 - Functions: see FUNCTIONS (len, str, int, float, bool, round, abs, min, max, lower, upper,
   strip, startswith, endswith, split, get, has, now).
+- Global state: `globals.get("threshold", 100)` reads the running scenario's global value (the
+  default when the key is not set). It is the one dotted call allowed: compile_expression turns
+  it into the function named `globals.get`, a name no expression can spell itself.
 - Limits: expression text <= 4096 characters; strings and sequences <= 100,000 items; integer
   results of `**` <= 10,000 bits.
 """
@@ -34,6 +37,7 @@ from typing import Any, Callable, Mapping
 import simpleeval
 
 from fluxmix.errors import ExpressionError, ExpressionEvalError, ExpressionSyntaxError
+from fluxmix.globals_state import get_current as _globals_get
 
 MAX_EXPRESSION_CHARS = 4096
 MAX_SEQUENCE_LENGTH = simpleeval.MAX_STRING_LENGTH  # 100,000: strings, lists, tuples
@@ -117,6 +121,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "endswith": _endswith,
     "split": _split,
     "now": _now,
+    "globals.get": _globals_get,  # `globals.get(key, default)`, see _globals_calls
     "get": lambda name, default=None: default,  # placeholder, replaced per evaluation
     "has": lambda name: False,  # placeholder, replaced per evaluation
 }
@@ -263,6 +268,16 @@ def _check_tree(tree: ast.AST) -> None:
                 raise ExpressionSyntaxError("unpacking with ** is not allowed")
         if isinstance(node, ast.FormattedValue) and (node.format_spec is not None or node.conversion != -1):
             raise ExpressionSyntaxError("f-string format specs and conversions (!r, :>10) are not allowed")
+
+
+def _globals_calls(tree: ast.AST) -> ast.AST:
+    """`globals.get(...)` -> a call of the function named "globals.get"; other attributes stay refused."""
+    for node in ast.walk(tree):
+        func = getattr(node, "func", None) if isinstance(node, ast.Call) else None
+        if (isinstance(func, ast.Attribute) and func.attr == "get" and isinstance(func.value, ast.Name)
+                and func.value.id == "globals"):
+            node.func = ast.copy_location(ast.Name(id="globals.get", ctx=ast.Load()), func)  # type: ignore[attr-defined]
+    return tree
 
 
 def _describe(node: ast.AST) -> str:
@@ -500,7 +515,7 @@ def compile_expression(text: str) -> Expression:
         raise ExpressionSyntaxError(f"{exc.msg}{col}") from None
     except (ValueError, MemoryError, RecursionError) as exc:
         raise ExpressionSyntaxError(str(exc) or type(exc).__name__) from None
-    _check_tree(tree)
+    _check_tree(_globals_calls(tree))
     try:
         fn = _compile(tree.body)
     except RecursionError:

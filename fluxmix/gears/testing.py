@@ -71,6 +71,9 @@ class RecordingContext:
         self.wired: set[str] | None = set(wired) if wired is not None else None
         self.checkpoint = checkpoint
         self.saved_checkpoints: list[Any] = []
+        from fluxmix.globals_state import MemoryBackend, ScenarioGlobals
+
+        self.globals = ScenarioGlobals(scenario_name, MemoryBackend())  # in memory; nothing lasts
         self.emitted: dict[str, list[Message]] = defaultdict(list)
         self.stop_after = stop_after
         self.total_emitted = 0
