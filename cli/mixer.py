@@ -154,10 +154,11 @@ def _first(data: dict[str, Any], *keys: str) -> Any:
 
 @mixer.command(name="journal")
 @click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Every entry journal retention kept (--journal-keep/--journal-keep-for).")
 @_api_options
-def journal_cmd(limit: int, url: str, token: str | None, timeout: float, as_json: bool) -> None:
+def journal_cmd(limit: int, show_all: bool, url: str, token: str | None, timeout: float, as_json: bool) -> None:
     """List activation attempts, newest first."""
-    data = _client(url, token, timeout).get(f"/journal?limit={limit}")
+    data = _client(url, token, timeout).get(f"/journal?limit={'all' if show_all else limit}")
     if as_json:
         _print_json(data)
         return

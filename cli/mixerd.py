@@ -23,6 +23,9 @@ from fluxmix.mixer.settings import MixerSettings, nats_settings, parse_listen, s
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
+from fluxmix.cli.store_cmd import Duration as StoreDuration  # noqa: E402 - accepts 0 and days
+
+
 class Duration(click.ParamType):
     """`30s`, `500ms`, `2m`, `1h`, or plain seconds (`30`)."""
 
@@ -98,6 +101,12 @@ class Duration(click.ParamType):
 @click.option("--verify-within", type=Duration(), default=None, metavar="DURATION",
               help="After an activation, the scenario's expect: lines must all pass within this window "
               "(e.g. 30s), or it is rolled back to the last known good scenario. Default: off.")
+@click.option("--journal-keep", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
+              help="Journal retention: keep at least the newest N entries (activations and global-state changes).")
+@click.option("--journal-keep-for", "journal_keep_for", type=StoreDuration(), default="30d", show_default=True,
+              metavar="DURATION", help="Journal retention: keep every entry younger than this (e.g. 7d, 12h, 0). "
+              "Entries of the active and last-known-good scenarios are always kept; pruning lets "
+              "`fluxmix store gc` reclaim the scenarios only pruned entries referenced.")
 @click.option("--api-token", envvar="FLUXMIX_API_TOKEN", metavar="TOKEN",
               help="Bearer token required by POST /activate and POST /reload.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
@@ -129,6 +138,8 @@ def main(
     memory_queue_size: int,
     stop_timeout: float,
     verify_within: float | None,
+    journal_keep: int,
+    journal_keep_for: float,
     api_token: str | None,
     log_format: str,
     log_level: str,
@@ -168,6 +179,8 @@ def main(
         stop_timeout=stop_timeout,
         api_token=api_token or None,
         verify_within=verify_within,
+        journal_keep=journal_keep,
+        journal_keep_seconds=journal_keep_for,
         log_format=log_format,
         log_level=log_level.lower(),
     )

@@ -116,6 +116,10 @@ class ScenarioGlobals:
     def values(self) -> dict[str, Any]:
         return dict(self._values)
 
+    def declared(self) -> dict[str, Any]:
+        """The scenario's `globals:` declarations (initial, schema, description per key)."""
+        return dict(self._declared)
+
     @property
     def version(self) -> int:
         return self._version

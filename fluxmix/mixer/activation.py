@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 from fluxmix.errors import FluxmixError, GearError, ValidationError
 from fluxmix.gears.catalog import Catalog
+from fluxmix.globals_state import GlobalsHub
 from fluxmix.loading import LoadedScenario, resolve_scenario
 from fluxmix.mixer.expectations import DEFAULT_INTERVAL, ExpectationWatch
 from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
@@ -110,8 +111,14 @@ class Activator:
         gap_wait: float = DEFAULT_GAP_WAIT,
         verify_within: float | None = None,
         expect_interval: float = DEFAULT_INTERVAL,
+        journal_keep: int | None = None,
+        journal_keep_seconds: float = 0.0,
     ) -> None:
         self.store = store
+        # Global state per scenario name, shared by the runtimes of that name (fluxmix.globals_state).
+        self.globals = GlobalsHub(store.globals)
+        self.journal_keep = journal_keep  # None: keep everything (retention off)
+        self.journal_keep_seconds = journal_keep_seconds
         self.catalog = catalog
         self.brokers = brokers
         self.stop_timeout = stop_timeout
@@ -266,8 +273,12 @@ class Activator:
 
     async def _build(self, loaded: LoadedScenario) -> Runtime:
         brokers = await self.brokers.for_scenario(loaded.scenario)
+        scenario_globals = self.globals.for_scenario(loaded.scenario.name, loaded.scenario.globals)
+        # Declared initial values for keys without one; an operator's value survives reloads.
+        await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{_short(loaded.hash)}")
         runtime = Runtime(
-            loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store
+            loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store,
+            globals_=scenario_globals,
         )
         runtime.sources_paused = self.paused
         try:
@@ -378,7 +389,21 @@ class Activator:
         except Exception:
             log.exception("could not journal the activation attempt (%s: %s)", entry.outcome, entry.reason)
             return entry
+        await self.prune_journal()
         return dataclasses.replace(entry, id=entry_id)
+
+    async def prune_journal(self) -> None:
+        """Journal retention (--journal-keep, --journal-keep-for); a failure only logs."""
+        if self.journal_keep is None:
+            return
+        try:
+            removed = await asyncio.to_thread(self.store.prune_journal, keep_last=self.journal_keep,
+                                              keep_seconds=self.journal_keep_seconds)
+        except Exception:
+            log.exception("could not prune the journal")
+            return
+        if removed:
+            log.info("journal retention: pruned %d entr%s", removed, "y" if removed == 1 else "ies")
 
     # ---- the reload gap ----
 

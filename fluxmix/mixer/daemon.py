@@ -289,6 +289,17 @@ class Mixer:
             return
         await self.activate(str(path), trigger="watch")
 
+    async def refresh_globals(self) -> None:
+        """Pick up global state written by another process within REFRESH_SECONDS (see globals_state)."""
+        from fluxmix.globals_state import REFRESH_SECONDS
+
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                await asyncio.to_thread(self.activator.globals.refresh_all)
+            except Exception:  # a locked or broken store must not stop the loop: log and retry
+                log.exception("could not refresh global state from the store")
+
     async def follow_latest(self, every: float) -> None:
         """Poll the store: a new highest tag of a followed `name`/`name:latest` is activated."""
         from fluxmix.store import NameRef, parse_ref
@@ -509,7 +520,8 @@ async def serve(settings: MixerSettings) -> int:
             preflight(store, catalog, startup_ref, shown=ref)
         brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
         activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout,
-                              verify_within=settings.verify_within)
+                              verify_within=settings.verify_within, journal_keep=settings.journal_keep,
+                              journal_keep_seconds=settings.journal_keep_seconds)
         activator.paused = store.mixer_state().paused  # POST /pause survives a restart
         mixer = Mixer(settings, store, catalog, brokers, activator)
 
@@ -541,6 +553,8 @@ async def serve(settings: MixerSettings) -> int:
             spawn(on_hup(), "sighup")
         if settings.follow_latest:
             spawn(mixer.follow_latest(settings.follow_latest), "follow-latest")
+        spawn(mixer.refresh_globals(), "refresh-globals")
+        spawn(activator.prune_journal(), "journal-retention")
 
         await stop.wait()
         code = 0

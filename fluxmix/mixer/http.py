@@ -12,6 +12,7 @@
 | GET    | /, /view, /static/* | the live page (mixer/page.py) and what it draws        |
 | GET    | /events   | Server-Sent Events of state changes (mixer/events.py)            |
 | POST   | /pause, /resume | hold the sources still / let them go (mixer/control.py)    |
+| *      | /state... | global state: see fluxmix.mixer.http_state (PUT/DELETE need auth)|
 
 POSTs need `Authorization: Bearer <token>` when the mixer has an --api-token. Every error is
 JSON `{"error": "one line"}`, so clients never parse HTML.
@@ -95,6 +96,8 @@ async def status(request: web.Request) -> web.Response:
 
 async def journal(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "50")
+    if raw == "all":  # everything retention kept (`fluxmix mixer journal --all`)
+        return _json({"entries": [e.as_dict() for e in request.app[MIXER].store.journal(limit=2**31 - 1)]})
     try:
         limit = int(raw)
     except ValueError:
@@ -165,6 +168,9 @@ def create_app(mixer: "Mixer") -> web.Application:
     events.setup(app, mixer.events, hello=mixer.view)
     page.setup(app)
     control.setup(app)
+    from fluxmix.mixer.http_state import add_state_routes  # global state (it imports this module's helpers)
+
+    add_state_routes(app)
     return app
 
 

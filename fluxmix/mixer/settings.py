@@ -35,6 +35,10 @@ class MixerSettings:
     stop_timeout: float = 30.0
     api_token: str | None = None
     verify_within: float | None = None  # seconds a new scenario's `expect:` lines have to pass; None = off
+    # Journal retention: keep the newest N entries and every entry younger than the age (seconds);
+    # entries of the active and last-known-good scenarios are always kept.
+    journal_keep: int = 1000
+    journal_keep_seconds: float = 30 * 86400.0
     log_format: str = "text"
     log_level: str = "info"
 

@@ -1,0 +1,173 @@
+"""The mixer's global state endpoints (registered by fluxmix.mixer.http.create_app).
+
+| method | path            | answer                                                              |
+|--------|-----------------|---------------------------------------------------------------------|
+| GET    | /state          | {"scenario", "version", "values", "declared"}                       |
+| GET    | /state/{key}    | {"scenario", "key", "value"}; 404 when the key has no value         |
+| PUT    | /state/{key}    | body: the JSON value -> {"scenario", "key", "old_value", "value"}   |
+| DELETE | /state/{key}    | {"scenario", "key", "old_value"}; 404 when the key has no value     |
+| DELETE | /state          | clear every key -> {"scenario", "cleared": N}                       |
+| GET    | /state-changes  | the change journal, newest first (?limit=1..1000, default 50)       |
+
+Every route takes `?scenario=NAME`; the default is the active scenario's name. PUT and DELETE go
+through the same authorization as POST /activate (the bearer token), so whatever guards the
+API's writes guards them too. A write that breaks the scenario's `globals:` schema, a bad key or
+an oversized value is refused with 422 and changes nothing. The caller may name itself with the
+`X-Fluxmix-Who` header (e.g. `cli:alice`); the journal records `api:<that>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from fluxmix.errors import FluxmixError, GlobalsError, UserError
+from fluxmix.globals_state import ScenarioGlobals
+from fluxmix.mixer.http import MAX_JOURNAL_LIMIT, MIXER, _authorized, _error, _json, _unauthorized
+
+if TYPE_CHECKING:
+    from fluxmix.mixer.daemon import Mixer
+
+MAX_WHO_HEADER = 80
+
+
+def add_state_routes(app: web.Application) -> None:
+    app.router.add_get("/state", list_state)
+    app.router.add_delete("/state", clear_state)
+    app.router.add_get("/state/{key}", get_state)
+    app.router.add_put("/state/{key}", put_state)
+    app.router.add_delete("/state/{key}", delete_state)
+    app.router.add_get("/state-changes", state_changes)
+
+
+class _NoScenario(Exception):
+    pass
+
+
+async def _globals(request: web.Request) -> ScenarioGlobals:
+    """The ScenarioGlobals of ?scenario=NAME, or of the active scenario."""
+    from fluxmix.validation import NAME_PATTERN
+
+    mixer: Mixer = request.app[MIXER]
+    hub = mixer.activator.globals
+    loaded = mixer.activator.current_loaded
+    name = request.query.get("scenario")
+    if name is None:
+        if loaded is None:
+            raise _NoScenario("no scenario is active: pass ?scenario=NAME")
+        return hub.for_scenario(loaded.scenario.name, loaded.scenario.globals)
+    if not NAME_PATTERN.fullmatch(name):
+        raise GlobalsError(f"scenario: {name[:40]!r} is not a scenario name")
+    if loaded is not None and loaded.scenario.name == name:
+        return hub.for_scenario(name, loaded.scenario.globals)
+    # Not the active one: its newest stored version's declarations (schemas) apply, if stored.
+    declared = await asyncio.to_thread(_stored_declarations, mixer, name)
+    scenario_globals = hub.for_scenario(name, declared)
+    await asyncio.to_thread(scenario_globals.refresh)
+    return scenario_globals
+
+
+def _stored_declarations(mixer: "Mixer", name: str) -> dict[str, Any]:
+    from fluxmix.loading import resolve_scenario
+
+    try:
+        return dict(resolve_scenario(mixer.store, name, catalog=mixer.catalog).scenario.globals)
+    except FluxmixError:
+        return {}
+
+
+def _who(request: web.Request) -> str:
+    given = request.headers.get("X-Fluxmix-Who", "").strip()[:MAX_WHO_HEADER]
+    given = "".join(ch for ch in given if ch.isprintable())
+    return f"api:{given}" if given else "api"
+
+
+async def _resolved(request: web.Request) -> ScenarioGlobals | web.Response:
+    try:
+        return await _globals(request)
+    except _NoScenario as error:
+        return _error(409, str(error))
+    except UserError as error:
+        return _error(400, str(error))
+
+
+async def list_state(request: web.Request) -> web.Response:
+    found = await _resolved(request)
+    if isinstance(found, web.Response):
+        return found
+    declared = {k: {f: v for f, v in spec.items() if f != "initial"} for k, spec in found.declared().items()
+                if isinstance(spec, dict)}
+    return _json({"scenario": found.scenario, "version": found.version, "values": found.values(),
+                  "declared": declared})
+
+
+async def get_state(request: web.Request) -> web.Response:
+    found = await _resolved(request)
+    if isinstance(found, web.Response):
+        return found
+    key = request.match_info["key"]
+    if key not in found:
+        return _error(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
+    return _json({"scenario": found.scenario, "key": key, "value": found.get(key)})
+
+
+async def put_state(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    found = await _resolved(request)
+    if isinstance(found, web.Response):
+        return found
+    key = request.match_info["key"]
+    try:
+        value = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return _error(400, f"request body is not a JSON value: {error}")
+    try:
+        old = await asyncio.to_thread(found.set, key, value, who=_who(request))
+    except GlobalsError as error:
+        return _error(422, str(error))
+    return _json({"scenario": found.scenario, "key": key, "old_value": old, "value": found.get(key)})
+
+
+async def delete_state(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    found = await _resolved(request)
+    if isinstance(found, web.Response):
+        return found
+    key = request.match_info["key"]
+    try:
+        old, existed = await asyncio.to_thread(found.delete, key, who=_who(request))
+    except GlobalsError as error:
+        return _error(422, str(error))
+    if not existed:
+        return _error(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
+    return _json({"scenario": found.scenario, "key": key, "old_value": old})
+
+
+async def clear_state(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _unauthorized()
+    found = await _resolved(request)
+    if isinstance(found, web.Response):
+        return found
+    count = await asyncio.to_thread(found.clear, who=_who(request))
+    return _json({"scenario": found.scenario, "cleared": count})
+
+
+async def state_changes(request: web.Request) -> web.Response:
+    raw = request.query.get("limit", "50")
+    try:
+        limit = int(raw)
+    except ValueError:
+        return _error(400, f"limit: expected an integer, got {raw[:20]!r}")
+    if not 1 <= limit <= MAX_JOURNAL_LIMIT:
+        return _error(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
+    found = await _resolved(request)
+    if isinstance(found, web.Response):
+        return found
+    changes = await asyncio.to_thread(request.app[MIXER].store.globals.changes, found.scenario, limit)
+    return _json({"scenario": found.scenario, "changes": [c.as_dict() for c in changes]})
