@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, str] = {
     "store": "fluxmix.cli.store_cmd:store",
     "gears": "fluxmix.cli.gears_cmd:gears",
     "mixer": "fluxmix.cli.mixer:mixer",
+    "state": "fluxmix.cli.state_cmd:state",
 }
 
 
