@@ -248,3 +248,30 @@ def test_retention_of_global_changes_keeps_each_keys_newest_change(store) -> Non
     store.prune_journal(keep_last=0, keep_seconds=0)
     assert [(c.key, c.new_value) for c in store.globals.changes("s")] == [("b", 1), ("a", 4)]
     assert store.globals.snapshot("s")[0] == 6  # the change counter never goes back
+
+
+def test_scenario_tests_run_against_the_declared_initial_values(tmp_path: Path) -> None:
+    from test_mixer_daemon import run_fluxmix
+
+    path = tmp_path / "gated.yaml"
+    path.write_text("""\
+name: gated
+globals:
+  threshold: {initial: 5, schema: {type: integer}}
+gears:
+  - {name: src, type: generate, config: {count: 1}}
+  - {name: gate, type: filter, config: {where: 'seq % 10 < globals.get("threshold", 10)'}}
+  - {name: sink, type: log}
+wires:
+  - {from: src.out, to: gate.in, transport: memory}
+  - {from: gate.out, to: sink.in, transport: memory}
+tests:
+  - name: below passes, above is rejected
+    inputs: [{at: gate.in, bodies: [{seq: 3}, {seq: 7}]}]
+    outputs:
+      - {from: sink.in, bodies: [{seq: 3}]}
+      - {from: gate.rejected, bodies: [{seq: 7}]}
+""")
+    done = run_fluxmix(tmp_path / "home", tmp_path, "scenario", "test", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 1 test passed" in done.stdout
