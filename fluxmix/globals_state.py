@@ -136,11 +136,17 @@ class ScenarioGlobals:
                 validators[key] = cls(schema, format_checker=cls.FORMAT_CHECKER)
         self._declared, self._validators = dict(declared), validators
 
-    def seed(self, *, who: str) -> None:
-        """Write each declared initial value whose key has none yet; existing values are kept."""
-        for key, spec in self._declared.items():
+    def seed(self, *, who: str, declared: Mapping[str, Any] | None = None) -> None:
+        """Write each declared initial value whose key has none yet; existing values are kept.
+
+        `declared` (default: this object's declarations) must be validated already: its initial
+        values were checked against their own schemas by the `globals:` section's validation.
+        """
+        from fluxmix.store._globals import check_value
+
+        for key, spec in (self._declared if declared is None else declared).items():
             if isinstance(spec, Mapping) and "initial" in spec:
-                self.set(key, spec["initial"], who=who, only_if_absent=True, op="initial")
+                self._write(key, check_value(key, spec["initial"]), who=who, only_if_absent=True, op="initial")
         self.refresh()
 
     def check(self, key: str, value: Any) -> None:
@@ -161,6 +167,9 @@ class ScenarioGlobals:
 
         value = check_value(check_key(key), value)  # also a private copy: the caller may mutate its own
         self.check(key, value)
+        return self._write(key, value, who=who, only_if_absent=only_if_absent, op=op)
+
+    def _write(self, key: str, value: Any, *, who: str, only_if_absent: bool, op: str) -> Any:
         with self._lock:
             old, change = self.backend.set(self.scenario, key, value, who=who, only_if_absent=only_if_absent, op=op)
             if change is not None:

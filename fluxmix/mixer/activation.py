@@ -273,9 +273,12 @@ class Activator:
 
     async def _build(self, loaded: LoadedScenario) -> Runtime:
         brokers = await self.brokers.for_scenario(loaded.scenario)
-        scenario_globals = self.globals.for_scenario(loaded.scenario.name, loaded.scenario.globals)
+        # The shared snapshot of this name; its schemas switch only when the runtime becomes current
+        # (_set_current), so a rejected version's schemas never judge the running one's writes.
+        scenario_globals = self.globals.for_scenario(loaded.scenario.name)
         # Declared initial values for keys without one; an operator's value survives reloads.
-        await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{_short(loaded.hash)}")
+        await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{_short(loaded.hash)}",
+                                declared=loaded.scenario.globals)
         runtime = Runtime(
             loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store,
             globals_=scenario_globals,
@@ -362,6 +365,7 @@ class Activator:
         (no id, gap unknown), so /status never shows the new scenario next to the previous
         attempt while the journal row waits for the reload gap; activate() replaces it."""
         self.last_reload = attempt
+        self.globals.for_scenario(loaded.scenario.name, loaded.scenario.globals)  # its schemas judge writes now
         self.current = runtime
         self._watch(runtime)
         self.current_loaded = loaded
