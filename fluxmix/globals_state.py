@@ -234,6 +234,10 @@ class GlobalsHub:
         for globals_ in list(self._by_name.values()):
             globals_.refresh()
 
+    def versions(self) -> dict[str, int]:
+        """Scenario name -> its snapshot's change counter (to tell watchers something moved)."""
+        return {name: globals_.version for name, globals_ in list(self._by_name.items())}
+
 
 # The globals of the scenario whose gear is running: set for each runtime's tasks (see
 # Runtime.start), read by the expression function `globals.get`.

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from test_events import EventReader
 from test_mixer_daemon import MixerProcess, home, read_lines, run_fluxmix, start_mixer, wait_until  # noqa: F401
 
 THRESHOLD_SCENARIO = """\
@@ -158,6 +159,7 @@ def test_concurrent_writers_lose_no_update_for_distinct_keys_and_last_writer_win
     path.write_text(WRITERS_SCENARIO.format(count=count))
     mixer = start_mixer("-s", str(path), "--no-watch")
     mixer.wait_ready()
+    events = EventReader("127.0.0.1", mixer.port)
     failures: list[Any] = []
 
     def api_writer() -> None:
@@ -187,6 +189,16 @@ def test_concurrent_writers_lose_no_update_for_distinct_keys_and_last_writer_win
     last_changes = [c for c in changes if c["key"] == "last"]
     assert values["last"] == last_changes[0]["new_value"]
     assert len(last_changes) == 2 * count + api_writes  # every write of "last" journaled once
+
+    # Watchers (GET /events) hear of operators' changes one by one, and of gears' writes coalesced.
+    try:
+        wait_until(lambda: "globals" in events.kinds(), "a globals event", proc=mixer)
+        changed = [data for _, kind, data in events.events if kind == "global-changed"]
+        assert len(changed) == 2 * api_writes
+        assert changed[0] == {"scenario": "writers", "version": changed[0]["version"], "op": "set", "key": "api-0",
+                              "old_value": None, "new_value": 0, "who": "api"}
+    finally:
+        events.close()
 
 
 def test_retention_keeps_the_active_scenarios_entries_and_gc_reclaims_what_pruning_released(

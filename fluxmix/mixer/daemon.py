@@ -293,12 +293,18 @@ class Mixer:
         """Pick up global state written by another process within REFRESH_SECONDS (see globals_state)."""
         from fluxmix.globals_state import REFRESH_SECONDS
 
+        published: dict[str, int] = {}
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
                 await asyncio.to_thread(self.activator.globals.refresh_all)
             except Exception:  # a locked or broken store must not stop the loop: log and retry
                 log.exception("could not refresh global state from the store")
+            # Gears may write many times a second: watchers get one `globals` event a second at most.
+            for name, version in self.activator.globals.versions().items():
+                if published.get(name, version) != version:
+                    self.events.publish("globals", {"scenario": name, "version": version})
+                published[name] = version
 
     async def follow_latest(self, every: float) -> None:
         """Poll the store: a new highest tag of a followed `name`/`name:latest` is activated."""

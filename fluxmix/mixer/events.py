@@ -12,6 +12,8 @@ Event kinds (each `data:` is one JSON object; `id:` counts up from 1 per mixer p
 | `nats`                 | the NATS connection changed state (connected, disconnected, closed)    |
 | `paused` / `resumed`   | POST /pause or /resume took effect                                     |
 | `counters`             | every second: gears and wires counters, readiness, paused              |
+| `global-changed`       | an operator changed global state (PUT/DELETE /state...): who, old, new |
+| `globals`              | a scenario's global state moved (e.g. set-global gears); at most 1/s   |
 
 Publishing never waits: each client has a bounded queue, and a client whose queue is full (it
 reads slower than the mixer produces, or not at all) is dropped (its connection closed), so a

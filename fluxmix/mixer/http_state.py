@@ -79,6 +79,14 @@ def _stored_declarations(mixer: "Mixer", name: str) -> dict[str, Any]:
         return {}
 
 
+def _announce(request: web.Request, found: ScenarioGlobals, op: str, key: str | None, old: Any, new: Any,
+              who: str) -> None:
+    """An operator's change on the event stream (GET /events), as `global-changed`."""
+    request.app[MIXER].events.publish("global-changed", {
+        "scenario": found.scenario, "version": found.version, "op": op, "key": key, "old_value": old,
+        "new_value": new, "who": who})
+
+
 def _who(request: web.Request) -> str:
     given = request.headers.get("X-Fluxmix-Who", "").strip()[:MAX_WHO_HEADER]
     given = "".join(ch for ch in given if ch.isprintable())
@@ -125,10 +133,12 @@ async def put_state(request: web.Request) -> web.Response:
         value = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return _error(400, f"request body is not a JSON value: {error}")
+    who = _who(request)
     try:
-        old = await asyncio.to_thread(found.set, key, value, who=_who(request))
+        old = await asyncio.to_thread(found.set, key, value, who=who)
     except GlobalsError as error:
         return _error(422, str(error))
+    _announce(request, found, "set", key, old, found.get(key), who)
     return _json({"scenario": found.scenario, "key": key, "old_value": old, "value": found.get(key)})
 
 
@@ -139,12 +149,14 @@ async def delete_state(request: web.Request) -> web.Response:
     if isinstance(found, web.Response):
         return found
     key = request.match_info["key"]
+    who = _who(request)
     try:
-        old, existed = await asyncio.to_thread(found.delete, key, who=_who(request))
+        old, existed = await asyncio.to_thread(found.delete, key, who=who)
     except GlobalsError as error:
         return _error(422, str(error))
     if not existed:
         return _error(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
+    _announce(request, found, "delete", key, old, None, who)
     return _json({"scenario": found.scenario, "key": key, "old_value": old})
 
 
@@ -154,7 +166,9 @@ async def clear_state(request: web.Request) -> web.Response:
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
-    count = await asyncio.to_thread(found.clear, who=_who(request))
+    who = _who(request)
+    count = await asyncio.to_thread(found.clear, who=who)
+    _announce(request, found, "clear", None, None, None, who)
     return _json({"scenario": found.scenario, "cleared": count})
 
 
