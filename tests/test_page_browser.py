@@ -168,3 +168,31 @@ def test_an_idle_page_draws_a_scenario_activated_later(
     assert page.locator("#empty").is_hidden()
     page.wait_for_function("() => [...document.querySelectorAll('#journal li')].some(li => li.textContent.startsWith('activated'))",
                            timeout=30000)
+
+
+def test_global_state_shows_on_the_page_and_follows_changes_without_reload(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess], browser: Any  # noqa: F811
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "hello.yaml"
+    path.write_text(scenario_yaml(out, rate=20).replace("gears:\n", "globals:\n  threshold: {initial: 5}\ngears:\n", 1))
+    mixer = start_mixer("-s", str(path))
+    mixer.wait_ready()
+    page = browser.new_page(viewport={"width": 1400, "height": 700})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(mixer.url + "/")
+    page.wait_for_selector('#globals tr[data-key="threshold"]', timeout=30000)
+    assert page.locator('#globals tr[data-key="threshold"] td').nth(1).text_content() == "5"
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    assert mixer.request("PUT", "/state/threshold", 8)[0] == 200
+    assert mixer.request("PUT", "/state/note", "<b>not html</b>")[0] == 200
+    page.wait_for_function(
+        "() => document.querySelector('#globals tr[data-key=\"threshold\"] td:nth-child(2)').textContent === '8'",
+        timeout=30000)
+    page.wait_for_selector('#globals tr[data-key="note"]', timeout=30000)
+    assert page.locator('#globals tr[data-key="note"] td').nth(1).text_content() == '"<b>not html</b>"'
+    assert page.locator("#globals b").count() == 0  # shown as text, never as markup
+    assert not navigations and not errors, errors

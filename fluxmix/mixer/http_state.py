@@ -2,7 +2,7 @@
 
 | method | path            | answer                                                              |
 |--------|-----------------|---------------------------------------------------------------------|
-| GET    | /state          | {"scenario", "version", "values", "declared"}                       |
+| GET    | /state          | {"scenario", "version", "values", "declared"} (idle: scenario null) |
 | GET    | /state/{key}    | {"scenario", "key", "value"}; 404 when the key has no value         |
 | PUT    | /state/{key}    | body: the JSON value -> {"scenario", "key", "old_value", "value"}   |
 | DELETE | /state/{key}    | {"scenario", "key", "old_value"}; 404 when the key has no value     |
@@ -103,6 +103,9 @@ async def _resolved(request: web.Request) -> ScenarioGlobals | web.Response:
 
 
 async def list_state(request: web.Request) -> web.Response:
+    mixer = request.app[MIXER]
+    if "scenario" not in request.query and mixer.activator.current_loaded is None:
+        return _json({"scenario": None, "version": 0, "values": {}, "declared": {}})  # idle: nothing to show
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found

@@ -143,6 +143,28 @@ async function loadJournal() {
   }
 }
 
+// Global state (GET /state): read-only here; change it with `fluxmix state set` or PUT /state/KEY.
+async function loadGlobals() {
+  const res = await fetch("/state", { headers: { Accept: "application/json" } });
+  const values = res.ok ? (await res.json()).values : {};
+  const table = $("globals");
+  table.replaceChildren();
+  for (const key of Object.keys(values).sort().slice(0, 200)) {
+    const row = table.insertRow();
+    row.dataset.key = key;
+    row.insertCell().textContent = key;
+    let shown = JSON.stringify(values[key]);
+    if (shown.length > 80) shown = shown.slice(0, 79) + "…";
+    row.insertCell().textContent = shown;
+  }
+  $("globals-empty").hidden = table.rows.length > 0;
+}
+
+let globalsTimer = null;
+function loadGlobalsSoon() {  // at most one fetch per burst of events
+  if (globalsTimer === null) globalsTimer = setTimeout(() => { globalsTimer = null; loadGlobals(); }, 200);
+}
+
 async function loadView() {
   const res = await fetch("/view", { headers: { Accept: "application/json" } });
   if (res.ok) draw(await res.json());
@@ -157,7 +179,14 @@ function connect() {
     $("reload").hidden = !(view.can_reload && token);
     draw(view);
     loadJournal();
+    loadGlobals();
   });
+  source.addEventListener("global-changed", (ev) => {
+    const d = JSON.parse(ev.data);
+    logEvent(`global ${d.op}${d.key ? " " + d.key : ""} by ${d.who}`);
+    loadGlobalsSoon();
+  });
+  source.addEventListener("globals", loadGlobalsSoon);
   source.addEventListener("counters", (ev) => {
     const c = JSON.parse(ev.data);
     if (c.scenario !== (scenarioInfo ? scenarioInfo.hash : null)) { loadView(); return; }  // another scenario runs
@@ -169,6 +198,7 @@ function connect() {
     logEvent(`activation ${e.outcome}: ${e.reason || ""}`);
     loadView();
     loadJournal();
+    loadGlobals();
   });
   for (const kind of ["paused", "resumed"]) {
     source.addEventListener(kind, (ev) => { logEvent(JSON.parse(ev.data).reason); $("paused").hidden = kind !== "paused"; loadJournal(); });
