@@ -235,3 +235,23 @@ def test_retention_keeps_the_active_scenarios_entries_and_gc_reclaims_what_pruni
     assert hashes[0] in removed  # only pruned entries referenced it
     assert hashes[1] not in removed  # a kept entry moved from it: still referenced
     assert hashes[2] not in removed  # active
+
+
+def test_a_version_that_fails_to_start_never_imposes_its_schemas(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "gated.yaml"
+    path.write_text(THRESHOLD_SCENARIO.format(version="1.0.0", out=json.dumps(str(out))))
+    mixer = start_mixer("-s", str(path), "--no-watch")
+    mixer.wait_ready()
+    broken = tmp_path / "broken.yaml"
+    text = THRESHOLD_SCENARIO.format(version="2.0.0", out=json.dumps("/proc/fluxmix-nowhere/out.jsonl"))
+    broken.write_text(text.replace("{type: integer, minimum: 0, maximum: 10}", "{type: string}")
+                      .replace("initial: 5", 'initial: "five"'))
+    status, entry = mixer.post("/activate", {"ref": str(broken)})
+    assert entry["outcome"] in ("rejected", "rolled-back"), entry
+    status, body = mixer.request("PUT", "/state/threshold", 3)  # the running version's schema still rules
+    assert status == 200, body
+    status, body = mixer.request("PUT", "/state/threshold", "three")
+    assert status == 422, body

@@ -57,7 +57,7 @@ async def _globals(request: web.Request) -> ScenarioGlobals:
     name = request.query.get("scenario")
     if name is None:
         if loaded is None:
-            raise _NoScenario("no scenario is active: pass ?scenario=NAME")
+            raise _NoScenario("no scenario is active: name one (?scenario=NAME; fluxmix state --scenario NAME)")
         return hub.for_scenario(loaded.scenario.name, loaded.scenario.globals)
     if not NAME_PATTERN.fullmatch(name):
         raise GlobalsError(f"scenario: {name[:40]!r} is not a scenario name")
