@@ -184,15 +184,22 @@ def test_concurrent_writers_lose_no_update_for_distinct_keys_and_last_writer_win
     for side in ("left", "right"):
         assert {k: v for k, v in values.items() if k.startswith(side)} == {f"{side}-{s}": s for s in range(1, count + 1)}
     assert {k: v for k, v in values.items() if k.startswith("api-")} == {f"api-{i}": i for i in range(api_writes)}
-    # Per key, the last write wins: the value is the newest change journaled for that key.
-    changes = mixer.get("/state-changes?limit=1000")["changes"]
-    last_changes = [c for c in changes if c["key"] == "last"]
-    assert values["last"] == last_changes[0]["new_value"]
-    assert len(last_changes) == 2 * count + api_writes  # every write of "last" journaled once
+    # Per key, the last write wins: once every write of "last" is journaled (the last-* gears run
+    # after the distinct-key writers), its value is the newest change journaled for it.
+    def writes_of_last() -> list[dict[str, Any]] | None:
+        changes = mixer.get("/state-changes?limit=1000")["changes"]
+        found = [c for c in changes if c["key"] == "last"]
+        return found if len(found) >= 2 * count + api_writes else None
+
+    last_changes = wait_until(writes_of_last, "every write of 'last' to be journaled", proc=mixer)
+    assert len(last_changes) == 2 * count + api_writes  # each journaled once
+    assert mixer.get("/state/last")["value"] == last_changes[0]["new_value"]
 
     # Watchers (GET /events) hear of operators' changes one by one, and of gears' writes coalesced.
     try:
         wait_until(lambda: "globals" in events.kinds(), "a globals event", proc=mixer)
+        wait_until(lambda: events.kinds().count("global-changed") >= 2 * api_writes, "every operator change as an event",
+                   proc=mixer)
         changed = [data for _, kind, data in events.events if kind == "global-changed"]
         assert len(changed) == 2 * api_writes
         assert changed[0] == {"scenario": "writers", "version": changed[0]["version"], "op": "set", "key": "api-0",
