@@ -48,9 +48,9 @@ from fluxmix.refs import (
 from . import _gc, _pins, _state
 from ._blobs import BlobStore, sha256_hex
 from ._gc import GcReport
+from ._globals import GlobalsTable
 from ._index import Index, TagRow
 from ._pins import SpecPin
-from ._globals import GlobalsTable
 from ._resolve import Resolved, resolve_in
 from ._state import JournalEntry, MixerState
 

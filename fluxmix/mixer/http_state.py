@@ -49,7 +49,7 @@ class _NoScenario(Exception):
 
 async def _globals(request: web.Request) -> ScenarioGlobals:
     """The ScenarioGlobals of ?scenario=NAME, or of the active scenario."""
-    from fluxmix.validation import NAME_PATTERN
+    from fluxmix.refs import NAME_RE
 
     mixer: Mixer = request.app[MIXER]
     hub = mixer.activator.globals
@@ -59,7 +59,7 @@ async def _globals(request: web.Request) -> ScenarioGlobals:
         if loaded is None:
             raise _NoScenario("no scenario is active: name one (?scenario=NAME; fluxmix state --scenario NAME)")
         return hub.for_scenario(loaded.scenario.name, loaded.scenario.globals)
-    if not NAME_PATTERN.fullmatch(name):
+    if not NAME_RE.fullmatch(name):
         raise GlobalsError(f"scenario: {name[:40]!r} is not a scenario name")
     if loaded is not None and loaded.scenario.name == name:
         return hub.for_scenario(name, loaded.scenario.globals)
