@@ -199,6 +199,7 @@ class _GearSlot:
         self.run_task: asyncio.Task[None] | None = None
         self.is_source = cls.is_source()
         self.is_sink = False
+        self.flushes = False  # the gear has a flush() hook (see Gear.flush)
         self.error_log = _Throttle()
         self.drop_log = _Throttle()
 
@@ -419,6 +420,7 @@ class Runtime:
             try:
                 slot.gear = cls(spec.name, spec.config, slot.ctx)
                 slot.is_source = slot.gear.is_source()  # the instance decides: `python` wraps sources or not
+                slot.flushes = slot.gear.flushes()
             except Exception as exc:
                 raise GearError(spec.name, f"cannot be built: {_detail(exc, spec.name)}") from exc
             self._slots[spec.name] = slot
@@ -513,11 +515,16 @@ class Runtime:
 
     def _start_consumers(self, slot: _GearSlot) -> None:
         for port, wire in slot.inputs:
+            # Nothing redelivers what a memory wire handed over: for a gear with a flush hook
+            # each such message is final once handled (see _handle_then_flush).
+            final = slot.flushes and not wire.durable
+            handler = self._handle_then_flush if final else self._handle
+            batch_handler = self._handle_batch_then_flush if final else self._handle_batch
             delivery = Delivery(
-                handle=functools.partial(self._handle, slot, port),
+                handle=functools.partial(handler, slot, port),
                 dead_letter=functools.partial(self._dead_letter, slot, port),
                 flush_downstream=functools.partial(self._flush_outputs, slot),
-                handle_batch=functools.partial(self._handle_batch, slot, port),
+                handle_batch=functools.partial(batch_handler, slot, port),
             )
             task = asyncio.create_task(self._consume(slot, wire, delivery), name=f"fluxmix wire {wire.spec.key}")
             slot.consumers.append(task)
@@ -611,6 +618,31 @@ class Runtime:
             for wire, messages in buffer.items():
                 await wire.send_batch(messages)
 
+    async def _handle_then_flush(self, slot: _GearSlot, port: str, message: Message) -> None:
+        """Handle, then flush the gear: a memory wire never delivers the message again, so what
+        the gear did with it must not stay provisional (file-out would cut it after a crash).
+        A failed flush fails the message: the retry finds it handled and flushes again."""
+        await self._handle(slot, port, message)
+        assert slot.gear is not None
+        await slot.gear.flush()
+
+    async def _handle_batch_then_flush(self, slot: _GearSlot, port: str, messages: Sequence[Message],
+                                       cursor: BatchCursor) -> tuple[int, Exception | None]:
+        """_handle_batch, then flush the gear for what it handled (see _handle_then_flush). Never
+        raises for the flush: those messages are handled; the next flush records them."""
+        handled, failure = await self._handle_batch(slot, port, messages, cursor)
+        if handled:
+            assert slot.gear is not None
+            try:
+                await slot.gear.flush()
+            except Exception as exc:
+                slot.counters.errors += 1
+                slot.last_error = f"flush failed: {type(exc).__name__}: {exc}"
+                if slot.error_log.hit():
+                    log.error("gear %s: flush failed after %d messages: %s", slot.name, handled, exc,
+                              extra={"gear": slot.name})
+        return handled, failure
+
     async def _handle_one(self, slot: _GearSlot, port: str, message: Message) -> None:
         assert slot.gear is not None
         slot.parent, slot.parent_emitted, slot.parent_task = message, None, asyncio.current_task()
@@ -661,6 +693,11 @@ class Runtime:
         return forwarded
 
     async def _flush_outputs(self, slot: _GearSlot) -> None:
+        """Before an ack (or a source's checkpoint): the gear's own flush hook (file-out records
+        how far its file is acknowledged), then what it emitted, made safe on its wires."""
+        if slot.flushes:
+            assert slot.gear is not None
+            await slot.gear.flush()
         for wires in slot.outputs.values():
             for wire in wires:
                 await wire.flush()

@@ -3,8 +3,9 @@
 A gear declares its ports and a JSON Schema for its config, so a scenario is validated before
 anything runs. The runtime then calls `start()`, `handle_batch(port, messages)` with what an
 input wire has queued (one call at a time per gear; the default calls `handle(port, message)`
-for each), and `stop()`. Message bodies are read-only (fluxmix.message.FrozenDict): a fan-out
-shares one body, so a gear builds a new dict to change it. A source (a gear with no inputs) overrides
+for each), `flush()` before what it handled is acknowledged, and `stop()`. Message bodies are
+read-only (fluxmix.message.FrozenDict): a fan-out shares one body, so a gear builds a new dict to
+change it. A source (a gear with no inputs) overrides
 `run()`, which loops until `ctx.stopping` is set. Gears never see transports: they `emit()`
 through their context and the runtime fans the message out to every wire on that port.
 """
@@ -134,6 +135,21 @@ class Gear:
         """
         for message in messages:
             await self.handle(port, message)
+
+    async def flush(self) -> None:
+        """Make permanent what handle() has done so far.
+
+        The runtime calls it after handling and before a message is acknowledged (with the
+        wire's flush of what the gear emitted), so a gear that buffers or keeps side records
+        (file-out's ack log) commits here: everything handled before the call may be acked once
+        it returns, and what was handled after the last call may come again after a crash.
+        Called from the task that handled the messages; may be called with nothing new.
+        """
+
+    def flushes(self) -> bool:
+        """True when flush() does something: the runtime then also calls it after every message
+        or batch from a memory wire (nothing redelivers those, so each is final once handled)."""
+        return type(self).flush is not Gear.flush
 
     async def run(self) -> None:
         """Sources only: produce until `self.ctx.stopping` is set, then return."""

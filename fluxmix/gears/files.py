@@ -14,6 +14,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Mapping, Sequence
 
@@ -117,18 +118,112 @@ class RecentIds:
             self._ids.popitem(last=False)
 
 
+# file-out's acknowledgement log: the sidecar `<path>.ack` (see AckLog)
+ACK_LOG_SUFFIX = ".ack"
+ACK_LOG_COMPACT_BYTES = 1 << 20  # rewritten as its last record once it grows past this
+# In-doubt ids carried from one run to the next are capped (oldest dropped first); the set is a
+# batch per input wire in practice, this only bounds a log that says otherwise.
+MAX_IN_DOUBT = 65_536
+# Ids handled during this run, remembered in memory to recognise a redelivery whose ack was lost
+# while the mixer kept running (a NATS outage); never persisted.
+RECENT_HANDLED = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class AckRecord:
+    """One commit of a file-out: `path` is acknowledged up to `offset` bytes.
+
+    `ids` are the messages whose lines lie below `offset` but whose ack may not have reached the
+    wire yet: after a crash they can come again and must be skipped, not written twice.
+    `dev`/`ino` name the file the offset belongs to, so a file replaced meanwhile is never cut.
+    """
+
+    offset: int
+    dev: int
+    ino: int
+    ids: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        record = {"offset": self.offset, "dev": self.dev, "ino": self.ino, "ids": list(self.ids)}
+        return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> "AckRecord | None":
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        offset, dev, ino, ids = record.get("offset"), record.get("dev"), record.get("ino"), record.get("ids", [])
+        numbers_ok = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (offset, dev, ino))
+        if not numbers_ok or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return None
+        return cls(offset, dev, ino, tuple(ids))
+
+
+def ack_log_path(path: Path) -> Path:
+    return path.with_name(path.name + ACK_LOG_SUFFIX)
+
+
+def read_ack_log(path: Path) -> AckRecord | None:
+    """The last complete, well-formed record of the ack log at `path`, or None.
+
+    A torn last line (a crash mid-append) is not a record: that commit never finished, so
+    nothing it would have covered was acknowledged.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    for line in reversed(data.split(b"\n")[:-1]):  # [:-1]: what follows the last newline is torn
+        record = AckRecord.decode(line)
+        if record is not None:
+            return record
+    return None
+
+
+def truncate_unacknowledged(path: Path, record: AckRecord | None) -> tuple[int, str]:
+    """Make `path` end where its acknowledged part ends; returns (bytes cut, why not cut or "").
+
+    With a record for this very file (same device and inode) and the file at least that long,
+    everything past `record.offset` was written but never acknowledged, so the wire delivers
+    it again: it is cut, and the redelivery writes it back. Without a record (a file from before
+    the ack log, or the log lost) or with one for another file (rotated or replaced while the
+    mixer was down) or a file shorter than the record (truncated by hand, or lost in a power
+    failure without fsync) nothing is cut, and the reason says why.
+    """
+    st = os.stat(path)
+    if record is None:
+        return 0, "no acknowledgement log"
+    if (record.dev, record.ino) != (st.st_dev, st.st_ino):
+        return 0, "the acknowledgement log names another file (replaced or rotated)"
+    if st.st_size < record.offset:
+        return 0, f"the file is shorter ({st.st_size} bytes) than acknowledged ({record.offset})"
+    if st.st_size > record.offset:
+        os.truncate(path, record.offset)
+    return st.st_size - record.offset, ""
+
+
 class FileOut(Gear):
-    """Appends each body as one JSON line to `path`.
+    """Appends each body as one JSON line to `path`, each message exactly once.
 
-    Each line is written with one write(2) and, when `fsync` is set, fsynced before `handle`
-    returns, so "handled" (and the ack on a durable wire) means the line reached the file. A
-    failed write is truncated away so the file never holds a torn line; a torn last line left by
-    a crash is closed with a newline on start.
+    Each line is written with one write(2) (and fsynced when `fsync` is set) before `handle`
+    returns. A failed write is truncated away so the file never holds a torn line.
 
-    With `dedupe: N` a message whose id is among the last N ids written is skipped: standard wires
-    deliver at least once, and after a crash the batch the sink wrote but had not yet acked comes
-    again with the same ids. The window is rebuilt from the file's last N lines at start (so it
-    survives a crash; hence `envelope: true`), and it holds exactly what those lines hold.
+    Exactly once across a crash, by the ack protocol: before the runtime acknowledges what this
+    gear handled it calls `flush()`, which appends to the sidecar `<path>.ack` one record: the
+    file's size (every line below it belongs to a message handled so far) and the ids of the
+    messages whose ack may still be on its way (per input: what it handled since its previous
+    flush; an input's next message shows the previous acks went out). At start the file is cut
+    back to the last record's size: that tail was never acknowledged, so the wire delivers it
+    again and the redelivery writes it back; a redelivered message whose id the record names is
+    already below the offset and is skipped. The file's bytes are what they were without the
+    log: no marker, no id unless `envelope`.
+
+    With `dedupe: N` a message whose id is among the last N ids written is skipped as well: the
+    window is rebuilt from the file's last N lines at start (hence `envelope: true`), for ids that
+    come again from further away than the ack protocol looks (e.g. a replay by a source).
     """
 
     type = "file-out"
@@ -176,13 +271,26 @@ class FileOut(Gear):
     def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
         super().__init__(name, config, ctx)
         self.path = Path(self.config["path"]).expanduser()
+        self.ack_path = ack_log_path(self.path)
         self.fsync: bool = bool(self.config.get("fsync", False))
         self.envelope: bool = bool(self.config.get("envelope", False))
         self.dedupe: int = int(self.config.get("dedupe", 0))
         self._fd: int | None = None
+        self._ack_fd: int | None = None
+        self._ack_size = 0
+        self._identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file being written
         self._recent: RecentIds | None = None
+        # Ack protocol state (see the class docstring); keyed by the task that handles (a wire's
+        # consumer), because each input acknowledges on its own.
+        self._unflushed: dict[asyncio.Task[Any] | None, list[str]] = {}
+        self._unacked: dict[asyncio.Task[Any] | None, list[str]] = {}
+        self._in_doubt_before: dict[str, None] = {}  # named by the last record of the previous run
+        self._handled = RecentIds(RECENT_HANDLED)
+        self._committed: AckRecord | None = None
+        self._commit_lock = asyncio.Lock()
         self.written = 0
-        self.skipped = 0  # duplicates not written again (dedupe)
+        self.skipped = 0  # duplicates not written again
+        self.cut_bytes = 0  # unacknowledged tail removed at start
         self._skipped_logged = 0
         self._summary_at = time.monotonic()
 
@@ -193,17 +301,82 @@ class FileOut(Gear):
         except OSError as exc:
             raise GearError(self.name, f"cannot open {str(self.path)!r} for appending: {exc.strerror or exc}") from None
         self._fd = fd
-        if self.dedupe:
+        try:
+            await asyncio.to_thread(self._recover)
+        except OSError as exc:
+            self._close()
+            raise GearError(self.name, f"cannot recover {str(self.path)!r} from {str(self.ack_path)!r}: "
+                                       f"{exc.strerror or exc}") from None
+        except BaseException:
+            self._close()
+            raise
+        if self.dedupe:  # after the cut: ids of lines that were cut are not written
             ids = await asyncio.to_thread(tail_ids, self.path, self.dedupe)
             self._recent = RecentIds(self.dedupe, ids)
             self.ctx.log.debug("gear %s: dedupe remembers %d ids from the end of %s", self.name, len(self._recent), self.path)
-        size = os.fstat(fd).st_size
-        if size:
+
+    def _recover(self) -> None:
+        """Cut the unacknowledged tail, close a torn line, and start a fresh ack log (blocking)."""
+        assert self._fd is not None
+        record = read_ack_log(self.ack_path)
+        cut, why_not = truncate_unacknowledged(self.path, record)
+        if cut:
+            self.cut_bytes = cut
+            self.ctx.log.info("gear %s: cut the last %d bytes of %s: written but never acknowledged; "
+                              "they come again", self.name, cut, self.path)
+        elif why_not and os.fstat(self._fd).st_size:
+            self.ctx.log.warning("gear %s: %s: nothing cut (%s); a message written but not acknowledged "
+                                 "before a crash may appear twice", self.name, self.path, why_not)
+        if record is not None and not why_not:
+            self._in_doubt_before = dict.fromkeys(record.ids[-MAX_IN_DOUBT:])
+        st = os.fstat(self._fd)
+        self._identity = (st.st_dev, st.st_ino)
+        if st.st_size:
             with open(self.path, "rb") as f:
-                f.seek(size - 1)
+                f.seek(st.st_size - 1)
                 if f.read(1) != b"\n":
                     self.ctx.log.warning("gear %s: %s ended with a partial line; closing it with a newline", self.name, self.path)
                     self._write(b"\n")
+        self._rewrite_ack_log(self._record())
+
+    def _record(self) -> AckRecord:
+        """What is true now: the file's size and every id whose ack may be outstanding."""
+        assert self._fd is not None
+        ids: dict[str, None] = dict(self._in_doubt_before)
+        for group in (self._unacked, self._unflushed):
+            for handled in group.values():
+                ids.update(dict.fromkeys(handled))
+        return AckRecord(os.fstat(self._fd).st_size, *self._identity, tuple(ids))
+
+    def _rewrite_ack_log(self, record: AckRecord) -> None:
+        """Replace the ack log by one record: write a temporary file, then rename it over (atomic)."""
+        tmp = self.ack_path.with_name(f".{self.ack_path.name}.tmp")
+        data = record.encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, self.ack_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self.fsync:
+            dir_fd = os.open(self.ack_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        if self._ack_fd is not None:
+            os.close(self._ack_fd)
+        self._ack_fd = os.open(self.ack_path, os.O_WRONLY | os.O_APPEND)
+        self._ack_size = len(data)
+        self._committed = record
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
@@ -224,26 +397,76 @@ class FileOut(Gear):
             return message.body
         return {"id": message.id, "origin": message.origin, "ts": message.ts, "headers": message.headers, "body": message.body}
 
+    def _is_duplicate(self, message_id: str) -> bool:
+        if message_id in self._handled or message_id in self._in_doubt_before:
+            return True
+        return self._recent is not None and message_id in self._recent
+
     async def handle(self, port: str, message: Message) -> None:
         if self._fd is None:
             raise GearError(self.name, "not started")
-        recent = self._recent
-        if recent is not None and message.id in recent:
+        task = asyncio.current_task()
+        # this input's previous flush was followed by its acks before it took this message
+        self._unacked.pop(task, None)
+        if self._is_duplicate(message.id):
             self.skipped += 1
             self.ctx.log.debug("gear %s: skipped duplicate message %s", self.name, message.id)
+            self._in_doubt_before.pop(message.id, None)  # in doubt again, as this input's own
+            self._unflushed.setdefault(task, []).append(message.id)
+            self._handled.add(message.id)
             if time.monotonic() - self._summary_at >= DEDUPE_SUMMARY_INTERVAL:
                 self._log_skipped()
             return
         line = encode_json_line(self.record(message))
         try:
             self._write(line)
+            # before any await: a flush by another input from now on covers this line
+            self._unflushed.setdefault(task, []).append(message.id)
+            self._handled.add(message.id)
             if self.fsync:
                 await asyncio.to_thread(os.fsync, self._fd)
         except OSError as exc:
             raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
         self.written += 1
-        if recent is not None:
-            recent.add(message.id)
+        if self._recent is not None:
+            self._recent.add(message.id)
+
+    async def flush(self) -> None:
+        """Record how far the file is acknowledged (called before the runtime acks; see the class doc)."""
+        if self._fd is None:
+            return
+        async with self._commit_lock:  # records must be appended in the order they were taken
+            task = asyncio.current_task()
+            record = self._record()
+            if record != self._committed:
+                try:
+                    if self.fsync:
+                        await asyncio.to_thread(os.fsync, self._fd)
+                        await asyncio.to_thread(self._append, record)
+                    else:
+                        self._append(record)
+                except OSError as exc:
+                    raise GearError(self.name, f"cannot record progress in {str(self.ack_path)!r}: "
+                                               f"{exc.strerror or exc}") from None
+            # recorded: this input's messages now wait only for their acks (this task cannot
+            # have handled more meanwhile: it is the one flushing)
+            mine = self._unflushed.pop(task, None)
+            if mine:
+                self._unacked[task] = mine
+
+    def _append(self, record: AckRecord) -> None:
+        assert self._ack_fd is not None
+        if self._ack_size >= ACK_LOG_COMPACT_BYTES:
+            self._rewrite_ack_log(record)
+            return
+        data = record.encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._ack_fd, view):]
+        if self.fsync:
+            os.fsync(self._ack_fd)
+        self._ack_size += len(data)
+        self._committed = record
 
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
         """As `handle` per message (one write(2) per line, a failing line fails alone), without
@@ -252,18 +475,22 @@ class FileOut(Gear):
             for message in messages:
                 await self.handle(port, message)
             return
-        recent, write = self._recent, self._write
+        recent, write, handled, unflushed = self._recent, self._write, self._handled, self._unflushed
+        task = asyncio.current_task()
         for message in messages:
-            if recent is not None and message.id in recent:
+            message_id = message.id
+            if self._is_duplicate(message_id):
                 await self.handle(port, message)  # the duplicate path: skipped and counted there
                 continue
             try:
                 write(encode_json_line(self.record(message)))
             except OSError as exc:
                 raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
+            unflushed.setdefault(task, []).append(message_id)  # as in handle: the ack protocol's
+            handled.add(message_id)
             self.written += 1
             if recent is not None:
-                recent.add(message.id)
+                recent.add(message_id)
 
     def _log_skipped(self) -> None:
         """One info line per interval instead of one per duplicate (a redelivered batch is many)."""
@@ -276,13 +503,24 @@ class FileOut(Gear):
 
     async def stop(self) -> None:
         self._log_skipped()
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+        try:
+            if self._fd is not None:
+                # what was handled is in the file: recording it is safe either way (a message
+                # whose ack did not go out is named in the record and skipped when it comes again)
+                await self.flush()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        ack_fd, self._ack_fd = self._ack_fd, None
+        try:
+            if fd is not None and self.fsync:
+                os.fsync(fd)
+        finally:
+            for each in (fd, ack_fd):
+                if each is not None:
+                    os.close(each)
 
 
 class FileIn(Gear):

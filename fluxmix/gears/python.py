@@ -137,6 +137,12 @@ class Python(Gear):
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
         await self.inner.handle_batch(port, messages)
 
+    async def flush(self) -> None:
+        await self.inner.flush()
+
+    def flushes(self) -> bool:
+        return self.inner.flushes()
+
     async def stop(self) -> None:
         await self.inner.stop()
 

@@ -210,9 +210,10 @@ class GearHarness:
         *,
         id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        flush: bool = True,
     ) -> dict[str, list[dict[str, Any]]]:
-        """Hand one message to `handle()`; returns the bodies it emitted, per port."""
-        return await self.send_message(self._message(body, id=id, headers=headers), port)
+        """Hand one message to `handle()` (then `flush()`); returns the bodies it emitted, per port."""
+        return await self.send_message(self._message(body, id=id, headers=headers), port, flush=flush)
 
     def _message(self, body: Mapping[str, Any], *, id: str | None = None,
                  headers: Mapping[str, str] | None = None) -> Message:
@@ -226,11 +227,11 @@ class GearHarness:
         )
 
     async def send_batch(
-        self, bodies: Iterable[Mapping[str, Any]], port: str = "in"
+        self, bodies: Iterable[Mapping[str, Any]], port: str = "in", *, flush: bool = True
     ) -> dict[str, list[dict[str, Any]]]:
-        """Hand several messages to `handle_batch()` at once, as a wire does; returns the bodies
-        emitted, per port. If the gear raises, `failed_at` is the index of the message it was
-        handling (the runtime retries that one alone) and the exception propagates."""
+        """Hand several messages to `handle_batch()` at once, as a wire does (then `flush()`);
+        returns the bodies emitted, per port. If the gear raises, `failed_at` is the index of the
+        message it was handling (the runtime retries that one alone) and the exception propagates."""
         batch = _HarnessBatch([self._message(b) for b in bodies], self.ctx)
         before = {p: len(ms) for p, ms in self.ctx.emitted.items()}
         self.failed_at = None
@@ -241,19 +242,25 @@ class GearHarness:
             raise
         finally:
             self.ctx.parent = None
+        if flush:
+            await self.gear.flush()
         return {
             p: [m.body for m in ms[before.get(p, 0) :]]
             for p, ms in self.ctx.emitted.items()
             if len(ms) > before.get(p, 0)
         }
 
-    async def send_message(self, message: Message, port: str = "in") -> dict[str, list[dict[str, Any]]]:
+    async def send_message(self, message: Message, port: str = "in", *, flush: bool = True) -> dict[str, list[dict[str, Any]]]:
+        """Handle one message, then (unless `flush=False`) flush the gear as the runtime does
+        before it acknowledges the message."""
         before = {p: len(ms) for p, ms in self.ctx.emitted.items()}
         self.ctx.parent, self.ctx._index = message, defaultdict(int)
         try:
             await self.gear.handle(port, message)
         finally:
             self.ctx.parent = None
+        if flush:
+            await self.gear.flush()
         return {
             p: [m.body for m in ms[before.get(p, 0) :]]
             for p, ms in self.ctx.emitted.items()
