@@ -136,8 +136,47 @@ class Mixer:
                 return None
             followed = getattr(self.activator, "current_ref", None) or self.store.mixer_state().active_ref
             self._record(entry, None, followed, time.monotonic() - started)
-        await self.sync_watch()
-        return entry
+        return await self._catch_up_with_file(entry) or entry
+
+    async def _catch_up_with_file(self, resumed: Any) -> Any:
+        """After a resume by hash: when the followed file now holds other bytes (edited while the
+        mixer was down), activate the file as the watcher would have, and log both hashes.
+
+        The resumed bytes run first, as the contract says; the file then goes through the normal
+        path (validate, build, roll back), journaled as a `watch` trigger, so an invalid edit is
+        rejected and the resumed scenario keeps running. With --no-watch only the warning is
+        logged. Returns the file's journal entry, or None when nothing was activated.
+        """
+        import hashlib
+
+        from fluxmix.loading import read_document
+
+        path = path_of(self.following)
+        running = resumed.to_hash
+        if path is None or not running:
+            await self.sync_watch()
+            return None
+        try:
+            data = await asyncio.to_thread(read_document, path)
+        except FluxmixError as error:
+            log.warning("resumed sha256:%s, last activated from %s; cannot compare it with the file now: %s",
+                        running, path, error)
+            await self.sync_watch()
+            return None
+        on_disk = hashlib.sha256(data).hexdigest()
+        if on_disk == running:
+            await self.sync_watch()
+            return None
+        fields = {"resumed_hash": running, "file_hash": on_disk, "path": str(path)}
+        if not self.settings.watch:
+            log.warning("resumed sha256:%s from the store, but %s now holds sha256:%s (edited while the mixer "
+                        "was down); --no-watch: not activating it (SIGHUP or POST /activate does)",
+                        running, path, on_disk, extra=fields)
+            await self.sync_watch()
+            return None
+        log.warning("resumed sha256:%s from the store, but %s now holds sha256:%s (edited while the mixer was "
+                    "down): activating the file", running, path, on_disk, extra=fields)
+        return await self.activate(str(path), trigger="watch")
 
     async def reload(self, *, trigger: str) -> Any:
         """Re-read what the mixer follows: a path is re-read, `name`/`name:latest` re-resolved."""

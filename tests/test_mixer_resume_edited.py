@@ -1,0 +1,122 @@
+"""Resuming (`-s` empty) after the followed file was edited while the mixer was down.
+
+The stored bytes are resumed by hash (the contract), then the file, now holding other bytes, is
+activated through the normal path, journaled as a `watch` trigger, with both hashes in the log.
+Real `fluxmix-mixer` processes, memory wires, as in test_mixer_daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+try:
+    from tests.test_mixer_daemon import (  # noqa: F401 (fixtures)
+        MixerProcess, assert_exactly_once, home, read_lines, scenario_yaml, seqs, start_mixer, wait_until,
+    )
+except ModuleNotFoundError:
+    from test_mixer_daemon import (  # type: ignore[no-redef]  # noqa: F401
+        MixerProcess, assert_exactly_once, home, read_lines, scenario_yaml, seqs, start_mixer, wait_until,
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_then_stop(start_mixer: Callable[..., MixerProcess], path: Path, out: Path) -> str:
+    """A first mixer runs `path` and stops gracefully; returns the hash it ran."""
+    first = start_mixer("-s", str(path))
+    ran = first.wait_ready()["scenario"]["hash"]
+    wait_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=first)
+    assert first.stop() == 0
+    return ran
+
+
+def test_resume_then_activate_the_file_edited_while_down(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, version="v1", rate=100))
+    stored = run_then_stop(start_mixer, path, out)
+    assert stored == sha256(path)
+
+    path.write_text(scenario_yaml(out, version="v2", rate=100))  # edited while no mixer runs
+    edited = sha256(path)
+    second = start_mixer()  # -s empty: resume
+    second.wait_ready()
+    resumed = second.wait_journal(lambda e: e["trigger"] == "resume", "the resume")
+    assert resumed["to_hash"] == stored and resumed["outcome"] == "activated"  # by hash, as the contract says
+    caught_up = second.wait_journal(lambda e: e["trigger"] == "watch", "the edited file activated")
+    assert caught_up["outcome"] == "activated", caught_up
+    assert (caught_up["from_hash"], caught_up["to_hash"]) == (stored, edited)
+    status = second.status()
+    assert status["scenario"]["hash"] == edited
+    assert status["watching"] == str(path.resolve())
+    wait_until(lambda: any(line["version"] == "v2" for line in read_lines(out)), "v2 lines", proc=second)
+    log = second.output()
+    assert stored in log and edited in log, log[-3000:]  # both hashes, in full
+    assert second.stop() == 0
+    assert_exactly_once(seqs(read_lines(out)))
+
+
+def test_an_invalid_edit_while_down_is_rejected_and_the_resumed_scenario_keeps_running(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, version="v1", rate=100))
+    stored = run_then_stop(start_mixer, path, out)
+
+    path.write_text(scenario_yaml(out, version="v2", rate=100).replace("type: filter", "type: no-such-gear"))
+    edited = sha256(path)
+    second = start_mixer()
+    second.wait_ready()
+    rejected = second.wait_journal(lambda e: e["trigger"] == "watch", "the edited file tried")
+    assert rejected["outcome"] == "rejected", rejected
+    assert any("no-such-gear" in p for p in rejected["problems"]) or "no-such-gear" in rejected["reason"]
+    status = second.status()
+    assert status["scenario"]["hash"] == stored and status["state"] == "running"
+    assert status["watching"] == str(path.resolve())  # still watching: fixing the file is enough
+    count = len(read_lines(out))
+    wait_until(lambda: len(read_lines(out)) >= count + 3, "the resumed scenario still writing", proc=second)
+    log = second.output()
+    assert stored in log and edited in log, log[-3000:]
+
+    path.write_text(scenario_yaml(out, version="v3", rate=100))  # the fix, seen by the watcher
+    second.wait_journal(lambda e: e["trigger"] == "watch" and e["outcome"] == "activated", "the fixed file activated")
+    wait_until(lambda: any(line["version"] == "v3" for line in read_lines(out)), "v3 lines", proc=second)
+    assert second.stop() == 0
+    assert_exactly_once(seqs(read_lines(out)))
+
+
+def test_an_unchanged_file_is_only_resumed(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, version="v1", rate=100))
+    stored = run_then_stop(start_mixer, path, out)
+    second = start_mixer()
+    assert second.wait_ready()["scenario"]["hash"] == stored
+    count = len(read_lines(out))
+    wait_until(lambda: len(read_lines(out)) >= count + 3, "lines after the resume", proc=second)
+    assert [e["trigger"] for e in second.journal()][:1] == ["resume"]  # newest first: nothing after it
+    assert second.stop() == 0
+
+
+def test_with_no_watch_the_difference_is_logged_not_activated(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, version="v1", rate=100))
+    stored = run_then_stop(start_mixer, path, out)
+    path.write_text(scenario_yaml(out, version="v2", rate=100))
+    edited = sha256(path)
+    second = start_mixer("--no-watch")
+    assert second.wait_ready()["scenario"]["hash"] == stored
+    wait_until(lambda: edited in second.output(), "the difference logged", proc=second)
+    assert "--no-watch: not activating it" in second.output()
+    assert [e["trigger"] for e in second.journal()][:1] == ["resume"]
+    assert second.stop() == 0
