@@ -210,3 +210,27 @@ async def test_an_unwritable_ack_log_fails_the_start_with_its_name(tmp_path: Pat
     h = GearHarness("file-out", {"path": str(path)}, name="sink")
     with pytest.raises(Exception, match=r"out\.jsonl\.ack"):
         await h.start()
+
+
+async def test_ids_in_doubt_survive_a_second_crash_before_they_come_again(tmp_path: Path) -> None:
+    """Their redelivery waits for ack_wait; a second crash may come first. The log's first record
+    carries them (written once), later records name only their own batch."""
+    path = tmp_path / "out.jsonl"
+    config = {"path": str(path)}
+    h = GearHarness("file-out", config)
+    await h.start()
+    await h.send({"n": 1}, id="m1", flush=False)
+    await h.send({"n": 2}, id="m2")  # recorded; the crash comes before the ack
+    crash(h)
+    h = GearHarness("file-out", config)
+    await h.start()
+    for n in range(3, 6):  # new messages; m1 and m2 have not come back yet
+        await h.send({"n": n}, id=f"m{n}")
+    appended = ack_log_path(path).read_bytes().split(b"\n")[1:-1]
+    assert appended and all(b'"m1"' not in line for line in appended)
+    crash(h)
+    async with GearHarness("file-out", config) as again:
+        for n in (1, 2, 5, 6):  # m1, m2 at last (ack_wait), m5 from the second crash, then m6
+            await again.send({"n": n}, id=f"m{n}")
+        assert (again.gear.written, again.gear.skipped) == (1, 3)  # type: ignore[attr-defined]
+    assert path.read_text() == "".join(f'{{"n":{n}}}\n' for n in range(1, 7))

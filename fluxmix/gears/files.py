@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import json
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Mapping, Sequence
@@ -167,7 +169,10 @@ def ack_log_path(path: Path) -> Path:
 
 
 def read_ack_log(path: Path) -> AckRecord | None:
-    """The last complete, well-formed record of the ack log at `path`, or None.
+    """What the ack log at `path` says: the last record's offset, and the ids of its first and
+    last records (the first, written whole when the log was started or compacted, carries the
+    ids still in doubt from before; the ones appended after name only their own). None without
+    a record.
 
     A torn last line (a crash mid-append) is not a record: that commit never finished, so
     nothing it would have covered was acknowledged.
@@ -176,11 +181,12 @@ def read_ack_log(path: Path) -> AckRecord | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    for line in reversed(data.split(b"\n")[:-1]):  # [:-1]: what follows the last newline is torn
-        record = AckRecord.decode(line)
-        if record is not None:
-            return record
-    return None
+    records = (AckRecord.decode(line) for line in data.split(b"\n")[:-1])  # past the last newline: torn
+    valid = [record for record in records if record is not None]
+    if not valid:
+        return None
+    first, last = valid[0], valid[-1]
+    return dataclasses.replace(last, ids=tuple(dict.fromkeys(first.ids + last.ids)))
 
 
 def truncate_unacknowledged(path: Path, record: AckRecord | None) -> tuple[int, str]:
@@ -337,12 +343,13 @@ class FileOut(Gear):
                 if f.read(1) != b"\n":
                     self.ctx.log.warning("gear %s: %s ended with a partial line; closing it with a newline", self.name, self.path)
                     self._write(b"\n")
-        self._rewrite_ack_log(self._record())
+        self._rewrite_ack_log(self._record(carried=True))
 
-    def _record(self) -> AckRecord:
-        """What is true now: the file's size and every id whose ack may be outstanding."""
+    def _record(self, *, carried: bool = False) -> AckRecord:
+        """What is true now: the file's size and the ids whose ack may be outstanding: this run's,
+        plus (`carried`, for the log's first record only) those still in doubt from before."""
         assert self._fd is not None
-        ids: dict[str, None] = dict(self._in_doubt_before)
+        ids: dict[str, None] = dict(self._in_doubt_before) if carried else {}
         for group in (self._unacked, self._unflushed):
             for handled in group.values():
                 ids.update(dict.fromkeys(handled))
@@ -439,12 +446,17 @@ class FileOut(Gear):
             task = asyncio.current_task()
             record = self._record()
             if record != self._committed:
+                # decided here, on the loop: the ids must not be read from another thread
+                if self._ack_size >= ACK_LOG_COMPACT_BYTES:
+                    write = functools.partial(self._rewrite_ack_log, self._record(carried=True))
+                else:
+                    write = functools.partial(self._append, record)
                 try:
                     if self.fsync:
                         await asyncio.to_thread(os.fsync, self._fd)
-                        await asyncio.to_thread(self._append, record)
+                        await asyncio.to_thread(write)
                     else:
-                        self._append(record)
+                        write()
                 except OSError as exc:
                     raise GearError(self.name, f"cannot record progress in {str(self.ack_path)!r}: "
                                                f"{exc.strerror or exc}") from None
@@ -456,9 +468,6 @@ class FileOut(Gear):
 
     def _append(self, record: AckRecord) -> None:
         assert self._ack_fd is not None
-        if self._ack_size >= ACK_LOG_COMPACT_BYTES:
-            self._rewrite_ack_log(record)
-            return
         data = record.encode()
         view = memoryview(data)
         while view:
