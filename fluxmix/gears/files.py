@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ def _json_default(value: Any) -> Any:
 
 # One encoder for every line: json.dumps with non-default options builds a new one per call.
 _LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+_COMPACT_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode_json_line(record: Mapping[str, Any]) -> bytes:
@@ -146,8 +147,8 @@ class AckRecord:
     ids: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
-        record = {"offset": self.offset, "dev": self.dev, "ino": self.ino, "ids": list(self.ids)}
-        return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+        ids = _COMPACT_ENCODER.encode(list(self.ids))  # one per message on memory wires: kept cheap
+        return f'{{"offset":{self.offset},"dev":{self.dev},"ino":{self.ino},"ids":{ids}}}\n'.encode("utf-8")
 
     @classmethod
     def decode(cls, line: bytes) -> "AckRecord | None":
@@ -285,6 +286,7 @@ class FileOut(Gear):
         self._ack_fd: int | None = None
         self._ack_size = 0
         self._identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file being written
+        self._end = 0  # the file's size after our last write
         self._recent: RecentIds | None = None
         # Ack protocol state (see the class docstring); keyed by the task that handles (a wire's
         # consumer), because each input acknowledges on its own.
@@ -337,6 +339,7 @@ class FileOut(Gear):
             self._in_doubt_before = dict.fromkeys(record.ids[-MAX_IN_DOUBT:])
         st = os.fstat(self._fd)
         self._identity = (st.st_dev, st.st_ino)
+        self._end = st.st_size
         if st.st_size:
             with open(self.path, "rb") as f:
                 f.seek(st.st_size - 1)
@@ -353,7 +356,7 @@ class FileOut(Gear):
         for group in (self._unacked, self._unflushed):
             for handled in group.values():
                 ids.update(dict.fromkeys(handled))
-        return AckRecord(os.fstat(self._fd).st_size, *self._identity, tuple(ids))
+        return AckRecord(self._end, *self._identity, tuple(ids))
 
     def _rewrite_ack_log(self, record: AckRecord) -> None:
         """Replace the ack log by one record: write a temporary file, then rename it over (atomic)."""
@@ -397,7 +400,9 @@ class FileOut(Gear):
                 os.ftruncate(self._fd, before)  # no torn line for the next write or a reader
             except OSError:
                 pass
+            self._end = before
             raise
+        self._end = before + len(data)  # where the file ends: what the next record says
 
     def record(self, message: Message) -> Mapping[str, Any]:
         if not self.envelope:
@@ -442,29 +447,42 @@ class FileOut(Gear):
         """Record how far the file is acknowledged (called before the runtime acks; see the class doc)."""
         if self._fd is None:
             return
+        task = asyncio.current_task()
+        if not self.fsync:  # no await on this path: nothing can slip in between, no lock needed
+            write = self._pending_write()
+            if write is not None:
+                self._run(write)
+            self._recorded(task)
+            return
         async with self._commit_lock:  # records must be appended in the order they were taken
-            task = asyncio.current_task()
-            record = self._record()
-            if record != self._committed:
-                # decided here, on the loop: the ids must not be read from another thread
-                if self._ack_size >= ACK_LOG_COMPACT_BYTES:
-                    write = functools.partial(self._rewrite_ack_log, self._record(carried=True))
-                else:
-                    write = functools.partial(self._append, record)
-                try:
-                    if self.fsync:
-                        await asyncio.to_thread(os.fsync, self._fd)
-                        await asyncio.to_thread(write)
-                    else:
-                        write()
-                except OSError as exc:
-                    raise GearError(self.name, f"cannot record progress in {str(self.ack_path)!r}: "
-                                               f"{exc.strerror or exc}") from None
-            # recorded: this input's messages now wait only for their acks (this task cannot
-            # have handled more meanwhile: it is the one flushing)
-            mine = self._unflushed.pop(task, None)
-            if mine:
-                self._unacked[task] = mine
+            write = self._pending_write()
+            if write is not None:
+                await asyncio.to_thread(self._run, functools.partial(os.fsync, self._fd))
+                await asyncio.to_thread(self._run, write)
+            self._recorded(task)
+
+    def _pending_write(self) -> Callable[[], Any] | None:
+        """How to record the state now (None: already recorded). Decided on the loop: the ids
+        must not be read from another thread."""
+        record = self._record()
+        if record == self._committed:
+            return None
+        if self._ack_size >= ACK_LOG_COMPACT_BYTES:
+            return functools.partial(self._rewrite_ack_log, self._record(carried=True))
+        return functools.partial(self._append, record)
+
+    def _run(self, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except OSError as exc:
+            raise GearError(self.name, f"cannot record progress in {str(self.ack_path)!r}: {exc.strerror or exc}") from None
+
+    def _recorded(self, task: asyncio.Task[Any] | None) -> None:
+        """This input's messages now wait only for their acks (the task cannot have handled more
+        meanwhile: it is the one flushing)."""
+        mine = self._unflushed.pop(task, None)
+        if mine:
+            self._unacked[task] = mine
 
     def _append(self, record: AckRecord) -> None:
         assert self._ack_fd is not None
