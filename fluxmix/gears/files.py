@@ -234,7 +234,8 @@ class FileOut(Gear):
     """
 
     type = "file-out"
-    description = "Append each message body as one JSON line to a file (bytes as base64, dates as ISO 8601)."
+    description = ("Append each message body as one JSON line to a file (bytes as base64, dates as ISO 8601); "
+                   "exactly once across a crash through the sidecar <path>.ack.")
     inputs = (Port("in", "messages to write", required=True),)
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -249,7 +250,8 @@ class FileOut(Gear):
             "fsync": {
                 "type": "boolean",
                 "default": False,
-                "description": "fsync after every line (survives power loss; much slower). Default: flushed to the OS per line.",
+                "description": "fsync every line and the ack log before a message is acked (survives power loss; much slower). "
+                "Default: written to the OS before the ack (survives a crash of the mixer).",
             },
             "envelope": {
                 "type": "boolean",
@@ -261,10 +263,9 @@ class FileOut(Gear):
                 "type": "integer",
                 "minimum": 0,
                 "default": 0,
-                "description": "Skip a message whose id is among the last N written (exactly-once output over "
-                "at-least-once wires; the ids are re-read from the file's last N lines at start, so it needs "
-                "envelope: true). N must cover what the sink writes between a message and its redelivery: "
-                "a fetch batch plus the throughput times the ack wait. 0: off.",
+                "description": "Also skip a message whose id is among the last N lines of the file (re-read at "
+                "start, so it needs envelope: true), for ids that come back from further away than a crash's "
+                "redelivery, which the ack log <path>.ack already handles. 0: off.",
             },
         },
     }
