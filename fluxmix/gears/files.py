@@ -13,7 +13,7 @@ import functools
 import json
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 import dataclasses
 from dataclasses import dataclass
@@ -127,6 +127,10 @@ ACK_LOG_COMPACT_BYTES = 1 << 20  # rewritten as its last record once it grows pa
 # In-doubt ids carried from one run to the next are capped (oldest dropped first); the set is a
 # batch per input wire in practice, this only bounds a log that says otherwise.
 MAX_IN_DOUBT = 65_536
+# How many of an input's earlier flushes a record still names, besides the batch it records: a
+# wire sends a batch's acks after its flush, but they may wait in the client's buffer while the
+# wire handles the next batches without yielding to the loop (nats-py writes from another task).
+FLUSHES_IN_DOUBT = 2
 # Ids handled during this run, remembered in memory to recognise a redelivery whose ack was lost
 # while the mixer kept running (a NATS outage); never persisted.
 RECENT_HANDLED = 8192
@@ -221,10 +225,10 @@ class FileOut(Gear):
     Exactly once across a crash, by the ack protocol: before the runtime acknowledges what this
     gear handled it calls `flush()`, which appends to the sidecar `<path>.ack` one record: the
     file's size (every line below it belongs to a message handled so far) and the ids of the
-    messages whose ack may still be on its way (per input: what it handled since its previous
-    flush; an input's next message shows the previous acks went out). At start the file is cut
-    back to the last record's size: that tail was never acknowledged, so the wire delivers it
-    again and the redelivery writes it back; a redelivered message whose id the record names is
+    messages whose ack may still be on its way (per input: the batch being recorded and the
+    input's FLUSHES_IN_DOUBT batches before it, whose acks may still sit in the client's buffer).
+    At start the file is cut back to the last record's size: that tail was never acknowledged,
+    so the wire delivers it again and the redelivery writes it back; a redelivered message whose id the record names is
     already below the offset and is skipped. The file's bytes are what they were without the
     log: no marker, no id unless `envelope`.
 
@@ -292,7 +296,7 @@ class FileOut(Gear):
         # Ack protocol state (see the class docstring); keyed by the task that handles (a wire's
         # consumer), because each input acknowledges on its own.
         self._unflushed: dict[asyncio.Task[Any] | None, list[str]] = {}
-        self._unacked: dict[asyncio.Task[Any] | None, list[str]] = {}
+        self._unacked: dict[asyncio.Task[Any] | None, deque[list[str]]] = {}  # its last flushes
         self._in_doubt_before: dict[str, None] = {}  # named by the last record of the previous run
         self._handled = RecentIds(RECENT_HANDLED)
         self._committed: AckRecord | None = None
@@ -354,9 +358,11 @@ class FileOut(Gear):
         plus (`carried`, for the log's first record only) those still in doubt from before."""
         assert self._fd is not None
         ids: dict[str, None] = dict(self._in_doubt_before) if carried else {}
-        for group in (self._unacked, self._unflushed):
-            for handled in group.values():
+        for groups in self._unacked.values():
+            for handled in groups:
                 ids.update(dict.fromkeys(handled))
+        for handled in self._unflushed.values():
+            ids.update(dict.fromkeys(handled))
         return AckRecord(self._end, *self._identity, tuple(ids))
 
     def _rewrite_ack_log(self, record: AckRecord) -> None:
@@ -419,8 +425,6 @@ class FileOut(Gear):
         if self._fd is None:
             raise GearError(self.name, "not started")
         task = asyncio.current_task()
-        # this input's previous flush was followed by its acks before it took this message
-        self._unacked.pop(task, None)
         if self._is_duplicate(message.id):
             self.skipped += 1
             self.ctx.log.debug("gear %s: skipped duplicate message %s", self.name, message.id)
@@ -483,7 +487,7 @@ class FileOut(Gear):
         meanwhile: it is the one flushing)."""
         mine = self._unflushed.pop(task, None)
         if mine:
-            self._unacked[task] = mine
+            self._unacked.setdefault(task, deque(maxlen=FLUSHES_IN_DOUBT)).append(mine)
 
     def _append(self, record: AckRecord) -> None:
         assert self._ack_fd is not None
