@@ -120,3 +120,27 @@ def test_with_no_watch_the_difference_is_logged_not_activated(
     assert "--no-watch: not activating it" in second.output()
     assert [e["trigger"] for e in second.journal()][:1] == ["resume"]
     assert second.stop() == 0
+
+
+def test_a_resume_that_cannot_start_is_followed_by_the_fixed_file(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    """The stored scenario no longer starts (its sink path became a directory) and the operator
+    fixed the file while the mixer was down: the file comes up after the failed resume."""
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "live.yaml"
+    path.write_text(scenario_yaml(out, version="v1", rate=100))
+    stored = run_then_stop(start_mixer, path, out)
+    out.unlink()
+    out.mkdir()  # the stored scenario's sink cannot open it any more
+    fixed_out = tmp_path / "fixed.jsonl"
+    path.write_text(scenario_yaml(fixed_out, version="v2", rate=100))
+    second = start_mixer()
+    status = second.wait_ready()
+    assert status["scenario"]["hash"] == sha256(path) != stored
+    entries = second.journal()
+    assert entries[0]["trigger"] == "watch" and entries[0]["outcome"] == "activated", entries[:2]
+    assert entries[1]["trigger"] == "resume" and entries[1]["outcome"] in ("failed", "rolled-back"), entries[:2]
+    wait_until(lambda: len(read_lines(fixed_out)) >= 3, "lines from the fixed file", proc=second)
+    assert status["watching"] == str(path.resolve())
+    assert second.stop() == 0

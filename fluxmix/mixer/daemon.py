@@ -136,22 +136,23 @@ class Mixer:
                 return None
             followed = getattr(self.activator, "current_ref", None) or self.store.mixer_state().active_ref
             self._record(entry, None, followed, time.monotonic() - started)
-        return await self._catch_up_with_file(entry) or entry
+        return await self._catch_up_with_file(entry, followed) or entry
 
-    async def _catch_up_with_file(self, resumed: Any) -> Any:
+    async def _catch_up_with_file(self, resumed: Any, followed: str | None) -> Any:
         """After a resume by hash: when the followed file now holds other bytes (edited while the
         mixer was down), activate the file as the watcher would have, and log both hashes.
 
         The resumed bytes run first, as the contract says; the file then goes through the normal
         path (validate, build, roll back), journaled as a `watch` trigger, so an invalid edit is
-        rejected and the resumed scenario keeps running. With --no-watch only the warning is
+        rejected and the resumed scenario keeps running. A resume that did not come up is
+        followed by the file too (it may hold the fix). With --no-watch only the warning is
         logged. Returns the file's journal entry, or None when nothing was activated.
         """
         import hashlib
 
         from fluxmix.loading import read_document
 
-        path = path_of(self.following)
+        path = path_of(followed)
         running = resumed.to_hash
         if path is None or not running:
             await self.sync_watch()
