@@ -152,20 +152,22 @@ class AckRecord:
 
     def encode(self) -> bytes:
         ids = _COMPACT_ENCODER.encode(list(self.ids))  # one per message on memory wires: kept cheap
-        return f'{{"offset":{self.offset},"dev":{self.dev},"ino":{self.ino},"ids":{ids}}}\n'.encode("utf-8")
+        return f'{{"offset":{self.offset},"dev":{self.dev},"ino":{self.ino},"ids":{ids}}}\n'.encode()
 
     @classmethod
-    def decode(cls, line: bytes) -> "AckRecord | None":
+    def decode(cls, line: bytes) -> AckRecord | None:
         try:
             record = json.loads(line)
         except ValueError:
             return None
         if not isinstance(record, dict):
             return None
-        offset, dev, ino, ids = record.get("offset"), record.get("dev"), record.get("ino"), record.get("ids", [])
-        numbers_ok = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (offset, dev, ino))
-        if not numbers_ok or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        numbers = [record.get(key) for key in ("offset", "dev", "ino")]
+        ids = record.get("ids", [])
+        counts = [n for n in numbers if isinstance(n, int) and not isinstance(n, bool) and n >= 0]
+        if len(counts) != 3 or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return None
+        offset, dev, ino = counts
         return cls(offset, dev, ino, tuple(ids))
 
 
