@@ -248,3 +248,15 @@ async def test_ids_in_doubt_survive_a_second_crash_before_they_come_again(tmp_pa
             await again.send({"n": n}, id=f"m{n}")
         assert (again.gear.written, again.gear.skipped) == (1, 3)  # type: ignore[attr-defined]
     assert path.read_text() == "".join(f'{{"n":{n}}}\n' for n in range(1, 7))
+
+
+async def test_a_second_file_out_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """Two writers would each record offsets that cut the other's acknowledged lines."""
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}, name="first"):
+        second = GearHarness("file-out", {"path": str(path)}, name="second")
+        with pytest.raises(Exception, match="already written by another file-out"):
+            await second.start()
+    async with GearHarness("file-out", {"path": str(path)}, name="second") as h:  # free again
+        await h.send({"n": 1}, id="m1")
+    assert path.read_text() == '{"n":1}\n'

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import fcntl
 import functools
 import json
 import os
@@ -315,6 +316,13 @@ class FileOut(Gear):
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise GearError(self.name, f"cannot open {str(self.path)!r} for appending: {exc.strerror or exc}") from None
+        try:
+            # One writer per file: two would each record offsets that cut the other's acked lines.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise GearError(self.name, f"{str(self.path)!r} is already written by another file-out (in this "
+                                       "mixer or another process): one file-out per file") from None
         self._fd = fd
         try:
             await asyncio.to_thread(self._recover)
