@@ -87,6 +87,18 @@ class NotAGear:
     pass
 
 
+class Committing(Gear):
+    """A sink with a flush hook, like file-out."""
+
+    inputs = (Port("in", required=True),)
+
+    async def handle(self, port: str, message: Message) -> None:
+        EVENTS.append(f"handle {message.body['x']}")
+
+    async def flush(self) -> None:
+        EVENTS.append("flush")
+
+
 # ---- tests ----
 
 
@@ -165,3 +177,13 @@ def test_class_text_is_imported_never_evaluated() -> None:
     for text in ("__import__('os'):system", "os:system('true')", "x;import os:Y"):
         (problem,) = config_problems(Python, {"class": text})
         assert problem.location == "config.class"
+
+
+async def test_delegates_the_flush_hook_only_when_the_class_has_one() -> None:
+    EVENTS.clear()
+    async with GearHarness("python", {"class": f"{HERE}:Committing"}) as h:
+        assert h.gear.flushes()
+        await h.send({"x": 1})  # the harness flushes after handle, as the runtime does before an ack
+    assert EVENTS == ["handle 1", "flush"]
+    async with GearHarness("python", {"class": f"{HERE}:Scale", "config": {"factor": 2}}) as h:
+        assert not h.gear.flushes()  # so the runtime skips it on the hot path
