@@ -27,17 +27,63 @@
 
 The CLI maps UserError to exit status 2 and every other FluxmixError to 1, printing
 `str(error)` as one line (ValidationError prints one line per problem).
+
+User data (names, keys, refs, file contents read as YAML) ends up inside messages, which go to a
+terminal, the log, the journal and HTTP answers. One mechanism keeps that bounded: every
+FluxmixError message and every Problem passes through `bound_message` when it is created, which
+escapes control characters (no terminal escapes, no forged log lines) and cuts any line longer
+than MAX_LINE in its middle. `excerpt()` is the helper for quoting a value on purpose.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
+
+MAX_LINE = 400  # characters of one message line; a longer one keeps its head and tail
+EXCERPT = 60  # characters of a value quoted by excerpt()
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+def bound_line(line: str, limit: int = MAX_LINE) -> str:
+    """One line with control characters escaped, at most about `limit` characters."""
+    line = _CONTROL_OR_NEWLINE.sub(_escape, line)
+    if len(line) <= limit:
+        return line
+    head, tail = limit * 3 // 5, limit // 3
+    return f"{line[:head]}…[{len(line) - head - tail} characters cut]…{line[-tail:]}"
+
+
+def bound_message(text: str, limit: int = MAX_LINE) -> str:
+    """`bound_line` for each line of a (possibly multi-line) message."""
+    if len(text) <= limit and not _CONTROL.search(text) and "\n" not in text:
+        return text
+    return "\n".join(bound_line(line, limit) for line in text.split("\n"))
+
+
+def excerpt(value: Any, limit: int = EXCERPT) -> str:
+    """A short escaped quote of user data: `'abc'`, or `'abcd…' (900000 characters)`."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[: max(1, limit - 3)]!r}… ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit + 2 else text[: limit - 1] + "…"
 
 
 class FluxmixError(Exception):
-    """Root of every error fluxmix raises on purpose."""
+    """Root of every error fluxmix raises on purpose; its message is bounded (see the module doc)."""
 
     exit_code: int = 1
+
+    def __init__(self, *args: object) -> None:
+        if args and isinstance(args[0], str):
+            args = (bound_message(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class UserError(FluxmixError):
@@ -56,6 +102,11 @@ class Problem:
 
     location: str
     reason: str
+
+    def __post_init__(self) -> None:
+        # a problem is one line (ValidationError prints one per line), with bounded user data
+        object.__setattr__(self, "location", bound_line(str(self.location), MAX_LINE // 2))
+        object.__setattr__(self, "reason", bound_line(str(self.reason)))
 
     def __str__(self) -> str:
         return f"{self.location}: {self.reason}" if self.location else self.reason
@@ -163,6 +214,10 @@ class MixerApiError(FluxmixError):
 
 
 __all__ = [
+    "MAX_LINE",
+    "bound_line",
+    "bound_message",
+    "excerpt",
     "FluxmixError",
     "UserError",
     "ScenarioError",

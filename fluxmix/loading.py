@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,35 +67,59 @@ class SpecDocument:
 
 
 def read_document(path: str | os.PathLike[str], *, max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
-    """The bytes of a scenario/spec file, refusing anything larger than `max_bytes` before reading it.
+    """The bytes of a scenario/spec file: a regular file of at most `max_bytes`.
 
-    Every failure is a one-line ScenarioError that names the path.
+    Opened non-blocking and checked on the open descriptor (no race with a swapped path): a FIFO,
+    a device or a socket is refused instead of blocking the CLI or the mixer's activation lock
+    forever, and the read is bounded whatever stat said. Every failure is a one-line
+    ScenarioError that names the path.
     """
     p = Path(path)
     try:
-        info = p.stat()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ScenarioError(f"{p}: no such file") from None
     except NotADirectoryError:
         raise ScenarioError(f"{p}: no such file (a parent is not a directory)") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{p}: is a directory, not a scenario or spec file") from None
     except PermissionError:
         raise ScenarioError(f"{p}: permission denied") from None
     except OSError as exc:
         raise ScenarioError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if p.is_dir():
-        raise ScenarioError(f"{p}: is a directory, not a scenario or spec file")
-    if info.st_size > max_bytes:
-        raise ScenarioError(f"{p}: {info.st_size} bytes is larger than the {max_bytes}-byte limit for a scenario or spec file")
     try:
-        with p.open("rb") as handle:
-            data = handle.read(max_bytes + 1)  # a FIFO or a growing file can exceed what stat said
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ScenarioError(f"{p}: is a directory, not a scenario or spec file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ScenarioError(f"{p}: not a regular file ({_file_kind(info.st_mode)}); a scenario or spec must be a file")
+        if info.st_size > max_bytes:
+            raise ScenarioError(f"{p}: {info.st_size} bytes is larger than the {max_bytes}-byte limit for a scenario or spec file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:  # a growing file can exceed what fstat said
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except PermissionError:
         raise ScenarioError(f"{p}: permission denied") from None
     except OSError as exc:
         raise ScenarioError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > max_bytes:
+    finally:
+        os.close(fd)
+    if size > max_bytes:
         raise ScenarioError(f"{p}: larger than the {max_bytes}-byte limit for a scenario or spec file")
-    return data
+    return b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 # ---------------------------------------------------------------- parsing
