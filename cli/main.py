@@ -113,10 +113,19 @@ class RootGroup(FluxmixGroup):
     show_envvar=True,
     help="Store directory (blobs, index, mixer state). Default: the platform's user data dir.",
 )
+@click.option(
+    "--gears-path",
+    "gears_path",
+    metavar="DIR",
+    multiple=True,
+    help="Directory python gears may import their module from (repeat, or separate with "
+    f"'{os.pathsep}'; default $FLUXMIX_GEARS_PATH). Other modules must come from an installed "
+    "fluxmix.gears plugin.",
+)
 @click.option("--debug", is_flag=True, help="Show the Python traceback of an error (or FLUXMIX_DEBUG=1).")
 @click.version_option(package_name="fluxmix", prog_name="fluxmix")
 @click.pass_context
-def root(ctx: click.Context, store_dir: Path | None, debug: bool) -> None:
+def root(ctx: click.Context, store_dir: Path | None, gears_path: tuple[str, ...], debug: bool) -> None:
     """Manage scenarios and specs in the content-addressed store, and steer a running mixer.
 
     References: NAME[:TAG] (TAG `latest` or omitted = highest SemVer tag), sha256:HEX (64 hex digits,
@@ -130,6 +139,10 @@ def root(ctx: click.Context, store_dir: Path | None, debug: bool) -> None:
       fluxmix scenario diff hello:1.0.0 scenarios/hello.yaml --text
       fluxmix store gc --dry-run
     """
+    if gears_path:
+        from fluxmix.gears.python import configure_gears_path, split_gears_path
+
+        configure_gears_path(split_gears_path(gears_path))
     app = App(store_dir)
     ctx.obj = app
     ctx.call_on_close(app.close)

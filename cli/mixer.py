@@ -1,4 +1,9 @@
-"""`fluxmix mixer status|journal|activate|reload|pause|resume|top`: talk to a running mixer's HTTP API."""
+"""`fluxmix mixer status|journal|activate|reload|pause|resume|top`: talk to a running mixer's HTTP API.
+
+The token is `--token`, else FLUXMIX_API_TOKEN, else (for a mixer on this machine: a loopback
+`--url`) the api-token file the mixer wrote in the store directory. It is never read from the
+file for another host, so pointing `--url` elsewhere cannot leak it.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,41 @@ from typing import Any, Callable, Sequence
 import click
 
 from fluxmix.cli._app import FluxmixGroup
-from fluxmix.errors import MixerApiError
+from fluxmix.errors import MixerApiError, UserError
 from fluxmix.mixer.client import DEFAULT_URL, MixerClient
 
 OK_OUTCOMES = ("activated", "unchanged")
+
+# The parts of each answer this module reads (a mixer may send more).
+_TEXT = {"type": ["string", "null"]}
+_NUMBER = {"type": ["number", "null"]}
+_ENTRY = {
+    "type": "object",
+    "required": ["outcome"],
+    "properties": {
+        "outcome": {"type": "string"}, "reason": _TEXT, "trigger": _TEXT, "ts": _TEXT, "from_hash": _TEXT,
+        "to_hash": _TEXT, "gap_seconds": _NUMBER, "error_kind": _TEXT,
+        "phases": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
+        "problems": {"type": ["array", "null"], "items": {"type": "string"}},
+    },
+}
+_OBJECTS = {"type": ["object", "null"], "additionalProperties": {"type": "object"}}
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["state"],
+    "properties": {
+        "state": {"type": "string"}, "reason": _TEXT, "following": _TEXT, "watching": _TEXT,
+        "uptime_seconds": _NUMBER,
+        "scenario": {"type": ["object", "null"], "properties": {"name": _TEXT, "tag": _TEXT, "hash": _TEXT}},
+        "last_reload": {"anyOf": [{"type": "null"}, _ENTRY]},
+        "gears": _OBJECTS, "wires": _OBJECTS, "brokers": _OBJECTS,
+    },
+}
+JOURNAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["entries"],
+    "properties": {"entries": {"type": "array", "items": _ENTRY}},
+}
 
 
 def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,7 +64,21 @@ def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(url: str, token: str | None, timeout: float) -> MixerClient:
-    return MixerClient(url, token=token or None, timeout=timeout)
+    client = MixerClient(url, token=token or None, timeout=timeout)
+    if not client.token and client.is_local:
+        client.token = _home_token()
+    return client
+
+
+def _home_token() -> str | None:
+    """The token the mixer wrote under the store directory (`fluxmix --store`, $FLUXMIX_HOME, default)."""
+    from fluxmix.cli.main import App
+    from fluxmix.mixer.token import read_token
+    from fluxmix.store import default_home
+
+    app = click.get_current_context().find_object(App)
+    home = app.home if app is not None and app.home is not None else default_home()
+    return read_token(Path(home))
 
 
 def _print_json(data: Any) -> None:
@@ -85,7 +135,7 @@ def mixer() -> None:
 @_api_options
 def status_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
     """Show the active scenario, gears, wires and last reload."""
-    data = _client(url, token, timeout).get("/status")
+    data = _client(url, token, timeout).get("/status", STATUS_SCHEMA)
     if as_json:
         _print_json(data)
         return
@@ -158,7 +208,7 @@ def _first(data: dict[str, Any], *keys: str) -> Any:
 @_api_options
 def journal_cmd(limit: int, show_all: bool, url: str, token: str | None, timeout: float, as_json: bool) -> None:
     """List activation attempts, newest first."""
-    data = _client(url, token, timeout).get(f"/journal?limit={'all' if show_all else limit}")
+    data = _client(url, token, timeout).get(f"/journal?limit={'all' if show_all else limit}", JOURNAL_SCHEMA)
     if as_json:
         _print_json(data)
         return
@@ -220,16 +270,18 @@ def activate_cmd(ref: str, url: str, token: str | None, timeout: float, as_json:
     """Activate REF: name:tag, name, sha256:HASH, or a local file."""
     if _looks_like_path(ref):
         ref = str(Path(ref.removeprefix("file://")).expanduser().resolve())
-    status, body = _client(url, token, timeout).post("/activate", {"ref": ref})
-    _report_attempt(status, body, as_json)
+    client = _client(url, token, timeout)
+    status, body = client.post("/activate", {"ref": ref})
+    _report_attempt(client, status, body, as_json)
 
 
 @mixer.command(name="reload")
 @_api_options
 def reload_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
     """Re-read the followed file or re-resolve name:latest."""
-    status, body = _client(url, token, timeout).post("/reload")
-    _report_attempt(status, body, as_json)
+    client = _client(url, token, timeout)
+    status, body = client.post("/reload")
+    _report_attempt(client, status, body, as_json)
 
 
 @mixer.command(name="pause")
@@ -278,10 +330,10 @@ def _looks_like_path(ref: str) -> bool:
     return looks_like_path(ref)
 
 
-def _report_attempt(status: int, body: Any, as_json: bool) -> None:
+def _report_attempt(client: MixerClient, status: int, body: Any, as_json: bool) -> None:
     if not isinstance(body, dict) or "outcome" not in body:
-        reason = body.get("error") if isinstance(body, dict) else str(body)
-        raise MixerApiError(f"the mixer answered {status}: {reason}")
+        client.ok(status, body)  # an error answer: its one line
+    client.check(body, _ENTRY, "POST")  # a journal entry, or this is not a mixer
     if as_json:
         _print_json(body)
     else:
@@ -295,7 +347,9 @@ def _report_attempt(status: int, body: Any, as_json: bool) -> None:
         if body.get("gap_seconds") is not None:
             click.echo(f"gap: {body['gap_seconds']:.3f}s, drained: {body.get('drained', 0)}")
     if body["outcome"] not in OK_OUTCOMES:
-        raise MixerApiError("\n".join([f"activation {body['outcome']}: {body.get('reason')}"] + list(body.get("problems") or [])))
+        lines = "\n".join([f"activation {body['outcome']}: {body.get('reason')}"] + list(body.get("problems") or []))
+        # the journal says whose fault it is: a bad reference or file (exit 2) or a failure (exit 1)
+        raise UserError(lines) if body.get("error_kind") == "user" else MixerApiError(lines)
 
 
 __all__ = ["mixer", "render_status", "table"]

@@ -108,7 +108,17 @@ class Duration(click.ParamType):
               "Entries of the active and last-known-good scenarios are always kept; pruning lets "
               "`fluxmix store gc` reclaim the scenarios only pruned entries referenced.")
 @click.option("--api-token", envvar="FLUXMIX_API_TOKEN", metavar="TOKEN",
-              help="Bearer token required by POST /activate and POST /reload.")
+              help="Bearer token required by every POST. Default: a generated one, kept in the api-token "
+              "file (mode 0600) of the store directory, where `fluxmix mixer` finds it.")
+@click.option("--no-auth", is_flag=True,
+              help="POSTs need no token (any local process may activate scenarios; browsers still cannot).")
+@click.option("--scenario-dir", "scenario_dirs", metavar="DIR", multiple=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="A directory whose files POST /activate may name (repeatable). Default: only the "
+              "directory of the -s file.")
+@click.option("--gears-path", "gears_path", metavar="DIR", multiple=True,
+              help="Directory python gears may import their module from (repeat, or separate with ':'; "
+              "default $FLUXMIX_GEARS_PATH). Other modules must come from an installed fluxmix.gears plugin.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
               envvar="FLUXMIX_LOG_FORMAT", help="text for people, json for log collectors (one object per line).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True,
@@ -141,6 +151,9 @@ def main(
     journal_keep: int,
     journal_keep_for: float,
     api_token: str | None,
+    no_auth: bool,
+    scenario_dirs: tuple[Path, ...],
+    gears_path: tuple[str, ...],
     log_format: str,
     log_level: str,
     debug: bool,
@@ -149,8 +162,14 @@ def main(
 
     SIGTERM/SIGINT drain and stop, then exit 0. A bad scenario at startup exits 2.
     """
+    from fluxmix.errors import UserError
+    from fluxmix.gears.python import configure_gears_path, split_gears_path
     from fluxmix.mixer.daemon import serve
 
+    if no_auth and api_token:
+        raise UserError("--no-auth and --api-token (or FLUXMIX_API_TOKEN) contradict each other: choose one")
+    if gears_path:
+        configure_gears_path(split_gears_path(gears_path))
     host, port = parse_listen(http)
     settings = MixerSettings(
         ref=ref.strip() or None,
@@ -181,6 +200,8 @@ def main(
         verify_within=verify_within,
         journal_keep=journal_keep,
         journal_keep_seconds=journal_keep_for,
+        auth=not no_auth,
+        scenario_dirs=tuple(Path(d).expanduser().resolve() for d in scenario_dirs),
         log_format=log_format,
         log_level=log_level.lower(),
     )

@@ -54,6 +54,9 @@ class JournalEntry:
     drained: int = 0
     gap_seconds: float | None = None
     id: int | None = None
+    # Why an attempt did not succeed: "user" (bad input the operator can fix: exit 2 in the CLI)
+    # or "failure" (something broke); None for activated/unchanged.
+    error_kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (timestamps as ISO 8601 UTC)."""
@@ -117,6 +120,7 @@ def add_journal(session: Session, entry: JournalEntry) -> int:
         phases={str(k): float(v) for k, v in entry.phases.items()},
         drained=int(entry.drained),
         gap_seconds=None if entry.gap_seconds is None else float(entry.gap_seconds),
+        error_kind=entry.error_kind,
     )
     session.add(row)
     session.flush()
@@ -146,6 +150,7 @@ def read_journal(session: Session, limit: int) -> list[JournalEntry]:
             drained=r.drained,
             gap_seconds=r.gap_seconds,
             id=r.id,
+            error_kind=r.error_kind,
         )
         for r in rows
     ]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
+
+# The tests' own python gears (test_gear_python:Scale, ...) live here: the operator-configured
+# gears path of every fluxmix process the tests start, as FLUXMIX_GEARS_PATH would be in production.
+os.environ.setdefault("FLUXMIX_GEARS_PATH", str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def test_nested_class_names_resolve() -> None:
         ({"class": "no_such_module_xyz:Gear"}, "config.class", "cannot import 'no_such_module_xyz': ModuleNotFoundError"),
         ({"class": f"{HERE}:Missing"}, "config.class", "has no 'Missing'"),
         ({"class": f"{HERE}:NotAGear"}, "config.class", "is not a Gear subclass"),
-        ({"class": "os:getcwd"}, "config.class", "is not a Gear subclass"),
+        ({"class": "os:getcwd"}, "config.class", "is not allowed: a python gear may only name a module"),
         ({"class": f"{HERE}:Scale"}, "config.config", "'factor' is a required property"),
         ({"class": f"{HERE}:Scale", "config": {"factor": "x"}}, "config.config.factor", "is not of type 'number'"),
         ({"class": f"{HERE}:Scale", "config": {"factor": 0}}, "config.config.factor", "must not be zero"),
@@ -167,6 +167,7 @@ def test_config_problems(config: dict, location: str, reason: str) -> None:
 
 def test_a_module_that_fails_at_import_is_reported_not_raised(tmp_path, monkeypatch) -> None:
     (tmp_path / "explodes_on_import.py").write_text("raise RuntimeError('bad module')\n")
+    monkeypatch.setenv("FLUXMIX_GEARS_PATH", str(tmp_path))
     monkeypatch.syspath_prepend(str(tmp_path))
     (problem,) = config_problems(Python, {"class": "explodes_on_import:X"})
     assert problem.reason == "cannot import 'explodes_on_import': RuntimeError: bad module"

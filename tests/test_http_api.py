@@ -138,7 +138,7 @@ def test_fluxmix_mixer_commands_against_a_running_daemon(tmp_path: Path, start_m
     bad = tmp_path / "bad.yaml"
     bad.write_text(scenario_yaml(tmp_path / "out.jsonl").replace("type: map", "type: mapp"))
     result = _cli(mixer, tmp_path, "activate", str(bad), token=TOKEN)
-    assert result.returncode == 1
+    assert result.returncode == 2  # the operator's mistake (journal error_kind "user"), like other bad input
     assert result.stderr.startswith("error: activation rejected")
     assert "Traceback" not in result.stderr
     assert mixer.stop() == 0

@@ -119,6 +119,7 @@ class MixerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
+        self.home = home
         self.log_path = cwd / f"mixer-{self.port}.log"
         cmd = [str(MIXERD), *args, "--http", f"127.0.0.1:{self.port}", "--stop-timeout", "20"]
         if token:
@@ -142,7 +143,7 @@ class MixerProcess:
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
-        if data:
+        if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
@@ -160,7 +161,11 @@ class MixerProcess:
         return body
 
     def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        return self.request("POST", path, body, token=self.token)
+        """POST with the token the mixer was given, else the one it generated in its home."""
+        return self.request("POST", path, body, token=self.token or self.home_token())
+
+    def home_token(self) -> str:
+        return (self.home / "api-token").read_text().strip()
 
     def try_get(self, path: str) -> tuple[int, Any] | None:
         try:
@@ -309,7 +314,7 @@ def test_start_from_path_runs_the_pipeline_exactly(tmp_path: Path, start_mixer: 
 def test_idle_without_scenario_then_activate_by_api(
     tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
-    mixer = start_mixer()
+    mixer = start_mixer("--scenario-dir", str(tmp_path))  # API path refs must be inside it
     status = mixer.wait_ready()
     assert status["state"] == "idle" and status["scenario"] is None
     assert mixer.request("GET", "/readyz")[1]["reason"] == "idle"
@@ -497,7 +502,7 @@ def test_sighup_while_starting_reloads_once_startup_is_done(
     v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
     v1.write_text(scenario_yaml(out, version="v1", rate=100, extra_gear=gated))
     v2.write_text(scenario_yaml(out, version="v2", rate=100, extra_gear=gated))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the CLI and the mixer both import the gear
+    monkeypatch.setenv("FLUXMIX_GEARS_PATH", str(tmp_path))  # the CLI and the mixer both import the gear
     monkeypatch.setenv("GATE_FILE", str(gate))
     imported = run_fluxmix(home, tmp_path, "scenario", "import", str(v1), "--name", "hello", "--tag", "1.0.0")
     assert imported.returncode == 0, imported.stderr

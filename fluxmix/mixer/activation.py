@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from fluxmix.errors import FluxmixError, GearError, ValidationError
+from fluxmix.errors import FluxmixError, GearError, UserError, ValidationError, bound_message
 from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import GlobalsHub
 from fluxmix.loading import LoadedScenario, resolve_scenario
 from fluxmix.mixer.expectations import DEFAULT_INTERVAL, ExpectationWatch
+from fluxmix.redact import redact, redact_value
 from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
 from fluxmix.store import JournalEntry, Store
 from fluxmix.transports.registry import Brokers
@@ -49,7 +50,12 @@ def _describe(exc: BaseException) -> str:
         return str(exc.args[0]) if exc.args else "invalid scenario"
     if isinstance(exc, FluxmixError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return bound_message(f"{type(exc).__name__}: {exc}")
+
+
+def _kind(exc: BaseException) -> str:
+    """`user` when the operator can fix the input (bad file, unknown ref), else `failure`."""
+    return "user" if isinstance(exc, UserError) else "failure"
 
 
 class _Attempt:
@@ -71,7 +77,9 @@ class _Attempt:
         self._t = t
 
     def entry(self, outcome: str, reason: str, *, problems: list[str] | None = None,
-              gap: float | None = None) -> JournalEntry:
+              gap: float | None = None, error_kind: str | None = None) -> JournalEntry:
+        if error_kind is None and outcome not in ("activated", "unchanged"):
+            error_kind = "failure"
         return JournalEntry(
             ts=self.ts,
             trigger=self.trigger,
@@ -84,6 +92,7 @@ class _Attempt:
             phases=dict(self.phases),
             drained=self.drained,
             gap_seconds=gap,
+            error_kind=error_kind,
         )
 
 
@@ -172,6 +181,14 @@ class Activator:
                 self._fresh_gap = None
             return entry
 
+    async def refuse(self, ref: str, *, trigger: str, reason: str) -> JournalEntry:
+        """Journal a reference refused before anything was read (the operator's mistake)."""
+        async with self._lock:
+            current = self.current_loaded.hash if self.current is not None and self.current_loaded else None
+            entry = await self._journal(_Attempt(ref, trigger, current).entry("rejected", reason, error_kind="user"))
+            self.last_reload = entry
+            return entry
+
     async def resume(self) -> JournalEntry | None:
         """Activate what the store says was active (by hash); None when nothing was."""
         state = await asyncio.to_thread(self.store.mixer_state)
@@ -203,12 +220,12 @@ class Activator:
             loaded = await asyncio.to_thread(resolve_scenario, self.store, ref, catalog=self.catalog)
         except ValidationError as exc:
             attempt.lap("resolve")
-            return attempt.entry("rejected", _describe(exc), problems=exc.lines())
+            return attempt.entry("rejected", _describe(exc), problems=exc.lines(), error_kind="user")
         except Exception as exc:
             attempt.lap("resolve")
             if not isinstance(exc, FluxmixError):
                 log.exception("resolving %s failed unexpectedly", ref)
-            return attempt.entry("rejected", _describe(exc))
+            return attempt.entry("rejected", _describe(exc), error_kind=_kind(exc))
         attempt.lap("resolve")
         attempt.to_hash = loaded.hash
 
@@ -224,7 +241,8 @@ class Activator:
             attempt.lap("build")
             if not isinstance(exc, FluxmixError):
                 log.exception("building %s failed unexpectedly", loaded.ref)
-            return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}")
+            return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}",
+                                 error_kind=_kind(exc))
         attempt.lap("build")
 
         # 3. stop the old one, draining its memory wires
@@ -388,6 +406,13 @@ class Activator:
             log.exception("could not record the active scenario %s in the store", _short(digest))
 
     async def _journal(self, entry: JournalEntry) -> JournalEntry:
+        """Write the attempt to the store, secrets masked (a gear's error may quote one)."""
+        entry = dataclasses.replace(
+            entry,
+            ref=redact(entry.ref) if entry.ref else entry.ref,
+            reason=redact(entry.reason),
+            problems=redact_value(list(entry.problems)),
+        )
         try:
             entry_id = await asyncio.to_thread(self.store.record_activation, entry)
         except Exception:

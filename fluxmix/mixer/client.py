@@ -1,6 +1,9 @@
 """A small client for the mixer's HTTP API (stdlib urllib: the CLI needs no async stack).
 
-Every failure becomes a MixerApiError with one line a person can act on.
+Every failure becomes a MixerApiError with one line a person can act on. Answers are checked
+against the JSON Schema of what the caller will read (`get(path, schema)`), so a URL that points
+at something that is not a mixer (a web page, a JSON list, deeply nested JSON) is one error line,
+never a traceback from code that assumed a mixer's answer.
 """
 
 from __future__ import annotations
@@ -12,9 +15,14 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from fluxmix.errors import MixerApiError, UserError
+import jsonschema
+
+from fluxmix.errors import MixerApiError, UserError, bound_line, excerpt
 
 DEFAULT_URL = "http://127.0.0.1:8470"
+# Answers that mean the request itself was wrong (bad ref, refused path, nothing to reload):
+# the operator's to fix, exit status 2 like other bad input.
+USER_STATUSES = frozenset({400, 403, 404, 409, 413, 415})
 
 
 class MixerClient:
@@ -24,17 +32,47 @@ class MixerClient:
         self.token = token
         self.timeout = timeout
 
-    def get(self, path: str) -> Any:
-        return self._ok(*self.request("GET", path))
+    def get(self, path: str, schema: dict[str, Any] | None = None) -> Any:
+        """The JSON answer to GET `path`, checked against `schema` when given."""
+        body = self._ok(*self.request("GET", path))
+        if schema is not None:
+            self.check(body, schema, path)
+        return body
+
+    def check(self, body: Any, schema: dict[str, Any], what: str) -> None:
+        """MixerApiError unless `body` has the shape a mixer's answer to `what` has."""
+        if isinstance(body, str):
+            raise MixerApiError(f"{self.url} is not a fluxmix mixer: {what} answered with no JSON ({excerpt(body.strip())})")
+        try:
+            error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(body)), None)
+        except RecursionError:
+            error = True
+        if error is not None:
+            where = error.json_path if not isinstance(error, bool) else "$"
+            expected = f"expected {error.validator} {error.validator_value!r}" if not isinstance(error, bool) else "too deep"
+            raise MixerApiError(
+                f"{self.url} is not a fluxmix mixer: its answer to {what} has the wrong shape at {where} ({bound_line(expected, 120)})"
+            )
 
     def post(self, path: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
         """(status, body) for 2xx and for 409/422/500 that carry a journal entry or an error."""
         return self.request("POST", path, payload)
 
-    def _ok(self, status: int, body: Any) -> Any:
+    @property
+    def is_local(self) -> bool:
+        """The URL names this machine (a loopback address): the home's token file may be sent."""
+        from fluxmix.mixer.settings import is_loopback
+
+        return is_loopback(urllib.parse.urlsplit(self.url).hostname or "")
+
+    def ok(self, status: int, body: Any) -> Any:
+        """`body`, or MixerApiError (UserError for a 4xx about the request) with its one line."""
         if status >= 400:
-            raise MixerApiError(f"the mixer at {self.url} answered {status}: {_reason(body)}")
+            message = f"the mixer at {self.url} answered {status}: {_reason(body)}"
+            raise UserError(message) if status in USER_STATUSES else MixerApiError(message)
         return body
+
+    _ok = ok
 
     def request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
         data = json.dumps(payload).encode() if payload is not None else (b"" if method == "POST" else None)
@@ -78,15 +116,21 @@ def _decode(raw: bytes, content_type: str) -> Any:
     if content_type == "application/json" or raw[:1] in (b"{", b"["):
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             pass
     return raw.decode("utf-8", "replace")
 
 
 def _reason(body: Any) -> str:
+    """The `error` (or `reason`) a mixer answers with; anything else is described, not dumped."""
     if isinstance(body, dict):
-        return str(body.get("error") or body.get("reason") or body)
-    return str(body).strip().splitlines()[0] if str(body).strip() else "no details"
+        for key in ("error", "reason"):
+            if isinstance(body.get(key), str) and body[key]:
+                return bound_line(body[key])
+        return "an answer without an error message (is this a fluxmix mixer?)"
+    if isinstance(body, str) and body.strip():
+        return excerpt(body.strip().splitlines()[0])
+    return "no details" if not body else "an answer that is not a fluxmix mixer's"
 
 
 def _why(reason: Any) -> str:

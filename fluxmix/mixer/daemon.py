@@ -14,6 +14,7 @@ scenario and the journal says why.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fluxmix import __version__
-from fluxmix.errors import ActivationError, FluxmixError, NothingToReload, StoreError
+from fluxmix.errors import ActivationError, FluxmixError, NothingToReload, StoreError, excerpt
 from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer import events
 from fluxmix.mixer.metrics import RetiredCounters
@@ -64,6 +65,34 @@ def path_of(ref: str | None) -> Path | None:
     return Path(parsed.path) if isinstance(parsed, PathRef) else None
 
 
+def allowed_scenario_dirs(settings: MixerSettings, startup_ref: str) -> tuple[Path, ...]:
+    """Where POST /activate may name files: --scenario-dir, plus the directory of the -s file."""
+    dirs = list(settings.scenario_dirs)
+    startup_path = path_of(startup_ref)
+    if startup_path is not None:
+        dirs.append(startup_path.parent)
+    return tuple(dict.fromkeys(Path(d).resolve() for d in dirs))
+
+
+def outside_allowed_dirs(ref: str, allowed: tuple[Path, ...]) -> str | None:
+    """Why a path reference must not be read on behalf of the API (None: not a path, or allowed).
+
+    `ref` is normalised (absolute); resolving it follows symlinks without opening the file, so a
+    link inside an allowed directory that points elsewhere is refused too.
+    """
+    path = path_of(ref)
+    if path is None:
+        return None
+    real = path.resolve()
+    if any(real.is_relative_to(directory) for directory in allowed):
+        return None
+    where = ", ".join(str(d) for d in allowed) if allowed else "none: the mixer was not started with -s FILE"
+    return (
+        f"{excerpt(str(path), 200)}: not inside a directory the API may activate files from ({where}); "
+        "start the mixer with --scenario-dir DIR to allow one (the file was not read)"
+    )
+
+
 def preflight(store: Any, catalog: Catalog, ref: str, shown: str) -> None:
     """Check the startup reference before anything starts; raises UserError (exit 2) with the
     file, field and reason. A path is parsed and validated (spec references included) but not
@@ -101,11 +130,15 @@ class Mixer:
         self.watcher: FileWatcher | None = None
         self._last_polled_hash: str | None = None
         self.events = events.for_mixer(self)  # GET /events; publishing never waits on a client
+        self.allowed_dirs: tuple[Path, ...] = allowed_scenario_dirs(settings, normalize_ref(settings.ref or ""))
 
     # ---- activations ----
 
-    async def activate(self, ref: str, *, trigger: str) -> Any:
-        """Activate `ref` (serialised with every other trigger); returns the journal entry."""
+    async def activate(self, ref: str, *, trigger: str, confined: bool = False) -> Any:
+        """Activate `ref` (serialised with every other trigger); returns the journal entry.
+
+        `confined` (a reference from the API): a path outside `allowed_dirs` is refused and
+        journaled without being read."""
         ref = normalize_ref(ref)
         async with self._lock:
             if self.phase == "stopping":
@@ -115,7 +148,11 @@ class Mixer:
             before = self.activator.current
             started = time.monotonic()
             self.events.publish("activation-started", {"trigger": trigger, "ref": ref})
-            entry = await self.activator.activate(ref, trigger=trigger)
+            refusal = outside_allowed_dirs(ref, self.allowed_dirs) if confined else None
+            if refusal is not None:
+                entry = await self.activator.refuse(ref, trigger=trigger, reason=refusal)
+            else:
+                entry = await self.activator.activate(ref, trigger=trigger)
             self._record(entry, before, ref, time.monotonic() - started)
             self.events.publish("activation-finished", entry.as_dict())
         await self.sync_watch()
@@ -498,6 +535,16 @@ def require_writable(home: Path) -> None:
             raise StoreError(f"{path}: not writable by this user; the mixer records scenarios, its journal and checkpoints in the store")
 
 
+def _register_secrets(settings: MixerSettings) -> None:
+    """Mask the API token and NATS credentials in every log line and journal row."""
+    from fluxmix.redact import register_secret
+
+    register_secret(settings.api_token)
+    for key in ("password", "token"):
+        value = settings.nats.connect_options.get(key)
+        register_secret(value if isinstance(value, str) else None)
+
+
 async def serve(settings: MixerSettings) -> int:
     """Run the mixer until SIGTERM/SIGINT; returns the process exit status.
 
@@ -564,6 +611,12 @@ async def serve(settings: MixerSettings) -> int:
         startup_ref = normalize_ref(ref) if ref else ""
         if startup_ref:
             preflight(store, catalog, startup_ref, shown=ref)
+        if settings.http_enabled and settings.auth and not settings.api_token:
+            from fluxmix.mixer.token import load_or_create_token, token_path
+
+            settings = dataclasses.replace(settings, api_token=load_or_create_token(store.home))
+            log.info("the API token is in %s (`fluxmix mixer` reads it from there)", token_path(store.home))
+        _register_secrets(settings)
         brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
         activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout,
                               verify_within=settings.verify_within, journal_keep=settings.journal_keep,
@@ -577,9 +630,9 @@ async def serve(settings: MixerSettings) -> int:
             extra={"store": str(store.home), "pid": os.getpid(), "ref": startup_ref or None},
         )
         if settings.http_enabled:
-            if not is_loopback(settings.http_host) and not settings.api_token:
+            if not is_loopback(settings.http_host) and not settings.auth:
                 log.warning(
-                    "the HTTP API listens on %s without --api-token: anyone who can reach it can activate scenarios",
+                    "the HTTP API listens on %s with --no-auth: anyone who can reach it can activate scenarios",
                     settings.http_host,
                 )
             runner = await start_http(mixer, settings.http_host, settings.http_port)

@@ -14,8 +14,14 @@
 | POST   | /pause, /resume | hold the sources still / let them go (mixer/control.py)    |
 | *      | /state... | global state: see fluxmix.mixer.http_state (PUT/DELETE need auth)|
 
-POSTs need `Authorization: Bearer <token>` when the mixer has an --api-token. Every error is
-JSON `{"error": "one line"}`, so clients never parse HTML.
+What the API trusts (one middleware, `_guard`, so every route added later inherits it):
+- No request a browser marks as coming from another site: `Sec-Fetch-Site` other than
+  same-origin/none, or an `Origin` that is not this API's own, is refused (403). When the API
+  listens on loopback, a `Host` that is not a loopback name is refused too (DNS rebinding).
+- Every POST (any method but GET/HEAD/OPTIONS) must be `Content-Type: application/json`, which a
+  page cannot send cross-site without a CORS preflight (415 otherwise), and must carry
+  `Authorization: Bearer <token>` (401) unless the mixer runs with --no-auth.
+Every error is JSON `{"error": "one line"}`, so clients never parse HTML.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
-from fluxmix.errors import ActivationError, UserError
+from fluxmix.errors import ActivationError, UserError, bound_line, excerpt
 from fluxmix.mixer import metrics
+from fluxmix.mixer.settings import is_loopback
 
 if TYPE_CHECKING:
     from fluxmix.mixer.daemon import Mixer
@@ -38,6 +45,9 @@ log = logging.getLogger("fluxmix.mixer.http")
 
 MIXER: web.AppKey["Mixer"] = web.AppKey("mixer")
 MAX_JOURNAL_LIMIT = 1000
+MAX_REF = 4096  # characters; PATH_MAX on Linux, far above any name:tag
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAME_SITE = frozenset({"same-origin", "none"})  # none: typed in the address bar, or not a browser
 # HTTP status of an activation attempt, by journal outcome.
 OUTCOME_STATUS = {"activated": 200, "unchanged": 200, "rejected": 422, "rolled-back": 422, "failed": 500}
 
@@ -49,7 +59,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
+    return web.json_response({"error": bound_line(message)}, status=status, headers=headers or None)
 
 
 @web.middleware
@@ -66,10 +76,50 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
 
 
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API's trust boundary (see the module docstring), for every route, present or future."""
+    refusal = _foreign(request)
+    if refusal is not None:
+        log.warning("refused %s %s: %s", request.method, request.path, refusal)
+        return _error(403, refusal)
+    if request.method not in SAFE_METHODS:
+        if request.content_type != "application/json":
+            return _error(415, f"{request.method} needs Content-Type: application/json (got {excerpt(request.content_type)})")
+        if not _authorized(request):
+            return _unauthorized()
+    return await handler(request)
+
+
+def _foreign(request: web.Request) -> str | None:
+    """Why the request comes from another site (or through a rebinding DNS name), else None."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() not in SAME_SITE:
+        return f"cross-site request refused (Sec-Fetch-Site: {excerpt(site)})"
+    host = request.headers.get("Host", "")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.strip().lower() != f"{request.scheme}://{host}".lower():
+        return f"cross-origin request refused (Origin: {excerpt(origin)})"
+    if is_loopback(request.app[MIXER].settings.http_host) and not is_loopback(_hostname(host)):
+        return f"request for host {excerpt(host)} refused: this API answers only to a loopback address"
+    return None
+
+
+def _hostname(host: str) -> str:
+    """`127.0.0.1:8470` -> `127.0.0.1`, `[::1]:8470` -> `::1`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
 def _authorized(request: web.Request) -> bool:
-    token = request.app[MIXER].settings.api_token
-    if not token:
+    settings = request.app[MIXER].settings
+    if not settings.auth:
         return True
+    token = settings.api_token
+    if not token:  # auth on but no token configured: fail closed
+        return False
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
@@ -118,30 +168,30 @@ def _entry_response(entry: Any) -> web.Response:
 
 
 async def activate(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _unauthorized()
     try:
         payload = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return _error(400, f"request body is not valid JSON: {error}")
+    except RecursionError:
+        return _error(400, "request body is not valid JSON: nested too deeply")
     if not isinstance(payload, dict):
         return _error(400, 'request body must be a JSON object like {"ref": "name:tag"}')
     ref = payload.get("ref")
     if not isinstance(ref, str) or not ref.strip():
         return _error(400, 'ref: required, a non-empty string (name:tag, name, sha256:..., or an absolute path)')
+    if len(ref) > MAX_REF:
+        return _error(400, f"ref: {len(ref)} characters is longer than the {MAX_REF}-character limit")
     unknown = sorted(set(payload) - {"ref"})
     if unknown:
-        return _error(400, f"unknown field(s): {', '.join(unknown)}")
+        return _error(400, f"unknown field(s): {', '.join(excerpt(k) for k in unknown[:5])}")
     try:
-        entry = await request.app[MIXER].activate(ref.strip(), trigger="api")
+        entry = await request.app[MIXER].activate(ref.strip(), trigger="api", confined=True)
     except ActivationError as error:
         return _error(503, str(error))
     return _entry_response(entry)
 
 
 async def reload(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _unauthorized()
     from fluxmix.errors import NothingToReload
 
     try:
@@ -154,7 +204,7 @@ async def reload(request: web.Request) -> web.Response:
 
 
 def create_app(mixer: "Mixer") -> web.Application:
-    app = web.Application(middlewares=[_json_errors], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_json_errors, _guard], client_max_size=64 * 1024)
     app[MIXER] = mixer
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -1,5 +1,7 @@
 """The mixer's log output: human text for a terminal, or one JSON object per line for collectors.
 
+Every line passes through fluxmix.redact, so no registered secret or URL password reaches the log.
+
 Extra fields passed with `log.info(..., extra={...})` become key=value pairs in text and keys of
 the JSON object, so one logging call serves both formats (journald, Loki and Vector parse either).
 """
@@ -11,6 +13,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
+
+from fluxmix.redact import redact
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -41,7 +45,8 @@ class JsonFormatter(logging.Formatter):
             obj.setdefault(key, value)
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
-        return json.dumps(obj, default=str, ensure_ascii=False)
+        # redacted after encoding: a secret inside any extra field or traceback is caught too
+        return redact(json.dumps(obj, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -54,7 +59,7 @@ class TextFormatter(logging.Formatter):
             line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in extras.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def _text_value(value: Any) -> str:

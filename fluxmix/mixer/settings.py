@@ -33,7 +33,12 @@ class MixerSettings:
     nats: NatsSettings = field(default_factory=NatsSettings)
     memory_queue_size: int = 1024
     stop_timeout: float = 30.0
-    api_token: str | None = None
+    # Bearer token of the POST endpoints. None with `auth` = generate one in the home's api-token
+    # file at start (serve() does); `auth` False (--no-auth) = POSTs need no token.
+    api_token: str | None = field(default=None, repr=False)
+    auth: bool = True
+    # Directories whose files POST /activate may name (plus the -s file's directory).
+    scenario_dirs: tuple[Path, ...] = ()
     verify_within: float | None = None  # seconds a new scenario's `expect:` lines have to pass; None = off
     # Journal retention: keep the newest N entries and every entry younger than the age (seconds);
     # entries of the active and last-known-good scenarios are always kept.

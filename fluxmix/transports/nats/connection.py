@@ -23,6 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from fluxmix.errors import NatsUnavailableError, TransportError
+from fluxmix.redact import redact
 from fluxmix.transports.nats.errors import describe
 
 log = logging.getLogger("fluxmix.transports.nats")
@@ -242,8 +243,8 @@ class NatsConnection:
             url = f"{self.nc.connected_url.scheme}://{self.nc.connected_url.netloc}"
         return {
             "state": self.state,
-            "servers": list(self.servers),
-            "connected_url": url,
+            "servers": [redact(server) for server in self.servers],  # no password in /status
+            "connected_url": redact(url) if url else None,
             "connected_since": iso(self.connected_since),
             "down_since": iso(self.down_since),
             "disconnects": self.disconnects,
