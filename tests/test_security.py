@@ -28,7 +28,6 @@ from fluxmix.mixer.daemon import Mixer
 from fluxmix.mixer.http import create_app
 from fluxmix.mixer.logs import JsonFormatter, TextFormatter
 from fluxmix.mixer.settings import MixerSettings
-from fluxmix.redact import forget_secrets, redact, register_secret
 from fluxmix.store import open_store
 from fluxmix.transports.registry import Brokers
 from test_mixer_daemon import FLUXMIX, MixerProcess, read_lines, run_fluxmix, scenario_yaml, start_mixer, home, wait_until  # noqa: F401
@@ -228,7 +227,8 @@ def test_cli_refuses_a_fifo_and_a_device_instead_of_hanging(tmp_path: Path, home
 
 def test_cli_never_echoes_a_huge_name_or_control_characters(tmp_path: Path, home: Path) -> None:
     path = tmp_path / "long.yaml"
-    path.write_text(f"name: {'a' * LONG}\ngears:\n  - {{name: '{'g' * LONG}', type: 'x\\e[31m'}}\n")
+    # 900,000 characters in the name, a long gear name, and a terminal escape (YAML "\e") in a type
+    path.write_text(f"name: {'a' * LONG}\ngears:\n  - {{name: '{'g' * 50_000}', type: \"x\\e[31m\"}}\n")
     for command in ("validate", "import"):
         result = run_fluxmix(home, tmp_path, "scenario", command, str(path))
         assert result.returncode == 2
@@ -381,6 +381,8 @@ def test_no_secret_in_a_log_line_or_a_journal_row(tmp_path: Path, home: Path) ->
 
 def test_formatters_mask_registered_secrets_and_url_passwords() -> None:
     import logging
+
+    from fluxmix.redact import forget_secrets, redact, register_secret
 
     register_secret("s3cr3t-value")
     try:
