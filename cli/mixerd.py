@@ -64,7 +64,7 @@ class Duration(click.ParamType):
 @click.option("--store", "home", type=click.Path(file_okay=False, path_type=Path), envvar="FLUXMIX_HOME",
               help="Store directory (default: $FLUXMIX_HOME, else the platform's user data directory).")
 @click.option("--http", "http", metavar="HOST:PORT", default="127.0.0.1:8470", show_default=True,
-              help="Address of the HTTP API (a non-loopback address should come with --api-token).")
+              help="Address of the HTTP API (on a non-loopback address, never use --no-auth).")
 @click.option("--no-http", is_flag=True, help="Do not start the HTTP API.")
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Reload when the scenario file (when -s is a path) changes.")
