@@ -24,7 +24,7 @@ import time
 import uuid
 from asyncio import current_task
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Iterator, Mapping, Protocol, Sequence
 
 from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
 from fluxmix.gears.base import ERROR_PORT, Gear
@@ -157,6 +157,15 @@ class _Batch(Sequence[Message]):
 
     def finish(self, handled: int) -> None:
         self._slot.counters.handled = self._handled + handled
+
+
+async def _gear_code(slot: "_GearSlot", what: str, call: Awaitable[Any]) -> Any:
+    """Await a gear's own code. Its sys.exit() fails the gear like any error; it never ends the
+    mixer (asyncio would re-raise a SystemExit out of the event loop)."""
+    try:
+        return await call
+    except SystemExit as exc:
+        raise GearError(slot.name, f"{what} called sys.exit({exc.code!r})") from None
 
 
 def _detail(exc: BaseException, gear: str) -> str:
@@ -421,7 +430,7 @@ class Runtime:
                 slot.gear = cls(spec.name, spec.config, slot.ctx)
                 slot.is_source = slot.gear.is_source()  # the instance decides: `python` wraps sources or not
                 slot.flushes = slot.gear.flushes()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a gear's sys.exit() must not end the mixer
                 raise GearError(spec.name, f"cannot be built: {_detail(exc, spec.name)}") from exc
             self._slots[spec.name] = slot
         self._order = [self._slots[name] for name in topological_order(self.scenario)]
@@ -501,7 +510,7 @@ class Runtime:
         slot.state = "starting"
         try:
             async with asyncio.timeout(self.start_timeout):
-                await slot.gear.start()
+                await _gear_code(slot, "start", slot.gear.start())
         except TimeoutError as exc:
             slot.state = "failed"
             slot.last_error = f"start did not finish within {self.start_timeout:g}s"
@@ -579,7 +588,7 @@ class Runtime:
             slot.parent_task = asyncio.current_task()
             try:
                 slot.buffer = {}
-                await gear.handle_batch(port, batch)
+                await _gear_code(slot, "handle_batch", gear.handle_batch(port, batch))
                 await self._send_buffered(slot)
             except Exception as exc:
                 failure = exc
@@ -647,7 +656,7 @@ class Runtime:
         assert slot.gear is not None
         slot.parent, slot.parent_emitted, slot.parent_task = message, None, asyncio.current_task()
         try:
-            await slot.gear.handle(port, message)
+            await _gear_code(slot, "handle", slot.gear.handle(port, message))
         except Exception as exc:
             self._count_failure(slot, port, message, exc)
             raise
@@ -710,7 +719,7 @@ class Runtime:
         while True:
             began = time.monotonic()
             try:
-                await slot.gear.run()
+                await _gear_code(slot, "run", slot.gear.run())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -799,7 +808,7 @@ class Runtime:
             await self._drain(wire)
         if slot.started:
             try:
-                await slot.gear.stop()
+                await _gear_code(slot, "stop", slot.gear.stop())
             except Exception as exc:
                 slot.counters.errors += 1
                 slot.last_error = f"stop failed: {type(exc).__name__}: {exc}"
@@ -837,7 +846,7 @@ class Runtime:
                 assert slot.gear is not None
                 try:
                     async with asyncio.timeout(5.0):
-                        await slot.gear.stop()
+                        await _gear_code(slot, "stop", slot.gear.stop())
                 except Exception as exc:
                     log.error("gear %s: stop failed: %s", slot.name, exc, extra={"gear": slot.name})
                 slot.state = "stopped"

@@ -303,6 +303,13 @@ class ExitsInHandle(Gear):
         sys.exit(3)
 
 
+class ExitsInStart(Gear):
+    inputs = (Port("in"),)
+
+    async def start(self):
+        sys.exit("bye")
+
+
 class QuotesArgv(Gear):
     inputs = (Port("in"),)
 
@@ -336,6 +343,14 @@ def test_no_scenario_ends_the_mixer(tmp_path: Path, home: Path, start_mixer: Cal
             code, entry = mixer.post("/activate", {"ref": str(tmp_path / name)})
             assert code == 422 and entry["outcome"] == "rejected" and entry["error_kind"] == "user", entry
             assert mixer.proc.poll() is None, mixer.output()
+        (tmp_path / "start.yaml").write_text(
+            "name: start\ngears:\n  - {name: source, type: generate, config: {count: 2}}\n"
+            "  - {name: g, type: python, config: {class: 'mygear:ExitsInStart'}}\n"
+            "wires:\n  - {from: source.out, to: g.in, transport: memory}\n"
+        )
+        code, entry = mixer.post("/activate", {"ref": str(tmp_path / "start.yaml")})
+        assert code == 422 and entry["outcome"] == "rolled-back" and "sys.exit" in entry["reason"], entry
+        assert mixer.proc.poll() is None and mixer.status()["scenario"]["name"] == "base"
         (tmp_path / "handle.yaml").write_text(
             "name: handle\ngears:\n  - {name: source, type: generate, config: {count: 2}}\n"
             "  - {name: g, type: python, config: {class: 'mygear:ExitsInHandle'}}\n"

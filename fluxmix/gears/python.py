@@ -24,11 +24,11 @@ import sys
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 import jsonschema
 
-from fluxmix.errors import GearClassError, GearError, excerpt
+from fluxmix.errors import GearClassError, excerpt
 from fluxmix.gears.base import Gear, Port
 from fluxmix.message import Message
 from fluxmix.schema_errors import describe as describe_schema_error
@@ -222,23 +222,17 @@ class Python(Gear):
     def __init__(self, name: str, config: Mapping[str, Any], ctx: Any) -> None:
         super().__init__(name, config, ctx)
         self.inner_class = load_gear_class(self.config["class"])
-        self.inner: Gear = guarded(f"{self.config['class']}()", lambda: self.inner_class(name, _inner_config(self.config), ctx))
+        self.inner: Gear = self.inner_class(name, _inner_config(self.config), ctx)
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
-        """Await the operator's coroutine; its SystemExit fails this gear, never the process."""
-        try:
-            await call()
-        except SystemExit as exc:
-            raise GearError(self.name, f"{self.config['class']}.{what} called sys.exit({exc.code!r})") from None
-
+    # The runtime awaits these as gear code: a sys.exit() in them fails this gear, not the mixer.
     async def start(self) -> None:
-        await self._call("start", self.inner.start)
+        await self.inner.start()
 
     async def handle(self, port: str, message: Message) -> None:
-        await self._call("handle", lambda: self.inner.handle(port, message))
+        await self.inner.handle(port, message)
 
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
-        await self._call("handle_batch", lambda: self.inner.handle_batch(port, messages))
+        await self.inner.handle_batch(port, messages)
 
     async def flush(self) -> None:
         await self.inner.flush()
@@ -247,11 +241,11 @@ class Python(Gear):
         return self.inner.flushes()
 
     async def stop(self) -> None:
-        await self._call("stop", self.inner.stop)
+        await self.inner.stop()
 
 
 class _PythonSource(Python):
     """A `python` gear whose class is a source: run() is delegated too."""
 
     async def run(self) -> None:
-        await self._call("run", self.inner.run)
+        await self.inner.run()
