@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from fluxmix.redact import redact
+from fluxmix.redact import redact, redact_value
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -45,8 +45,8 @@ class JsonFormatter(logging.Formatter):
             obj.setdefault(key, value)
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
-        # redacted after encoding: a secret inside any extra field or traceback is caught too
-        return redact(json.dumps(obj, default=str, ensure_ascii=False))
+        # before encoding (a secret JSON would escape) and after (values only str() shows)
+        return redact(json.dumps(redact_value(obj), default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
