@@ -43,6 +43,10 @@ STATUS_SCHEMA: dict[str, Any] = {
         "scenario": {"type": ["object", "null"], "properties": {"name": _TEXT, "tag": _TEXT, "hash": _TEXT}},
         "last_reload": {"anyOf": [{"type": "null"}, _ENTRY]},
         "gears": _OBJECTS, "wires": _OBJECTS, "brokers": _OBJECTS,
+        "expectations": {
+            "type": ["array", "null"],
+            "items": {"type": "object", "properties": {"state": {"type": "string"}, "since": _TEXT, "expect": _TEXT}},
+        },
     },
 }
 JOURNAL_SCHEMA: dict[str, Any] = {
@@ -238,7 +242,7 @@ def check_cmd(wait: float, url: str, token: str | None, timeout: float, as_json:
     client = _client(url, token, timeout)
     deadline = time.monotonic() + wait
     while True:
-        data = client.get("/status")
+        data = client.get("/status", STATUS_SCHEMA)
         expectations = data.get("expectations") or []
         scenario = data.get("scenario")
         ok = bool(scenario) and all(e.get("state") == "passing" for e in expectations)
