@@ -90,7 +90,8 @@ class MixerClient:
             if error.code == 401:
                 raise MixerApiError(
                     f"the mixer at {self.url} refused the request: 401 unauthorized "
-                    "(pass --token or set FLUXMIX_API_TOKEN)"
+                    "(pass --token or set FLUXMIX_API_TOKEN; on the mixer's machine, the token is in the "
+                    "api-token file of its store directory, read when FLUXMIX_HOME or --store matches)"
                 ) from None
             return error.code, body
         except urllib.error.URLError as error:
