@@ -126,6 +126,16 @@ async def test_requests_from_another_site_are_refused(api: Api, headers: dict[st
     assert api.journal() == []
 
 
+async def test_a_link_from_another_site_opens_the_page_but_a_form_post_does_not_pass(api: Api) -> None:
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    response = await api.client.get("/", headers=navigate)
+    assert response.status == 200
+    code, _ = await api.post("/activate", {"ref": "nosuch:v1.0.0"}, **navigate)
+    assert code == 403
+    response = await api.client.get("/status", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"})
+    assert response.status == 403
+
+
 async def test_the_api_own_origin_and_a_browser_tab_typed_url_pass(api: Api) -> None:
     host = f"127.0.0.1:{api.client.port}"
     for headers in ({"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):

@@ -16,7 +16,8 @@
 
 What the API trusts (one middleware, `_guard`, so every route added later inherits it):
 - No request a browser marks as coming from another site: `Sec-Fetch-Site` other than
-  same-origin/none, or an `Origin` that is not this API's own, is refused (403). When the API
+  same-origin/none (except a GET that navigates a tab to the page), or an `Origin` that is not
+  this API's own, is refused (403). When the API
   listens on loopback, a `Host` that is not a loopback name is refused too (DNS rebinding).
 - Every POST (any method but GET/HEAD/OPTIONS) must be `Content-Type: application/json`, which a
   page cannot send cross-site without a CORS preflight (415 otherwise), and must carry
@@ -94,7 +95,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _foreign(request: web.Request) -> str | None:
     """Why the request comes from another site (or through a rebinding DNS name), else None."""
     site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site.strip().lower() not in SAME_SITE:
+    # A link from another site to the live page opens it in the user's own tab, which that site
+    # cannot read: let GET navigations through; every fetch the page then makes is same-origin.
+    navigation = request.method in SAFE_METHODS and request.headers.get("Sec-Fetch-Mode", "").lower() == "navigate"
+    if site is not None and site.strip().lower() not in SAME_SITE and not navigation:
         return f"cross-site request refused (Sec-Fetch-Site: {excerpt(site)})"
     host = request.headers.get("Host", "")
     origin = request.headers.get("Origin")
