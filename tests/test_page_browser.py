@@ -154,7 +154,7 @@ def assert_not_blank(png: Path) -> None:
 def test_an_idle_page_draws_a_scenario_activated_later(
     tmp_path: Path, start_mixer: Callable[..., MixerProcess], browser: Any  # noqa: F811
 ) -> None:
-    mixer = start_mixer()  # idle: nothing to resume
+    mixer = start_mixer("--scenario-dir", str(tmp_path))  # idle: nothing to resume; API may activate files here
     mixer.wait_ready()
     page = browser.new_page()
     page.goto(mixer.url + "/")

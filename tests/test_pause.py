@@ -182,7 +182,7 @@ def test_a_paused_mixer_activates_without_verifying_expectations(
         from test_expectations import generate_scenario
     except ImportError:
         from tests.test_expectations import generate_scenario  # type: ignore[no-redef]
-    mixer = start_mixer("--verify-within", "2s", "--no-watch")
+    mixer = start_mixer("--verify-within", "2s", "--no-watch", "--scenario-dir", str(tmp_path))
     mixer.wait_ready()
     assert mixer.post("/pause")[0] == 200
     path = tmp_path / "good.yaml"
