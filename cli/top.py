@@ -24,6 +24,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from fluxmix.cli.mixer import STATUS_SCHEMA  # the parts of /status the CLI reads
 from fluxmix.errors import MixerApiError
 from fluxmix.mixer.client import MixerClient
 
@@ -129,7 +130,7 @@ def render(frame: dict[str, Any], note: str = "") -> Group:
 def run_top(client: MixerClient, *, once: bool, interval: float, as_json: bool) -> None:
     sampler = Sampler()
     if once:
-        sampler.add(client.get("/status"), time.monotonic())
+        sampler.add(client.get("/status", STATUS_SCHEMA), time.monotonic())
         time.sleep(interval)
         frame = frame_data(_sample(client, sampler), sampler)
         if as_json:
@@ -143,7 +144,7 @@ def run_top(client: MixerClient, *, once: bool, interval: float, as_json: bool) 
     if as_json:
         raise click.UsageError("--json needs --once")
     console = Console(file=click.get_text_stream("stdout"))
-    sampler.add(client.get("/status"), time.monotonic())  # fails fast (one line) when the mixer is away
+    sampler.add(client.get("/status", STATUS_SCHEMA), time.monotonic())  # fails fast (one line) when the mixer is away
     try:
         with _keys() as pressed, Live(console=console, auto_refresh=False, screen=False) as live:
             while True:
@@ -161,7 +162,7 @@ def run_top(client: MixerClient, *, once: bool, interval: float, as_json: bool) 
 
 
 def _sample(client: MixerClient, sampler: Sampler) -> dict[str, Any]:
-    status = client.get("/status")
+    status = client.get("/status", STATUS_SCHEMA)
     sampler.add(status, time.monotonic())
     return status
 
