@@ -294,20 +294,29 @@ def pause_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> Non
     """Hold the sources still; downstream gears drain what is in flight.
 
     Remembered by the mixer: a reload or restart comes back paused until `resume`."""
-    _report_toggle(*_client(url, token, timeout).post("/pause"), as_json)
+    client = _client(url, token, timeout)
+    _report_toggle(client, *client.post("/pause"), as_json)
 
 
 @mixer.command(name="resume")
 @_api_options
 def resume_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
     """Let paused sources emit again (each continues from its checkpoint)."""
-    _report_toggle(*_client(url, token, timeout).post("/resume"), as_json)
+    client = _client(url, token, timeout)
+    _report_toggle(client, *client.post("/resume"), as_json)
 
 
-def _report_toggle(status: int, body: Any, as_json: bool) -> None:
+_TOGGLE = {
+    "type": "object",
+    "required": ["paused", "reason"],
+    "properties": {"paused": {"type": "boolean"}, "reason": {"type": "string"}, "error": _TEXT},
+}
+
+
+def _report_toggle(client: MixerClient, status: int, body: Any, as_json: bool) -> None:
     if not isinstance(body, dict) or "paused" not in body:
-        reason = body.get("error") if isinstance(body, dict) else str(body)
-        raise MixerApiError(f"the mixer answered {status}: {reason}")
+        client.ok(status, body)  # an error answer: its one line
+    client.check(body, _TOGGLE, "POST")  # the pause/resume answer, or this is not a mixer
     if as_json:
         _print_json(body)
     else:

@@ -520,7 +520,8 @@ def fake_server() -> Iterator[Callable[[str], str]]:
 @pytest.mark.parametrize("kind", sorted(_FakeHandler.answers))
 def test_cli_against_something_that_is_not_a_mixer(tmp_path: Path, home: Path, fake_server: Callable[[str], str], kind: str) -> None:
     url = fake_server(kind)
-    for args in (("status",), ("journal",), ("check",), ("top", "--once"), ("activate", "x:v1.0.0"), ("reload",)):
+    for args in (("status",), ("journal",), ("check",), ("top", "--once"), ("activate", "x:v1.0.0"), ("reload",),
+                 ("pause",), ("resume",)):
         result = _mixer_cli(home, tmp_path, url, *args, env={"FLUXMIX_API_TOKEN": "t"})
         assert result.returncode != 0, (args, result.stdout)
         lines = result.stderr.strip().splitlines()
