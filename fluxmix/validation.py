@@ -380,7 +380,7 @@ def _learn_ports(
             static_inputs = _inherits(cls, "input_ports")
             inputs = tuple(cls.input_ports({})) if static_inputs else None
             outputs = tuple(cls.output_ports({})) if static_inputs and _inherits(cls, "output_ports") else None
-    except Exception as exc:  # a plugin's bug must be reported, not crash validation
+    except (Exception, SystemExit) as exc:  # a plugin's bug (even sys.exit) is reported, not the end of validation
         state.add(base, f"gear type {type_name!r} cannot compute its ports from this config: {exc}")
         return
     info.cls, info.inputs, info.outputs = cls, inputs, outputs
@@ -423,7 +423,7 @@ def _check_config(cls: type[Gear], type_name: str, config: Mapping[str, Any], ba
         return False
     try:
         semantic = list(cls.check_config(config))
-    except Exception as exc:  # a plugin's bug must be reported, not crash validation
+    except (Exception, SystemExit) as exc:  # a plugin's bug (even sys.exit) is reported, not the end of validation
         state.add(base, f"gear type {type_name!r} failed to check this config: {exc}")
         return False
     for path, reason in semantic:

@@ -529,5 +529,31 @@ def test_cli_against_something_that_is_not_a_mixer(tmp_path: Path, home: Path, f
         assert "Traceback" not in result.stderr
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
+
+def test_a_plugin_gear_calling_sys_exit_during_validation_is_a_problem() -> None:
+    from typing import ClassVar
+
+    from fluxmix.gears.base import Gear, Port
+    from fluxmix.validation import validate_scenario
+
+    class ExitsInCheck(Gear):
+        outputs = (Port("out"),)
+        config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+        @classmethod
+        def check_config(cls, config: Any) -> list[tuple[str, str]]:
+            sys.exit(4)
+
+    class ExitsInPorts(ExitsInCheck):
+        @classmethod
+        def check_config(cls, config: Any) -> list[tuple[str, str]]:
+            return []
+
+        @classmethod
+        def output_ports(cls, config: Any) -> tuple[Port, ...]:
+            sys.exit(5)
+
+    catalog = Catalog({"exits-in-check": ExitsInCheck, "exits-in-ports": ExitsInPorts})
+    for kind in ("exits-in-check", "exits-in-ports"):
+        problems = validate_scenario({"name": "p", "gears": [{"name": "g", "type": kind}]}, catalog=catalog)
+        assert problems and "gears[0].config" in str(problems[0]), problems

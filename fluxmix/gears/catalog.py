@@ -53,7 +53,7 @@ class Catalog:
                 continue
             try:
                 cat.register(ep.name, ep.load(), origin=f"plugin {ep.value}")
-            except Exception as exc:  # a broken plugin must not take the whole tool down
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the whole tool down
                 log.warning("plugin gear type %r from %s cannot be loaded: %s", ep.name, ep.value, exc)
         return cat
 
