@@ -557,3 +557,25 @@ def test_a_plugin_gear_calling_sys_exit_during_validation_is_a_problem() -> None
     for kind in ("exits-in-check", "exits-in-ports"):
         problems = validate_scenario({"name": "p", "gears": [{"name": "g", "type": kind}]}, catalog=catalog)
         assert problems and "gears[0].config" in str(problems[0]), problems
+
+
+def test_a_store_from_before_error_kind_gets_the_column_on_open(tmp_path: Path) -> None:
+    import sqlite3
+    from datetime import datetime, timezone
+
+    from fluxmix.store import JournalEntry
+
+    open_store(tmp_path / "home").close()
+    db = sqlite3.connect(tmp_path / "home" / "index.sqlite3")
+    db.execute("ALTER TABLE journal DROP COLUMN error_kind")  # what an older fluxmix created
+    db.execute("DELETE FROM meta WHERE key = 'journal_error_kind'")
+    db.commit()
+    db.close()
+    store = open_store(tmp_path / "home")
+    try:
+        entry = JournalEntry(ts=datetime.now(timezone.utc), trigger="api", ref="x:v1.0.0", from_hash=None,
+                             to_hash=None, outcome="rejected", reason="no such scenario", error_kind="user")
+        store.record_activation(entry)
+        assert store.journal(limit=1)[0].error_kind == "user"
+    finally:
+        store.close()
