@@ -68,7 +68,7 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     wait_until(lambda: _residues_after(out, mark) == {0, 1}, "the CLI's threshold (2) to gate", proc=mixer)
 
     # The API raises it.
-    status, body = mixer.request("PUT", "/state/threshold", 8)
+    status, body = mixer.request("PUT", "/state/threshold", 8, token=mixer.auth_token())
     assert status == 200 and body["old_value"] == 2, body
     mark = len(read_lines(out))
     wait_until(lambda: _residues_after(out, mark) == set(range(8)), "the API's threshold (8) to gate", proc=mixer)
@@ -79,7 +79,7 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     bad = run_fluxmix(home, tmp_path, "state", "set", "threshold", '"high"', "--url", mixer.url)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "threshold" in bad.stderr and "schema" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
-    status, body = mixer.request("PUT", "/state/threshold", 11)
+    status, body = mixer.request("PUT", "/state/threshold", 11, token=mixer.auth_token())
     assert status == 422 and "schema" in body["error"], body
     assert mixer.get("/state/threshold")["value"] == 8
     assert mixer.get("/state-changes")["changes"] == changes
@@ -116,7 +116,7 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     wait_until(lambda: _residues_after(out, mark) == set(range(10)), "the default after delete", proc=again)
     missing = run_fluxmix(home, tmp_path, "state", "get", "threshold", "--url", again.url)
     assert missing.returncode == 2 and "no value" in missing.stderr
-    again.request("PUT", "/state/other", {"a": [1]})
+    again.request("PUT", "/state/other", {"a": [1]}, token=again.auth_token())
     done = run_fluxmix(home, tmp_path, "state", "clear", "--yes", "--url", again.url)
     assert done.returncode == 0 and "cleared 1" in done.stdout, done.stdout
     assert again.get("/state")["values"] == {}
@@ -164,10 +164,10 @@ def test_concurrent_writers_lose_no_update_for_distinct_keys_and_last_writer_win
 
     def api_writer() -> None:
         for i in range(api_writes):
-            status, body = mixer.request("PUT", f"/state/api-{i}", i)
+            status, body = mixer.request("PUT", f"/state/api-{i}", i, token=mixer.auth_token())
             if status != 200:
                 failures.append(body)
-            status, body = mixer.request("PUT", "/state/last", f"api-{i}")
+            status, body = mixer.request("PUT", "/state/last", f"api-{i}", token=mixer.auth_token())
             if status != 200:
                 failures.append(body)
 
@@ -217,7 +217,7 @@ def test_retention_keeps_the_active_scenarios_entries_and_gc_reclaims_what_pruni
         path = tmp_path / f"gated-{version}.yaml"
         path.write_text(THRESHOLD_SCENARIO.format(version=version, out=json.dumps(str(out))))
         paths.append(path)
-    mixer = start_mixer("--no-watch", "--journal-keep", "1", "--journal-keep-for", "0")
+    mixer = start_mixer("--no-watch", "--journal-keep", "1", "--journal-keep-for", "0", "--scenario-dir", str(tmp_path))
     mixer.wait_ready()
     hashes = []
     for path in paths:
@@ -258,7 +258,7 @@ def test_a_version_that_fails_to_start_never_imposes_its_schemas(
                       .replace("initial: 5", 'initial: "five"'))
     status, entry = mixer.post("/activate", {"ref": str(broken)})
     assert entry["outcome"] in ("rejected", "rolled-back"), entry
-    status, body = mixer.request("PUT", "/state/threshold", 3)  # the running version's schema still rules
+    status, body = mixer.request("PUT", "/state/threshold", 3, token=mixer.auth_token())  # the running version's schema still rules
     assert status == 200, body
-    status, body = mixer.request("PUT", "/state/threshold", "three")
+    status, body = mixer.request("PUT", "/state/threshold", "three", token=mixer.auth_token())
     assert status == 422, body

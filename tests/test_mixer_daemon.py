@@ -162,7 +162,11 @@ class MixerProcess:
 
     def post(self, path: str, body: Any = None) -> tuple[int, Any]:
         """POST with the token the mixer was given, else the one it generated in its home."""
-        return self.request("POST", path, body, token=self.token or self.home_token())
+        return self.request("POST", path, body, token=self.auth_token())
+
+    def auth_token(self) -> str:
+        """What a write needs: the token the mixer was given, else the one it generated in its home."""
+        return self.token or self.home_token()
 
     def home_token(self) -> str:
         return (self.home / "api-token").read_text().strip()

@@ -19,8 +19,8 @@ What the API trusts (one middleware, `_guard`, so every route added later inheri
   same-origin/none (except a GET that navigates a tab to the page), or an `Origin` that is not
   this API's own, is refused (403). When the API
   listens on loopback, a `Host` that is not a loopback name is refused too (DNS rebinding).
-- Every POST (any method but GET/HEAD/OPTIONS) must be `Content-Type: application/json`, which a
-  page cannot send cross-site without a CORS preflight (415 otherwise), and must carry
+- Every POST must be `Content-Type: application/json`, which a page cannot send cross-site
+  without a CORS preflight (415 otherwise); every POST/PUT/DELETE must carry
   `Authorization: Bearer <token>` (401) unless the mixer runs with --no-auth.
 Every error is JSON `{"error": "one line"}`, so clients never parse HTML.
 """
@@ -85,7 +85,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.warning("refused %s %s: %s", request.method, request.path, refusal)
         return _error(403, refusal)
     if request.method not in SAFE_METHODS:
-        if request.content_type != "application/json":
+        # POST is the one unsafe method a page may send cross-site without a CORS preflight, as
+        # long as its body is a "simple" type (text/plain, a form): require JSON. PUT and DELETE
+        # always need a preflight, which this API never grants.
+        if request.method == "POST" and request.content_type != "application/json":
             return _error(415, f"{request.method} needs Content-Type: application/json (got {excerpt(request.content_type)})")
         if not _authorized(request):
             return _unauthorized()
