@@ -187,8 +187,8 @@ def test_global_state_shows_on_the_page_and_follows_changes_without_reload(
     assert page.locator('#globals tr[data-key="threshold"] td').nth(1).text_content() == "5"
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
-    assert mixer.request("PUT", "/state/threshold", 8)[0] == 200
-    assert mixer.request("PUT", "/state/note", "<b>not html</b>")[0] == 200
+    assert mixer.request("PUT", "/state/threshold", 8, token=mixer.auth_token())[0] == 200
+    assert mixer.request("PUT", "/state/note", "<b>not html</b>", token=mixer.auth_token())[0] == 200
     page.wait_for_function(
         "() => document.querySelector('#globals tr[data-key=\"threshold\"] td:nth-child(2)').textContent === '8'",
         timeout=30000)
