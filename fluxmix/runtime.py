@@ -633,7 +633,7 @@ class Runtime:
         A failed flush fails the message: the retry finds it handled and flushes again."""
         await self._handle(slot, port, message)
         assert slot.gear is not None
-        await slot.gear.flush()
+        await _gear_code(slot, "flush()", slot.gear.flush())
 
     async def _handle_batch_then_flush(self, slot: _GearSlot, port: str, messages: Sequence[Message],
                                        cursor: BatchCursor) -> tuple[int, Exception | None]:
@@ -643,7 +643,7 @@ class Runtime:
         if handled:
             assert slot.gear is not None
             try:
-                await slot.gear.flush()
+                await _gear_code(slot, "flush()", slot.gear.flush())
             except Exception as exc:
                 slot.counters.errors += 1
                 slot.last_error = f"flush failed: {type(exc).__name__}: {exc}"
@@ -706,7 +706,7 @@ class Runtime:
         how far its file is acknowledged), then what it emitted, made safe on its wires."""
         if slot.flushes:
             assert slot.gear is not None
-            await slot.gear.flush()
+            await _gear_code(slot, "flush()", slot.gear.flush())
         for wires in slot.outputs.values():
             for wire in wires:
                 await wire.flush()

@@ -313,6 +313,16 @@ class ExitsInHandle(Gear):
         sys.exit(3)
 
 
+class ExitsInFlush(Gear):
+    inputs = (Port("in"),)
+
+    async def handle(self, port, message):
+        pass
+
+    async def flush(self):
+        sys.exit(6)
+
+
 class ExitsInStart(Gear):
     inputs = (Port("in"),)
 
@@ -369,6 +379,15 @@ def test_no_scenario_ends_the_mixer(tmp_path: Path, home: Path, start_mixer: Cal
         code, entry = mixer.post("/activate", {"ref": str(tmp_path / "handle.yaml")})
         assert code == 200 and entry["outcome"] == "activated", entry
         wait_until(lambda: (mixer.status()["gears"]["g"].get("errors") or 0) >= 1, "the gear's failure", proc=mixer)
+        assert mixer.proc.poll() is None and mixer.get("/healthz") == {"status": "ok"}
+        (tmp_path / "flush.yaml").write_text(  # flush() runs after each message from a memory wire
+            "name: flush\ngears:\n  - {name: source, type: generate, config: {count: 2}}\n"
+            "  - {name: g, type: python, config: {class: 'mygear:ExitsInFlush'}}\n"
+            "wires:\n  - {from: source.out, to: g.in, transport: memory}\n"
+        )
+        code, entry = mixer.post("/activate", {"ref": str(tmp_path / "flush.yaml")})
+        assert code == 200 and entry["outcome"] == "activated", entry
+        wait_until(lambda: (mixer.status()["gears"]["g"].get("errors") or 0) >= 1, "the flush failure", proc=mixer)
         assert mixer.proc.poll() is None and mixer.get("/healthz") == {"status": "ok"}
         assert TOKEN not in mixer.output()
     finally:
