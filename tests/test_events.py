@@ -247,3 +247,22 @@ def test_changes_between_snapshots_become_events_in_order() -> None:
     other["scenario"] = {"hash": "b"}  # a reload: every gear of the new runtime is announced
     bus._compare(snap("paused", 0, "connected"), other)
     assert seen == [("gear-state", {"gear": "src", "state": "running", "was": None, "last_error": None})]
+
+
+def test_an_expectation_changing_state_is_an_event_and_counters_carry_them() -> None:
+    bus = events.EventBus(None)
+    seen: list[tuple[str, Any]] = []
+    bus.publish = lambda kind, data: seen.append((kind, data))  # type: ignore[method-assign]
+
+    def snap(state: str, scenario: str = "a") -> dict[str, Any]:
+        return {"scenario": {"hash": scenario}, "gears": {},
+                "expectations": [{"expect": "sink.handled >= 3", "state": state, "value": 1, "reason": "why"}]}
+
+    bus._compare(snap("pending"), snap("pending"))
+    assert seen == []
+    bus._compare(snap("pending"), snap("passing"))
+    bus._compare(snap("passing"), snap("failing"))
+    bus._compare(snap("failing"), snap("pending", "b"))  # a reload: announced afresh
+    assert [(k, d["state"], d["was"]) for k, d in seen] == [
+        ("expectation", "passing", "pending"), ("expectation", "failing", "passing"), ("expectation", "pending", None)]
+    assert events.counters(snap("failing"))["expectations"][0]["state"] == "failing"

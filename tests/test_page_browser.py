@@ -196,3 +196,25 @@ def test_global_state_shows_on_the_page_and_follows_changes_without_reload(
     assert page.locator('#globals tr[data-key="note"] td').nth(1).text_content() == '"<b>not html</b>"'
     assert page.locator("#globals b").count() == 0  # shown as text, never as markup
     assert not navigations and not errors, errors
+
+
+def test_expectations_show_on_the_page_and_change_state_without_reload(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess], browser: Any  # noqa: F811
+) -> None:
+    path = tmp_path / "hello.yaml"
+    expect = "sink.handled >= 40 within 60s"
+    path.write_text(scenario_yaml(tmp_path / "out.jsonl", rate=20) + f"expect:\n  - {expect}\n")
+    mixer = start_mixer("-s", str(path))
+    mixer.wait_ready()
+    page = browser.new_page(viewport={"width": 1400, "height": 700})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(mixer.url + "/")
+    row = f'#expectations tr[data-expect="{expect}"]'
+    page.wait_for_selector(row, timeout=30000)
+    assert page.locator(f"{row} td").nth(1).text_content() == expect
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    page.wait_for_selector(f"#expectations tr.expect-passing[data-expect=\"{expect}\"]", timeout=60000)
+    assert page.locator(f"{row} td").nth(0).text_content() == "passing"
+    assert not navigations and not errors, errors

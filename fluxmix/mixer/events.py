@@ -11,7 +11,8 @@ Event kinds (each `data:` is one JSON object; `id:` counts up from 1 per mixer p
 | `backpressure`         | a memory wire's queue became full (`on`) or has room again (`off`)     |
 | `nats`                 | the NATS connection changed state (connected, disconnected, closed)    |
 | `paused` / `resumed`   | POST /pause or /resume took effect                                     |
-| `counters`             | every second: gears and wires counters, readiness, paused              |
+| `counters`             | every second: gears and wires counters, readiness, paused, expectations|
+| `expectation`          | an `expect:` line changed state (pending, passing, failing): why, value |
 | `global-changed`       | an operator changed global state (PUT/DELETE /state...): who, old, new |
 | `globals`              | a scenario's global state moved (e.g. set-global gears); at most 1/s   |
 
@@ -162,6 +163,11 @@ class EventBus:
                                               "in_queue": wire.get("in_queue"), "capacity": wire.get("capacity")})
         old_nats = ((before.get("brokers") or {}).get("standard") or {}).get("state")
         nats = (now.get("brokers") or {}).get("standard") or {}
+        old_expect = {e.get("expect"): e.get("state") for e in before.get("expectations") or []} if same_scenario else {}
+        for expectation in now.get("expectations") or []:
+            was = old_expect.get(expectation.get("expect"))
+            if expectation.get("state") != was:
+                self.publish("expectation", {**expectation, "was": was})
         if nats and nats.get("state") != old_nats:
             self.publish("nats", {"state": nats.get("state"), "was": old_nats, "url": nats.get("connected_url"),
                                   "last_error": nats.get("last_error")})
@@ -185,6 +191,7 @@ def counters(status: dict[str, Any]) -> dict[str, Any]:
         "gears": status.get("gears") or {},
         "wires": status.get("wires") or {},
         "nats": ((status.get("brokers") or {}).get("standard") or {}).get("state"),
+        "expectations": status.get("expectations") or [],
     }
 
 

@@ -91,8 +91,25 @@ function header(status) {
   if (status.uptime_seconds !== undefined) $("uptime").textContent = `up ${Math.round(status.uptime_seconds)}s`;
 }
 
+// The scenario's expect: lines, as /status reports them (state, value, reason).
+function showExpectations(list) {
+  const table = $("expectations");
+  table.replaceChildren();
+  for (const e of (list || []).slice(0, 100)) {
+    const row = table.insertRow();
+    row.className = "expect-" + e.state;
+    row.dataset.expect = e.expect;
+    row.insertCell().textContent = e.state;
+    const cell = row.insertCell();
+    cell.textContent = e.expect;
+    cell.title = e.reason || "";
+  }
+  $("expectations-empty").hidden = table.rows.length > 0;
+}
+
 function update(status) {
   header(status);
+  showExpectations(status.expectations);
   if (!layout) return;
   for (const [name, gear] of Object.entries(status.gears || {})) {
     const g = document.querySelector(`g.gear[data-gear="${CSS.escape(name)}"]`);
@@ -187,6 +204,10 @@ function connect() {
     loadGlobalsSoon();
   });
   source.addEventListener("globals", loadGlobalsSoon);
+  source.addEventListener("expectation", (ev) => {
+    const e = JSON.parse(ev.data);
+    logEvent(`expectation ${e.state}: ${e.expect}${e.reason ? " (" + e.reason + ")" : ""}`);
+  });
   source.addEventListener("counters", (ev) => {
     const c = JSON.parse(ev.data);
     if (c.scenario !== (scenarioInfo ? scenarioInfo.hash : null)) { loadView(); return; }  // another scenario runs
