@@ -17,7 +17,7 @@ import click
 from fluxmix.cli._app import FluxmixGroup
 from fluxmix.cli.mixer import _api_options, _client, _print_json, _when, table
 from fluxmix.errors import MixerApiError, UserError
-from fluxmix.mixer.client import _reason, _why
+from fluxmix.mixer.client import _reason
 
 MAX_SHOWN = 60
 
@@ -39,30 +39,7 @@ def _call(url: str, token: str | None, timeout: float, method: str, path: str, b
 
 
 def _request(client: Any, method: str, path: str, body: bytes | None) -> tuple[int, Any]:
-    """MixerClient.request sends dicts only; a global's value may be any JSON, so send raw bytes."""
-    import urllib.error
-    import urllib.request
-
-    from fluxmix.mixer.client import _decode
-
-    if body is None:
-        return client.request(method, path)
-    request = urllib.request.Request(client.url + path, data=body, method=method)
-    request.add_header("Accept", "application/json")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("X-Fluxmix-Who", _who())
-    if client.token:
-        request.add_header("Authorization", f"Bearer {client.token}")
-    try:
-        with urllib.request.urlopen(request, timeout=client.timeout) as response:
-            return response.status, _decode(response.read(), response.headers.get_content_type())
-    except urllib.error.HTTPError as error:
-        if error.code == 401:
-            raise MixerApiError(f"the mixer at {client.url} refused the request: 401 unauthorized "
-                                "(pass --token or set FLUXMIX_API_TOKEN)") from None
-        return error.code, _decode(error.read(), error.headers.get_content_type() if error.headers else "")
-    except (urllib.error.URLError, OSError) as error:
-        raise MixerApiError(f"cannot reach the mixer at {client.url}: {_why(getattr(error, 'reason', error))}") from None
+    return client.request(method, path, raw=body, headers={"X-Fluxmix-Who": _who()})
 
 
 def _who() -> str:

@@ -74,12 +74,20 @@ class MixerClient:
 
     _ok = ok
 
-    def request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
-        data = json.dumps(payload).encode() if payload is not None else (b"" if method == "POST" else None)
+    def request(self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+                raw: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """(status, decoded body). `raw` sends JSON the caller already encoded (a global's value
+        may be any JSON, not only an object); `headers` are added as given."""
+        if raw is not None:
+            data: bytes | None = raw
+        else:
+            data = json.dumps(payload).encode() if payload is not None else (b"" if method == "POST" else None)
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
