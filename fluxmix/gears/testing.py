@@ -244,6 +244,10 @@ class GearHarness:
             self.ctx.parent = None
         if flush:
             await self.gear.flush()
+        return self._emitted_since(before)
+
+    def _emitted_since(self, before: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+        """The bodies emitted per port since `before` (each port's count then)."""
         return {
             p: [m.body for m in ms[before.get(p, 0) :]]
             for p, ms in self.ctx.emitted.items()
@@ -261,11 +265,7 @@ class GearHarness:
             self.ctx.parent = None
         if flush:
             await self.gear.flush()
-        return {
-            p: [m.body for m in ms[before.get(p, 0) :]]
-            for p, ms in self.ctx.emitted.items()
-            if len(ms) > before.get(p, 0)
-        }
+        return self._emitted_since(before)
 
     async def run(self, *, timeout: float | None = None) -> None:
         """Call run() until it returns (a bounded source, or `stopping` set by stop_after)."""
