@@ -659,6 +659,11 @@ def test_standard_wires_with_the_embedded_server(tmp_path: Path, home: Path, sta
     wait_until(lambda: len(read_lines(out)) == 200, "200 lines over JetStream", proc=mixer)
     code, text = mixer.request("GET", "/metrics")
     assert "fluxmix_nats_connected 1.0" in text
+    from prometheus_client.parser import text_string_to_metric_families  # its parser: no format wording
+
+    types = {family.name: family.type for family in text_string_to_metric_families(text)}
+    for count in ("disconnects", "reconnects", "errors", "embedded_restarts"):  # they only go up
+        assert types.get(f"fluxmix_nats_{count}") == "counter", (count, types.get(f"fluxmix_nats_{count}"))
     assert mixer.stop() == 0
     assert sorted(seqs(read_lines(out))) == list(range(1, 201))
     wait_until(lambda: not any(pid_alive(pid) for pid in servers), "the embedded nats-server to stop with the mixer")

@@ -159,14 +159,21 @@ class MixerCollector(Collector):
         if "standard" in brokers:
             connected = 1.0 if brokers["standard"].get("state") == "connected" else 0.0
             yield GaugeMetricFamily("fluxmix_nats_connected", "1 while connected to NATS", value=connected)
-            for key, value in sorted(brokers["standard"].items()):
-                number = _num(value)
-                if number is not None and key not in ("connected", "replicas") and key.isidentifier():
-                    yield GaugeMetricFamily(f"fluxmix_nats_{key.lower()}", f"NATS broker {key}", value=number)
+            for key, help_text in _NATS_COUNTS.items():  # only ever go up: counters, not gauges
+                number = _num(brokers["standard"].get(key))
+                if number is not None:
+                    yield CounterMetricFamily(f"fluxmix_nats_{key}", help_text, value=number)
             embedded = brokers["standard"].get("embedded_server")
             if isinstance(embedded, dict):
-                yield GaugeMetricFamily("fluxmix_nats_embedded_restarts", "times the embedded nats-server was restarted "
-                                        "after it died", value=float(embedded.get("restarts", 0)))
+                yield CounterMetricFamily("fluxmix_nats_embedded_restarts", "times the embedded nats-server was "
+                                          "restarted after it died", value=float(embedded.get("restarts", 0)))
+
+
+_NATS_COUNTS = {
+    "disconnects": "times the NATS connection was lost",
+    "reconnects": "times the NATS connection was re-established",
+    "errors": "errors reported by the NATS client",
+}
 
 
 def _expectation_families(expectations: list[dict[str, Any]]) -> Iterator[Metric]:
