@@ -16,6 +16,7 @@ import yaml
 
 from fluxmix.gears.base import Gear, Port
 from fluxmix.message import Message
+from fluxmix.runtime import MemoryCheckpoints
 
 from bench.baselines import BODY_BYTES, make_body
 
@@ -82,19 +83,6 @@ def bench_catalog() -> Any:
     cat = Catalog.default()
     cat.register(SINK_TYPE, BenchSink, origin="bench")
     return cat
-
-
-class MemoryCheckpoints:
-    """CheckpointStore in a dict: sources may checkpoint without a database in the way."""
-
-    def __init__(self) -> None:
-        self._data: dict[tuple[str, str], Any] = {}
-
-    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None:
-        return self._data.get((scenario_name, gear))
-
-    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
-        self._data[(scenario_name, gear)] = value
 
 
 # ---------------------------------------------------------------- scenario texts
@@ -175,6 +163,26 @@ async def running_scenario(
             await brokers.close()
 
 
+async def seconds_until_written(data: bytes, catalog: Any, want: int) -> float:
+    """Memory wires only: build the scenario, then time start -> its `sink` gear has written
+    `want` lines (building is not part of the figure); stop it afterwards."""
+    from fluxmix.runtime import Runtime
+    from fluxmix.transports.memory import MemoryBroker
+
+    scenario, digest = parse(data, catalog)
+    runtime = Runtime(scenario, digest, catalog=catalog, brokers={"memory": MemoryBroker()},
+                      checkpoints=MemoryCheckpoints())
+    await runtime.build()
+    sink = runtime.gear("sink")
+    t0 = time.perf_counter()
+    await runtime.start()
+    while getattr(sink, "written", 0) < want:
+        await asyncio.sleep(0.002)
+    t1 = time.perf_counter()
+    await runtime.stop()
+    return t1 - t0
+
+
 __all__ = [
     "BODY_BYTES",
     "RECORDER",
@@ -183,4 +191,5 @@ __all__ = [
     "chain_scenario",
     "generate_config",
     "running_scenario",
+    "seconds_until_written",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines, pipeline
-from bench.fixtures import RECORDER, MemoryCheckpoints, bench_catalog, chain_scenario, parse, running_scenario
+from bench.fixtures import RECORDER, bench_catalog, chain_scenario, running_scenario, seconds_until_written
 from bench.harness import Row, Stat
 
 QUEUE_SIZE = 1024
@@ -83,23 +83,9 @@ wires:
 
 async def fluxmix_to_file(catalog: Any, n: int, name: str) -> float:
     """generate -> file-out: n / (start -> n-th line written)."""
-    from fluxmix.runtime import Runtime
-    from fluxmix.transports.memory import MemoryBroker
-
     with tempfile.TemporaryDirectory(prefix="fluxmix-bench-file-") as tmp:
         text = FILE_SCENARIO.format(name=name, n=n, pad=baselines.PAD, out=Path(tmp) / "out.jsonl")
-        scenario, digest = parse(text.encode(), catalog)
-        runtime = Runtime(scenario, digest, catalog=catalog, brokers={"memory": MemoryBroker()},
-                          checkpoints=MemoryCheckpoints())
-        await runtime.build()
-        sink = runtime.gear("sink")
-        t0 = time.perf_counter()
-        await runtime.start()
-        while getattr(sink, "written", 0) < n:
-            await asyncio.sleep(0.002)
-        t1 = time.perf_counter()
-        await runtime.stop()
-    return n / (t1 - t0)
+        return n / await seconds_until_written(text.encode(), catalog, n)
 
 
 async def raw_to_file(n: int) -> float:

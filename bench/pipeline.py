@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.fixtures import MemoryCheckpoints, parse
+from bench.fixtures import seconds_until_written
 
 CURRENCIES = ("EUR", "USD", "GBP")
 NOTE = "x" * 180
@@ -73,26 +73,12 @@ wires:
 async def fluxmix_rate(n: int, name: str) -> float:
     """Source msg/s of the pipeline in one Runtime on memory wires."""
     from fluxmix.gears.catalog import Catalog
-    from fluxmix.runtime import Runtime
-    from fluxmix.transports.memory import MemoryBroker
 
     catalog = Catalog.default()
     catalog.register("bench-payments", _payments_class(), origin="bench")
-    want = kept(n)
     with tempfile.TemporaryDirectory(prefix="fluxmix-bench-pipe-") as tmp:
-        out = Path(tmp) / "out.jsonl"
-        scenario, digest = parse(SCENARIO.format(name=name, n=n, out=out).encode(), catalog)
-        runtime = Runtime(scenario, digest, catalog=catalog, brokers={"memory": MemoryBroker()},
-                          checkpoints=MemoryCheckpoints())
-        await runtime.build()
-        sink = runtime.gear("sink")
-        t0 = time.perf_counter()
-        await runtime.start()
-        while getattr(sink, "written", 0) < want:
-            await asyncio.sleep(0.002)
-        t1 = time.perf_counter()
-        await runtime.stop()
-    return n / (t1 - t0)
+        text = SCENARIO.format(name=name, n=n, out=Path(tmp) / "out.jsonl")
+        return n / await seconds_until_written(text.encode(), catalog, kept(n))
 
 
 async def raw_rate(n: int, queue_size: int = 1024) -> float:
