@@ -32,6 +32,7 @@ from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import MemoryBackend, ScenarioGlobals, use as use_globals
 from fluxmix.message import NO_HEADERS, FrozenDict, Message, derived_id, freeze_body, freeze_headers, source_id
 from fluxmix.scenario import GearSpec, Scenario, WireSpec
+from fluxmix.status import GearStatus, RuntimeStatus
 from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 
 log = logging.getLogger(__name__)
@@ -212,15 +213,9 @@ class _GearSlot:
         self.error_log = _Throttle()
         self.drop_log = _Throttle()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "type": self.spec.type,
-            "state": self.state,
-            "source": self.is_source,
-            "sink": self.is_sink,
-            **asdict(self.counters),
-            "last_error": self.last_error,
-        }
+    def status(self) -> GearStatus:
+        return GearStatus(self.spec.type, self.state, self.is_source, self.is_sink,
+                          **asdict(self.counters), last_error=self.last_error)
 
 
 class _Context:
@@ -921,17 +916,12 @@ class Runtime:
         assert gear is not None
         return gear
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.name,
-            "hash": self.scenario_hash,
-            "state": self.state,
-            "started_at": self.started_at,
-            "first_handled_at": self.first_handled_at,
-            "last_handled_at": self.last_handled_at,
-            "gears": {s.name: s.status() for s in (self._order or self._slots.values())},
-            "wires": {
-                key: {"from": str(w.spec.source), "to": str(w.spec.target), **w.status()}
-                for key, w in self.wires.items()
-            },
-        }
+    def status(self) -> RuntimeStatus:
+        return RuntimeStatus(
+            self.scenario.name, self.scenario_hash, self.state,
+            started_at=self.started_at,
+            first_handled_at=self.first_handled_at,
+            last_handled_at=self.last_handled_at,
+            gears={s.name: s.status() for s in (self._order or self._slots.values())},
+            wires={key: w.status() for key, w in self.wires.items()},
+        )

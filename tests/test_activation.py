@@ -301,7 +301,7 @@ async def test_a_cancelled_reload_still_drains_the_old_scenario(tmp_path: Path, 
     await activator.activate(write(tmp_path, good()), trigger="startup")
     old = activator.current
     assert old is not None
-    await wait_until(lambda: old.wires["mid.out->sink.in"].status()["in_queue"] > 0)
+    await wait_until(lambda: old.wires["mid.out->sink.in"].status().to_json()["in_queue"] > 0)
     reload = asyncio.create_task(activator.activate(write(tmp_path, good("1.1.0")), trigger="signal"))
     await wait_until(lambda: old.state == "stopping")
     reload.cancel()

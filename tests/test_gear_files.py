@@ -471,10 +471,10 @@ async def test_file_out_dedupe_recognises_a_replay_through_the_real_runtime(tmp_
         await rt.build()
         await rt.start()
         async with asyncio.timeout(10):
-            while rt.status()["gears"]["sink"]["handled"] < 30:
+            while rt.status().to_json()["gears"]["sink"]["handled"] < 30:
                 await asyncio.sleep(0.01)
         await rt.stop()
-        return rt.status()["gears"]["sink"]
+        return rt.status().to_json()["gears"]["sink"]
 
     first = await run_once()
     ids = envelope_ids(path)

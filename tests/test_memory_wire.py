@@ -58,7 +58,7 @@ def test_broker_uses_default_and_wire_option_sizes() -> None:
     scen = Scenario(name="s", gears=(), wires=())
     assert broker.wire(scen, "h", _spec()).capacity == 7
     assert broker.wire(scen, "h", _spec(queue_size=3)).capacity == 3
-    assert broker.status()["wires_created"] == 2
+    assert broker.status().to_json()["wires_created"] == 2
     with pytest.raises(TransportError):
         MemoryBroker(queue_size=0)
 
@@ -81,7 +81,7 @@ async def test_full_queue_blocks_the_producer_and_drops_nothing() -> None:
         await asyncio.sleep(0)
     assert not producer.done()
     assert wire.depth == 4 and wire.stats.sent == 5  # 4 queued + 1 in hand; the 6th send waits
-    assert wire.status()["in_queue"] == 4 and wire.status()["capacity"] == 4
+    assert wire.status().to_json()["in_queue"] == 4 and wire.status().to_json()["capacity"] == 4
 
     rec.gate.set()
     await producer

@@ -58,7 +58,7 @@ async def test_a_refused_message_goes_to_the_error_port_while_later_ones_flow(na
         assert [m.body["seq"] for m, _ in refused] == [50]
         assert "max_payload" in str(refused[0][1])
         assert wire.stats.sent == 199 and wire.stats.dead_lettered == 1 and wire.stats.dropped == 0
-        status = wire.status()
+        status = wire.status().to_json()
         assert status["refused"] == 1 and "refused message" in status["last_refusal"]
         collector = Collector()
         task = asyncio.create_task(wire.consume(collector.delivery()))
@@ -79,7 +79,7 @@ async def test_a_refusal_without_a_handler_is_a_counted_drop(nats_url: str, uniq
         await wire.send(Message(id=source_id(unique_name, "src", 0), body={"seq": 0, "pad": big}))
         await wire.send(Message(id=source_id(unique_name, "src", 1), body={"seq": 1}))
         await wire.flush()
-        assert wire.stats.sent == 1 and wire.stats.dropped == 1 and wire.status()["refused"] == 1
+        assert wire.stats.sent == 1 and wire.stats.dropped == 1 and wire.status().to_json()["refused"] == 1
         await wire.close()
 
 
@@ -215,7 +215,7 @@ async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario
         refused = h.SEEN["errs"][0]
         assert refused["seq"] == 5 and "max_payload" in refused["_headers"]["error"]
         assert refused["_headers"]["error-gear"] == "big"
-        status = rt.status()
+        status = rt.status().to_json()
         assert status["wires"]["big.out->sink.in"]["refused"] == 1
         assert status["gears"]["big"]["dead_lettered"] == 1
     finally:
@@ -238,7 +238,7 @@ async def test_a_wire_at_its_backlog_bound_blocks_its_producer_and_resumes(nats_
             await wire.flush()
 
         producer = asyncio.create_task(produce())
-        await wait_for(lambda: wire.status()["full"] or producer.done())
+        await wait_for(lambda: wire.status().to_json()["full"] or producer.done())
         assert not producer.done()  # blocked at the bound, not dropping
         await asyncio.sleep(0.3)
         info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
@@ -250,5 +250,5 @@ async def test_a_wire_at_its_backlog_bound_blocks_its_producer_and_resumes(nats_
         await wire.drain()
         await asyncio.wait_for(task, 10)
         assert sorted(collector.seqs) == list(range(total))
-        assert wire.stats.dropped == 0 and wire.status()["refused"] == 0
+        assert wire.stats.dropped == 0 and wire.status().to_json()["refused"] == 0
         await wire.close()

@@ -80,7 +80,7 @@ async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, un
             assert sorted(set(collector.seqs)) == list(range(total))
             # at-least-once: anything seen twice was a redelivery, never a second publish
             assert len(collector.handled) - total <= wire.stats.redelivered
-            assert broker.status()["reconnects"] >= 1 and broker.ready == (True, "")
+            assert broker.status().to_json()["reconnects"] >= 1 and broker.ready == (True, "")
     finally:
         await server.stop()
 

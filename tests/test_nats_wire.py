@@ -85,11 +85,11 @@ async def settled_status(wire: NatsWire) -> dict[str, Any]:
     """The wire's status once its cached consumer info says nothing is pending or unacked."""
 
     def settled() -> bool:
-        status = wire.status()  # refreshes the consumer info in the background (at most 1/s)
+        status = wire.status().to_json()  # refreshes the consumer info in the background (at most 1/s)
         return status.get("pending") == 0 and status.get("ack_pending") == 0
 
     await wait_for(settled, timeout=30)  # each refresh is one consumer-info round trip: slow under load
-    return wire.status()
+    return wire.status().to_json()
 
 
 @contextlib.asynccontextmanager
@@ -170,7 +170,7 @@ async def test_round_trip_delivers_every_message_once(nats_url: str, unique_name
         status = await settled_status(wire)
         assert status["stream"] == stream_name(unique_name) and status["consumer"] == consumer_name(spec)
         assert broker.ready == (True, "")
-        assert broker.status()["state"] == "connected"
+        assert broker.status().to_json()["state"] == "connected"
         await wire.close()
 
 

@@ -42,7 +42,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
     await h.wait_until(lambda: len(h.SEEN["sink"]) >= 100)
     paused = await rt.pause_sources()
     assert paused == ["src"]
-    status = rt.status()["gears"]
+    status = rt.status().to_json()["gears"]
     assert status["src"]["state"] == "paused"
     emitted = status["src"]["emitted"]
     assert emitted < 1200, "the source was still reading when paused"
@@ -51,7 +51,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
     # ... and nothing new is emitted while paused (the sink stays idle for a while).
     for _ in range(20):
         await asyncio.sleep(0.01)
-        assert rt.status()["gears"]["src"]["emitted"] == emitted
+        assert rt.status().to_json()["gears"]["src"]["emitted"] == emitted
     assert len(h.SEEN["sink"]) == emitted
     assert await rt.pause_sources() == []  # idempotent
     assert await rt.resume_sources() == ["src"]
@@ -67,11 +67,11 @@ async def test_a_runtime_built_paused_starts_its_sources_only_on_resume() -> Non
     await rt.build()
     await rt.start()
     await asyncio.sleep(0.05)
-    assert rt.status()["gears"]["src"]["state"] == "paused" and not h.SEEN["sink"]
+    assert rt.status().to_json()["gears"]["src"]["state"] == "paused" and not h.SEEN["sink"]
     await rt.resume_sources()
     await h.wait_until(lambda: len(h.SEEN["sink"]) == 50)
     report = await rt.stop()
-    assert not report.timed_out and rt.status()["gears"]["src"]["state"] == "stopped"
+    assert not report.timed_out and rt.status().to_json()["gears"]["src"]["state"] == "stopped"
 
 
 async def test_stop_while_paused_is_clean() -> None:
@@ -83,7 +83,7 @@ async def test_stop_while_paused_is_clean() -> None:
     await rt.pause_sources()
     report = await rt.stop(timeout=5)
     assert not report.timed_out
-    assert {g["state"] for g in rt.status()["gears"].values()} == {"stopped"}
+    assert {g["state"] for g in rt.status().to_json()["gears"].values()} == {"stopped"}
 
 
 # ---- the real mixer ----------------------------------------------------------------------------

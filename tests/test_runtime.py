@@ -54,7 +54,7 @@ async def test_line_delivers_everything_in_order_and_counts() -> None:
     await run_until(rt, lambda: len(h.SEEN["sink"]) == 100)
     report = await rt.stop()
     assert seqs("sink") == list(range(1, 101))
-    st = rt.status()
+    st = rt.status().to_json()
     assert st["state"] == "stopped"
     assert st["gears"]["src"]["emitted"] == 100 and st["gears"]["src"]["state"] == "stopped"
     assert st["gears"]["mid"]["handled"] == 100 and st["gears"]["sink"]["handled"] == 100
@@ -121,7 +121,7 @@ async def test_slow_sink_bounds_the_queue_and_holds_the_source_back() -> None:
     Sampling.samples = []
 
     def probe() -> tuple[int, int]:
-        st = rt.status()
+        st = rt.status().to_json()
         return st["wires"]["src.out->sink.in"]["in_queue"], st["gears"]["src"]["emitted"] - st["gears"]["sink"]["handled"]
 
     Sampling.probe = probe
@@ -131,7 +131,7 @@ async def test_slow_sink_bounds_the_queue_and_holds_the_source_back() -> None:
     ahead = [a for _, a in Sampling.samples]
     assert max(depths) <= 4
     assert max(ahead) <= 4 + 1  # queue + the one being handled; the producer waits for the rest
-    st = rt.status()
+    st = rt.status().to_json()
     emitted = st["gears"]["src"]["emitted"]
     assert seqs("sink") == list(range(1, emitted + 1))  # drained: nothing lost, nothing twice
     assert st["wires"]["src.out->sink.in"]["dropped"] == 0
@@ -172,8 +172,8 @@ async def test_fan_out_shares_one_read_only_body_and_a_mutating_gear_gets_a_clea
     assert all(b["tags"] == ["a"] and b["meta"] == {"k": "v"} for b in h.SEEN["a"])
     assert len(tried) == 4 * 30 and all("read-only" in t for t in tried)
     assert all("ReadOnlyBodyError: message bodies are read-only" in b["_headers"]["error"] for b in h.SEEN["errors"])
-    assert rt.status()["gears"]["src"]["emitted"] == 30  # one emit, two wires
-    assert rt.status()["gears"]["b"]["dead_lettered"] == 30
+    assert rt.status().to_json()["gears"]["src"]["emitted"] == 30  # one emit, two wires
+    assert rt.status().to_json()["gears"]["b"]["dead_lettered"] == 30
 
 
 async def test_fan_in_from_several_wires_into_one_gear() -> None:
@@ -208,7 +208,7 @@ async def test_retries_then_dead_letter_to_the_error_port() -> None:
     assert err["seq"] == 3
     assert err["_headers"]["error-gear"] == "mid" and err["_headers"]["error-port"] == "in"
     assert err["_headers"]["error"] == "ValueError: cannot pass seq 3"
-    st = rt.status()
+    st = rt.status().to_json()
     mid = st["gears"]["mid"]
     assert (mid["errors"], mid["dead_lettered"], mid["dropped"], mid["handled"]) == (3, 1, 0, 4)
     wire = st["wires"]["src.out->mid.in"]
@@ -224,10 +224,10 @@ async def test_dead_letter_without_error_wire_is_a_counted_logged_drop(caplog: p
     )
     rt = make(scen)
     with caplog.at_level(logging.WARNING):
-        await run_until(rt, lambda: rt.status()["wires"]["src.out->mid.in"]["received"] == 5)
+        await run_until(rt, lambda: rt.status().to_json()["wires"]["src.out->mid.in"]["received"] == 5)
         await rt.stop()
     assert seqs("sink") == [1, 3, 5]
-    st = rt.status()
+    st = rt.status().to_json()
     assert st["gears"]["mid"]["dropped"] == 2 and st["wires"]["src.out->mid.in"]["dropped"] == 2
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert drops and all("mid" in r.getMessage() for r in drops)
@@ -245,11 +245,11 @@ async def test_stop_drains_everything_in_flight() -> None:
     rt = make(scen, checkpoints=checkpoints)
     await run_until(rt, lambda: len(h.SEEN["sink"]) >= 50)
     report = await rt.stop()
-    emitted = rt.status()["gears"]["src"]["emitted"]
+    emitted = rt.status().to_json()["gears"]["src"]["emitted"]
     assert seqs("sink") == list(range(1, emitted + 1))  # every generated message reached the sink
     assert report.drained > 0 and not report.timed_out
     assert checkpoints.values[("drain", "src")] == emitted + 1  # the next seq to produce
-    for wire in rt.status()["wires"].values():
+    for wire in rt.status().to_json()["wires"].values():
         assert wire["dropped"] == 0 and wire["in_queue"] == 0 and wire["sent"] == wire["received"]
 
 
@@ -317,7 +317,7 @@ async def test_gear_failing_in_start_raises_gear_error_and_stop_cleans_up() -> N
     report = await rt.stop()
     assert report == type(report)(0, False)
     assert ("run", "src") not in h.EVENTS and ("start", "mid") not in h.EVENTS
-    st = rt.status()
+    st = rt.status().to_json()
     assert st["gears"]["sink"]["state"] == "failed" and st["state"] == "stopped"
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
 
@@ -354,9 +354,9 @@ async def test_a_crashing_source_is_restarted_and_continues() -> None:
                       [("src.out", "sink.in")])
     rt = make(scen)
     await run_until(rt, lambda: len(h.SEEN["sink"]) == 20)
-    st = rt.status()["gears"]["src"]
+    st = rt.status().to_json()["gears"]["src"]
     assert st["restarts"] == 1 and st["errors"] == 1 and "source crashed" in st["last_error"]
-    await wait_until(lambda: rt.status()["gears"]["src"]["state"] == "finished")
+    await wait_until(lambda: rt.status().to_json()["gears"]["src"]["state"] == "finished")
     await rt.stop()
     assert seqs("sink") == list(range(1, 21))
 
@@ -366,10 +366,10 @@ async def test_stop_timeout_abandons_and_counts_what_was_left() -> None:
     scen = h.scenario("hang", [("src", "t-counter", {"count": 5}), ("sink", "t-collect", {})],
                       [("src.out", "sink.in")])
     rt = make(scen)
-    await run_until(rt, lambda: rt.status()["wires"]["src.out->sink.in"]["sent"] == 5)
+    await run_until(rt, lambda: rt.status().to_json()["wires"]["src.out->sink.in"]["sent"] == 5)
     report = await rt.stop(timeout=0.2)
     assert report.timed_out
-    wire = rt.status()["wires"]["src.out->sink.in"]
+    wire = rt.status().to_json()["wires"]["src.out->sink.in"]
     assert wire["dropped"] == 5  # never silently
     assert rt.state == "stopped"
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
@@ -380,9 +380,9 @@ async def test_emit_on_unwired_port_is_a_no_op() -> None:
     rt = make(scen)
     await rt.build()
     await rt.start()
-    await wait_until(lambda: rt.status()["gears"]["src"]["state"] == "finished")
+    await wait_until(lambda: rt.status().to_json()["gears"]["src"]["state"] == "finished")
     await rt.stop()
-    assert rt.status()["gears"]["src"]["emitted"] == 0
+    assert rt.status().to_json()["gears"]["src"]["emitted"] == 0
     assert rt.first_handled_at is None
 
 
@@ -414,7 +414,7 @@ async def test_a_gear_failing_in_stop_is_counted_and_the_rest_still_stops(caplog
     with caplog.at_level(logging.ERROR):
         report = await rt.stop()
     assert not report.timed_out and rt.state == "stopped"
-    sink = rt.status()["gears"]["sink"]
+    sink = rt.status().to_json()["gears"]["sink"]
     assert sink["errors"] == 1 and "disk gone" in sink["last_error"] and sink["state"] == "stopped"
     assert ("stop", "mid") in h.EVENTS
     assert any("gear sink: stop failed" in r.getMessage() for r in caplog.records)
@@ -578,5 +578,5 @@ async def test_a_failing_message_in_a_batch_is_retried_and_dead_lettered_alone()
     # ids derive from the message each emit belongs to, batch or not
     ids = [b["_id"] for b in h.SEEN["sink"]]
     assert ids[0] == derived_id(source_id("batchdl", "src", 1), "mid", "out", 0)
-    mid = rt.status()["gears"]["mid"]
+    mid = rt.status().to_json()["gears"]["mid"]
     assert (mid["handled"], mid["errors"], mid["dead_lettered"]) == (199, 3, 1)

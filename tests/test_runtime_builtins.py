@@ -70,7 +70,7 @@ async def test_generate_map_filter_file_out_across_a_reload(tmp_path: Path) -> N
     stages = [b["stage"] for b in written]
     switch = stages.index("two")
     assert set(stages[:switch]) == {"one"} and set(stages[switch:]) == {"two"}
-    status = activator.current.status() if activator.current else None
+    status = activator.current.status().to_json() if activator.current else None
     assert status is None  # shut down
 
 
@@ -88,7 +88,7 @@ async def test_twenty_reloads_leave_every_seq_exactly_once(tmp_path: Path) -> No
             runtime = activator.current
             assert runtime is not None
             # let each version write some lines (counted by the sink, not by re-reading the file)
-            await wait_until(lambda: runtime.status()["gears"]["sink"]["handled"] >= 20)
+            await wait_until(lambda: runtime.status().to_json()["gears"]["sink"]["handled"] >= 20)
         rows = store.journal(limit=100)
         assert len(rows) == 21 and all(r.gap_seconds is not None for r in rows[:-1])
         assert rows[-1].gap_seconds is None  # the first activation has nothing to compare with

@@ -154,9 +154,9 @@ async def run_test(
     result.seconds = round(time.monotonic() - t0, 6)
     if report.timed_out and result.error is None:
         result.error = f"the gears did not finish within {timeout:g}s"
-    for name, gear in runtime.status()["gears"].items():
-        if gear.get("errors") and not name.startswith("@"):
-            result.notes.append(f"gear {name}: {gear['errors']} failed attempt(s), last: {gear.get('last_error')}")
+    for name, gear in runtime.status().gears.items():
+        if gear.errors and not name.startswith("@"):
+            result.notes.append(f"gear {name}: {gear.errors} failed attempt(s), last: {gear.last_error}")
     result.outputs = {key: [m.body for m in msgs] for key, msgs in sorted(records.items())}
     if result.error is None:
         result.failures = judge(test, result.outputs)

@@ -31,6 +31,7 @@ from fluxmix.mixer import events
 from fluxmix.mixer.metrics import RetiredCounters
 from fluxmix.mixer.settings import MixerSettings, is_loopback
 from fluxmix.mixer.watch import FileWatcher
+from fluxmix.status import MixerStatus, ScenarioInfo
 from fluxmix.transports.registry import Brokers
 
 log = logging.getLogger("fluxmix.mixer")
@@ -443,54 +444,51 @@ class Mixer:
         # Paused by the operator is still ready: the API answers and what is in flight drains.
         return True, "running, sources paused" if self.paused else "running"
 
-    def snapshot(self) -> dict[str, Any]:
+    def scenario_info(self) -> ScenarioInfo | None:
         loaded = self.activator.current_loaded
-        runtime = self.activator.current
-        scenario = None
-        if loaded is not None:
-            scenario = {
-                "name": loaded.name,
-                "tag": loaded.tag,
-                "hash": loaded.hash,
-                "ref": self.following,
-                "version": loaded.scenario.version,
-                "description": loaded.scenario.description,
-                "path": str(loaded.path) if loaded.path else None,
-            }
-        status = runtime.status() if runtime is not None else {"gears": {}, "wires": {}}
-        return {"scenario": scenario, "runtime": status, "brokers": self.brokers.status()}
+        if loaded is None:
+            return None
+        return ScenarioInfo(
+            name=loaded.name,
+            tag=loaded.tag,
+            hash=loaded.hash,
+            ref=self.following,
+            version=loaded.scenario.version,
+            description=loaded.scenario.description,
+            path=str(loaded.path) if loaded.path else None,
+        )
 
     def view(self) -> dict[str, Any]:
         """What the live page and `hello` event draw: /status plus the scenario's layout."""
         from fluxmix.graph import layout
 
         loaded = self.activator.current_loaded
-        return {"status": self.status(), "layout": layout(loaded.scenario) if loaded is not None else None,
+        return {"status": self.status().to_json(), "layout": layout(loaded.scenario) if loaded is not None else None,
                 "can_reload": bool(self.settings.api_token)}
 
-    def status(self) -> dict[str, Any]:
-        snap = self.snapshot()
+    def status(self) -> MixerStatus:
+        runtime = self.activator.current
+        current = runtime.status() if runtime is not None else None
         ready, reason = self.readiness()
-        last = self.last_entry()
-        return {
-            "state": self.state(),
-            "ready": ready,
-            "reason": reason,
-            "paused": self.paused,
-            "scenario": snap["scenario"],
-            "following": self.following,
-            "watching": str(self.watcher.path) if self.watcher is not None else None,
-            "gears": snap["runtime"].get("gears", {}),
-            "wires": snap["runtime"].get("wires", {}),
-            "brokers": snap["brokers"],
-            "uptime_seconds": round(self.uptime, 3),
-            "started_at": self.started_at.isoformat(),
-            "last_reload": last.as_dict() if last is not None else None,
-            "expectations": self.expectations(),
-            "store": str(self.store.home),
-            "pid": os.getpid(),
-            "version": __version__,
-        }
+        return MixerStatus(
+            state=self.state(),
+            ready=ready,
+            reason=reason,
+            paused=self.paused,
+            scenario=self.scenario_info(),
+            following=self.following,
+            watching=str(self.watcher.path) if self.watcher is not None else None,
+            gears=current.gears if current is not None else {},
+            wires=current.wires if current is not None else {},
+            brokers=self.brokers.status(),
+            uptime_seconds=round(self.uptime, 3),
+            started_at=self.started_at.isoformat(),
+            last_reload=self.last_entry(),
+            expectations=self.expectations(),
+            store=str(self.store.home),
+            pid=os.getpid(),
+            version=__version__,
+        )
 
     def expectations(self) -> list[dict[str, Any]]:
         """The running scenario's `expect:` lines: state (pending/passing/failing), since, value, why."""

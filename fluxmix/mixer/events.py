@@ -246,4 +246,4 @@ def setup(app: web.Application, bus: EventBus, hello: Callable[[], dict[str, Any
 
 def for_mixer(mixer: "Mixer") -> EventBus:
     """The bus a mixer publishes on; the poll reads the same status `/status` serves."""
-    return EventBus(mixer.status)
+    return EventBus(lambda: mixer.status().to_json())

@@ -54,7 +54,7 @@ class ExpectationWatch:
 
     def sample(self) -> None:
         try:
-            self.tracker.observe(self.runtime.status())
+            self.tracker.observe(self.runtime.status().to_json())
         except Exception:  # a bug here must never touch the running scenario
             log.exception("evaluating expectations failed")
         self._changed.set()

@@ -148,7 +148,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return _json(request.app[MIXER].status())
+    return _json(request.app[MIXER].status().to_json())
 
 
 async def journal(request: web.Request) -> web.Response:

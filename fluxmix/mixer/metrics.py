@@ -9,14 +9,23 @@ cost of metrics is zero. Counters of a runtime that a reload replaced are folded
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from fluxmix.mixer.daemon import Mixer
+from fluxmix.status import (
+    GEAR_COUNTER_FIELDS,
+    WIRE_COUNTER_FIELDS,
+    DurableWireStatus,
+    GearStatus,
+    MemoryWireStatus,
+    MixerStatus,
+    NatsBrokerStatus,
+    RuntimeStatus,
+    WireStatus,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -36,9 +45,7 @@ WIRE_COUNTERS = {
     "dead_lettered": "messages given up on after max_deliver attempts",
     "dropped": "messages dropped (always logged)",
 }
-# Wires report their depth / lag under transport-specific keys; the first one present wins.
-QUEUE_KEYS = ("in_queue", "queued", "depth", "size")
-PENDING_KEYS = ("pending", "lag", "num_pending")
+assert tuple(GEAR_COUNTERS) == GEAR_COUNTER_FIELDS and tuple(WIRE_COUNTERS) == WIRE_COUNTER_FIELDS
 
 
 class RetiredCounters:
@@ -48,25 +55,22 @@ class RetiredCounters:
         self.gears: Counter[tuple[str, str, str]] = Counter()  # (gear, type, counter)
         self.wires: Counter[tuple[str, str, str]] = Counter()  # (wire, transport, counter)
 
-    def fold(self, status: Mapping[str, Any]) -> None:
-        for gear, info in (status.get("gears") or {}).items():
+    def fold(self, status: RuntimeStatus) -> None:
+        for name, gear in status.gears.items():
             for counter in GEAR_COUNTERS:
-                self.gears[(gear, str(info.get("type", "")), counter)] += _int(info.get(counter))
-        for wire, info in (status.get("wires") or {}).items():
+                self.gears[(name, gear.type, counter)] += getattr(gear, counter)
+        for key, wire in status.wires.items():
             for counter in WIRE_COUNTERS:
-                self.wires[(wire, str(info.get("transport", "")), counter)] += _int(info.get(counter))
+                self.wires[(key, wire.transport, counter)] += getattr(wire, counter)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+class MetricsSource(Protocol):
+    """What a scrape reads: the typed status, plus the counters only metrics keeps."""
 
+    retired: RetiredCounters
+    outcomes: Mapping[str, int]  # activation attempts by journal outcome
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
+    def status(self) -> MixerStatus: ...
 
 
 def _counter_families(
@@ -74,17 +78,17 @@ def _counter_families(
     second_label: str,
     counters: Mapping[str, str],
     retired: Mapping[tuple[str, str, str], float],
-    current: Mapping[str, Mapping[str, Any]],
+    current: Mapping[str, tuple[str, GearStatus | WireStatus]],
 ) -> Iterator[CounterMetricFamily]:
     """One family per counter: what retired runtimes counted plus what the current one counts,
-    so a reload never makes a counter go down."""
+    so a reload never makes a counter go down. `current`: name -> (second label, status)."""
     values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in counters}
     for (name, second, counter), value in retired.items():
         values[counter][(name, second)] = values[counter].get((name, second), 0) + value
-    for name, info in current.items():
-        key = (name, str(info.get(second_label, "")))
+    for name, (second, status) in current.items():
+        key = (name, second)
         for counter in counters:
-            values[counter][key] = values[counter].get(key, 0) + _int(info.get(counter))
+            values[counter][key] = values[counter].get(key, 0) + getattr(status, counter)
     for counter, help_text in counters.items():
         family = CounterMetricFamily(f"fluxmix_{kind}_{counter}", help_text, labels=[kind, second_label])
         for key, value in sorted(values[counter].items()):
@@ -93,56 +97,50 @@ def _counter_families(
 
 
 class MixerCollector(Collector):
-    def __init__(self, mixer: "Mixer") -> None:
-        self.mixer = mixer
+    def __init__(self, source: MetricsSource) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[Metric]:
-        mixer = self.mixer
-        snapshot = mixer.snapshot()
-        status = snapshot["runtime"]
-        retired = mixer.retired
+        status = self.source.status()
+        retired = self.source.retired
 
         info = GaugeMetricFamily("fluxmix_scenario_info", "the active scenario (value 1)", labels=["name", "tag", "hash"])
-        scenario = snapshot["scenario"]
-        if scenario:
-            info.add_metric([scenario["name"], scenario.get("tag") or "", scenario["hash"]], 1)
+        if status.scenario is not None:
+            info.add_metric([status.scenario.name, status.scenario.tag or "", status.scenario.hash], 1)
         yield info
         yield GaugeMetricFamily("fluxmix_up", "the mixer process is alive", value=1)
-        yield GaugeMetricFamily("fluxmix_ready", "1 when /readyz answers 200", value=1 if mixer.readiness()[0] else 0)
-        yield GaugeMetricFamily("fluxmix_uptime_seconds", "seconds since the mixer started", value=mixer.uptime)
+        yield GaugeMetricFamily("fluxmix_ready", "1 when /readyz answers 200", value=1 if status.ready else 0)
+        yield GaugeMetricFamily("fluxmix_uptime_seconds", "seconds since the mixer started", value=status.uptime_seconds)
         yield GaugeMetricFamily("fluxmix_paused", "1 while the sources are paused (POST /pause)",
-                                value=1 if getattr(mixer, "paused", False) else 0)
+                                value=1 if status.paused else 0)
 
         # gears
-        gears = status.get("gears") or {}
+        gears = {name: (gear.type, gear) for name, gear in status.gears.items()}
         yield from _counter_families("gear", "type", GEAR_COUNTERS, retired.gears, gears)
         running = GaugeMetricFamily("fluxmix_gear_running", "1 when the gear is in state running", labels=["gear", "type"])
-        for gear, g in gears.items():
-            running.add_metric([gear, str(g.get("type", ""))], 1 if g.get("state") == "running" else 0)
+        for name, gear in status.gears.items():
+            running.add_metric([name, gear.type], 1 if gear.state == "running" else 0)
         yield running
 
         # wires
-        wires = status.get("wires") or {}
+        wires = {key: (wire.transport, wire) for key, wire in status.wires.items()}
         yield from _counter_families("wire", "transport", WIRE_COUNTERS, retired.wires, wires)
         in_queue = GaugeMetricFamily("fluxmix_wire_in_queue", "messages waiting in a memory wire's queue", labels=["wire", "transport"])
         pending = GaugeMetricFamily("fluxmix_wire_pending", "consumer lag of a durable wire", labels=["wire", "transport"])
-        for wire, w in wires.items():
-            key = [wire, str(w.get("transport", ""))]
-            for family, keys in ((in_queue, QUEUE_KEYS), (pending, PENDING_KEYS)):
-                for k in keys:
-                    value = _num(w.get(k))
-                    if value is not None:
-                        family.add_metric(key, value)
-                        break
+        for key, wire in status.wires.items():
+            if isinstance(wire, MemoryWireStatus):
+                in_queue.add_metric([key, wire.transport], wire.in_queue)
+            elif isinstance(wire, DurableWireStatus) and wire.pending is not None:  # None: no consumer info yet
+                pending.add_metric([key, wire.transport], wire.pending)
         yield in_queue
         yield pending
 
         # reloads
         reloads = CounterMetricFamily("fluxmix_reloads", "activation attempts by outcome", labels=["outcome"])
         for outcome in ("activated", "unchanged", "rejected", "rolled-back", "failed"):
-            reloads.add_metric([outcome], mixer.outcomes.get(outcome, 0))
+            reloads.add_metric([outcome], self.source.outcomes.get(outcome, 0))
         yield reloads
-        last = mixer.last_entry()
+        last = status.last_reload
         if last is not None and last.gap_seconds is not None:
             yield GaugeMetricFamily(
                 "fluxmix_reload_gap_seconds", "processing gap of the last reload (last old message to first new)", value=last.gap_seconds
@@ -152,21 +150,19 @@ class MixerCollector(Collector):
                 "fluxmix_last_reload_timestamp_seconds", "when the last activation attempt happened", value=last.ts.timestamp()
             )
 
-        yield from _expectation_families(mixer.expectations())
+        yield from _expectation_families(status.expectations)
 
         # brokers
-        brokers = snapshot["brokers"]
-        if "standard" in brokers:
-            connected = 1.0 if brokers["standard"].get("state") == "connected" else 0.0
-            yield GaugeMetricFamily("fluxmix_nats_connected", "1 while connected to NATS", value=connected)
+        nats = status.brokers.get("standard")
+        if isinstance(nats, NatsBrokerStatus):
+            connection = nats.connection
+            yield GaugeMetricFamily("fluxmix_nats_connected", "1 while connected to NATS",
+                                    value=1.0 if connection.state == "connected" else 0.0)
             for key, help_text in _NATS_COUNTS.items():  # only ever go up: counters, not gauges
-                number = _num(brokers["standard"].get(key))
-                if number is not None:
-                    yield CounterMetricFamily(f"fluxmix_nats_{key}", help_text, value=number)
-            embedded = brokers["standard"].get("embedded_server")
-            if isinstance(embedded, dict):
+                yield CounterMetricFamily(f"fluxmix_nats_{key}", help_text, value=getattr(connection, key))
+            if nats.embedded_server is not None:
                 yield CounterMetricFamily("fluxmix_nats_embedded_restarts", "times the embedded nats-server was "
-                                          "restarted after it died", value=float(embedded.get("restarts", 0)))
+                                          "restarted after it died", value=nats.embedded_server.restarts)
 
 
 _NATS_COUNTS = {
@@ -174,6 +170,14 @@ _NATS_COUNTS = {
     "reconnects": "times the NATS connection was re-established",
     "errors": "errors reported by the NATS client",
 }
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
 
 
 def _expectation_families(expectations: list[dict[str, Any]]) -> Iterator[Metric]:
@@ -193,9 +197,9 @@ def _expectation_families(expectations: list[dict[str, Any]]) -> Iterator[Metric
     yield value
 
 
-def render(mixer: "Mixer") -> bytes:
+def render(source: MetricsSource) -> bytes:
     """Exposition text for one scrape (a private registry: no process-global state in tests)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MixerCollector(mixer))
+    registry.register(MixerCollector(source))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
     return generate_latest(registry)

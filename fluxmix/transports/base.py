@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Sequence
 
 from fluxmix.message import Message
 from fluxmix.scenario import Scenario, WireSpec
+from fluxmix.status import BrokerStatus, WireStatus
 
 
 @dataclass(slots=True)
@@ -112,9 +113,9 @@ class Wire(abc.ABC):
     async def close(self) -> None:
         """Release resources without draining (used when an activation is abandoned)."""
 
-    def status(self) -> dict[str, Any]:
-        """Counters plus transport-specific state (queue depth, consumer lag, ...)."""
-        return {"transport": self.spec.transport, **self.stats.as_dict()}
+    def status(self) -> WireStatus:
+        """Counters; a transport's own subclass adds its state (queue depth, consumer lag, ...)."""
+        return WireStatus(str(self.spec.source), str(self.spec.target), self.spec.transport, **self.stats.as_dict())
 
 
 class Broker(abc.ABC):
@@ -135,8 +136,8 @@ class Broker(abc.ABC):
     async def close(self) -> None:
         """Called once when the mixer exits."""
 
-    def status(self) -> dict[str, Any]:
-        return {"kind": self.kind}
+    def status(self) -> BrokerStatus:
+        return BrokerStatus(self.kind)
 
     @property
     def ready(self) -> tuple[bool, str]:

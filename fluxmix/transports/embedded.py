@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fluxmix.errors import NatsUnavailableError
+from fluxmix.status import EmbeddedServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -234,14 +235,9 @@ class EmbeddedNats:
             self.down_since = None
             delay = 0.2
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "url": self.url,
-            "running": self.running,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-        }
+    def status(self) -> EmbeddedServerStatus:
+        return EmbeddedServerStatus(pid=self.pid, url=self.url, running=self.running, restarts=self.restarts,
+                                    last_exit=self.last_exit)
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after `stop_timeout`; idempotent."""

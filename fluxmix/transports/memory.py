@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Sequence
 from fluxmix.errors import TransportError
 from fluxmix.message import Message
 from fluxmix.scenario import Scenario, WireSpec
+from fluxmix.status import MemoryBrokerStatus, MemoryWireStatus
 from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 
 log = logging.getLogger(__name__)
@@ -313,15 +314,15 @@ class MemoryWire(Wire):
             log.warning("wire %s: closed with %d message(s) not handled; counted as dropped", self.spec.key,
                         lost, extra={"wire": self.spec.key})
 
-    def status(self) -> dict[str, Any]:
-        return {
-            **super().status(),
-            "in_queue": self.depth,
-            "capacity": self.capacity,
-            "max_deliver": self.max_deliver,
-            "retry_delay": self.retry_delay,
-            "consuming": self._consumer is not None and not self._consumer.done(),
-        }
+    def status(self) -> MemoryWireStatus:
+        return MemoryWireStatus(
+            str(self.spec.source), str(self.spec.target), self.spec.transport, **self.stats.as_dict(),
+            in_queue=self.depth,
+            capacity=self.capacity,
+            max_deliver=self.max_deliver,
+            retry_delay=self.retry_delay,
+            consuming=self._consumer is not None and not self._consumer.done(),
+        )
 
 
 class MemoryBroker(Broker):
@@ -339,5 +340,5 @@ class MemoryBroker(Broker):
         self.wires_created += 1
         return MemoryWire(spec, queue_size=self.queue_size)
 
-    def status(self) -> dict[str, Any]:
-        return {"kind": self.kind, "queue_size": self.queue_size, "wires_created": self.wires_created}
+    def status(self) -> MemoryBrokerStatus:
+        return MemoryBrokerStatus(self.kind, queue_size=self.queue_size, wires_created=self.wires_created)

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from fluxmix.errors import ActivationError
 from fluxmix.scenario import Scenario
+from fluxmix.status import BrokerStatus, NatsBrokerStatus
 from fluxmix.transports.base import Broker
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,11 @@ class Brokers:
     def get(self, kind: str) -> Broker | None:
         return self._brokers.get(kind)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, BrokerStatus]:
         status = {kind: broker.status() for kind, broker in sorted(self._brokers.items())}
-        if self._embedded is not None and "standard" in status:
-            status["standard"] = {**status["standard"], "embedded_server": self._embedded.status()}
+        standard = status.get("standard")
+        if self._embedded is not None and isinstance(standard, NatsBrokerStatus):
+            standard.embedded_server = self._embedded.status()
         return status
 
     @property

@@ -13,6 +13,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.scenario import Scenario, WireSpec
+from fluxmix.status import NatsBrokerStatus
 from fluxmix.transports.base import Broker
 from fluxmix.transports.nats.connection import NatsConnection, iso, split_servers
 from fluxmix.transports.nats.errors import CONNECTION_ERRORS, api_error
@@ -171,13 +172,9 @@ class NatsBroker(Broker):
                 await wire.close()
         await self.connection.close()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            **self.connection.status(),
-            "replicas": self.replicas,
-            "streams": sorted(self._streams),
-        }
+    def status(self) -> NatsBrokerStatus:
+        return NatsBrokerStatus(self.kind, connection=self.connection.status(), replicas=self.replicas,
+                                streams=sorted(self._streams))
 
     @property
     def ready(self) -> tuple[bool, str]:

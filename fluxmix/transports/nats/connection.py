@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from fluxmix.errors import NatsUnavailableError, TransportError
 from fluxmix.redact import redact
+from fluxmix.status import NatsConnectionStatus
 from fluxmix.transports.nats.errors import describe
 
 log = logging.getLogger("fluxmix.transports.nats")
@@ -237,21 +238,21 @@ class NatsConnection:
         self.state = "closed"
         self._connected.clear()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NatsConnectionStatus:
         url = None
         if self.nc is not None and self.nc.connected_url is not None:
             url = f"{self.nc.connected_url.scheme}://{self.nc.connected_url.netloc}"
-        return {
-            "state": self.state,
-            "servers": [redact(server) for server in self.servers],  # no password in /status
-            "connected_url": redact(url) if url else None,
-            "connected_since": iso(self.connected_since),
-            "down_since": iso(self.down_since),
-            "disconnects": self.disconnects,
-            "reconnects": self.reconnects,
-            "errors": self.errors,
-            "last_error": self.last_error,
-        }
+        return NatsConnectionStatus(
+            state=self.state,
+            servers=[redact(server) for server in self.servers],  # no password in /status
+            connected_url=redact(url) if url else None,
+            connected_since=iso(self.connected_since),
+            down_since=iso(self.down_since),
+            disconnects=self.disconnects,
+            reconnects=self.reconnects,
+            errors=self.errors,
+            last_error=self.last_error,
+        )
 
     @property
     def ready(self) -> tuple[bool, str]:

@@ -23,6 +23,7 @@ import nats.js.errors
 from fluxmix.errors import TransportError
 from fluxmix.message import Message
 from fluxmix.scenario import WireSpec
+from fluxmix.status import DurableWireStatus
 from fluxmix.transports.base import Delivery, Wire
 from fluxmix.transports.nats.consumer import PullConsumer
 from fluxmix.transports.nats.errors import PublishRefused
@@ -165,26 +166,26 @@ class NatsWire(Wire):
         self.broker._forget(self)
 
     # status -------------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DurableWireStatus:
         now = time.monotonic()
         if now - self._info_at > 1.0 and (self._info_task is None or self._info_task.done()):
             self._info_at = now
             with contextlib.suppress(RuntimeError):  # no running loop: report what we have
                 self._info_task = asyncio.get_running_loop().create_task(self._refresh_info())
         publisher = self.publisher
-        return {
-            **super().status(),
-            "stream": self.stream,
-            "subject": self.subject,
-            "consumer": self.consumer,
-            "in_flight": publisher.in_flight,
-            "publish_retries": publisher.resent,
-            "duplicates": publisher.duplicates,
-            "refused": publisher.refused,
-            "last_refusal": publisher.last_refusal,
-            "full": publisher.full_since is not None,
-            **self._info,
-        }
+        return DurableWireStatus(
+            str(self.spec.source), str(self.spec.target), self.spec.transport, **self.stats.as_dict(),
+            stream=self.stream,
+            subject=self.subject,
+            consumer=self.consumer,
+            in_flight=publisher.in_flight,
+            publish_retries=publisher.resent,
+            duplicates=publisher.duplicates,
+            refused=publisher.refused,
+            last_refusal=publisher.last_refusal,
+            full=publisher.full_since is not None,
+            **self._info,  # pending, ack_pending, server_redelivered once the first info came
+        )
 
     async def _refresh_info(self) -> None:
         connection = self.broker.connection
