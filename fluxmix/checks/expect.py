@@ -37,8 +37,8 @@ TOTALS = {
     "handled": "handled",
     "emitted": "emitted",
 }
-# Wires report their backlog under transport-specific keys (memory: in_queue, JetStream: pending).
-LAG_KEYS = ("pending", "lag", "num_pending", "in_queue", "queued", "depth")
+# A wire's backlog in its status JSON (fluxmix.status): JetStream `pending`, memory `in_queue`.
+LAG_KEYS = ("pending", "in_queue")
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
