@@ -1,6 +1,6 @@
 """POST /pause and POST /resume: hold the running scenario's sources still, and let them go.
 
-They go through the same authorisation as POST /activate (`http._authorized`), so whatever
+They go through the same authorisation as POST /activate (`http_base.authorized`), so whatever
 protects the API's POSTs protects these too.
 """
 
@@ -9,18 +9,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from fluxmix.errors import ActivationError
-from fluxmix.mixer import http
+from fluxmix.mixer.http_base import MIXER, authorized, error_response, json_response, unauthorized
 
 
 async def _toggle(request: web.Request, paused: bool) -> web.Response:
-    if not http._authorized(request):
-        return http._unauthorized()
-    mixer = request.app[http.MIXER]
+    if not authorized(request):
+        return unauthorized()
+    mixer = request.app[MIXER]
     try:
         result = await (mixer.pause_sources(trigger="api") if paused else mixer.resume_sources(trigger="api"))
     except ActivationError as error:
-        return http._error(503, str(error))
-    return http._json(result, status=500 if result.get("error") else 200)
+        return error_response(503, str(error))
+    return json_response(result, status=500 if result.get("error") else 200)
 
 
 async def pause(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from fluxmix import __version__
 from fluxmix.errors import ActivationError, FluxmixError, NothingToReload, StoreError, excerpt
 from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer import events
+from fluxmix.mixer.http import start_http
 from fluxmix.mixer.metrics import RetiredCounters
 from fluxmix.mixer.settings import MixerSettings, is_loopback
 from fluxmix.mixer.watch import FileWatcher
@@ -130,7 +131,8 @@ class Mixer:
         self._watch_lock = asyncio.Lock()
         self.watcher: FileWatcher | None = None
         self._last_polled_hash: str | None = None
-        self.events = events.for_mixer(self)  # GET /events; publishing never waits on a client
+        # GET /events; publishing never waits on a client. The poll reads what /status serves.
+        self.events = events.EventBus(lambda: self.status().to_json())
         self.allowed_dirs: tuple[Path, ...] = allowed_scenario_dirs(settings, normalize_ref(settings.ref or ""))
 
     # ---- activations ----
@@ -548,7 +550,6 @@ async def serve(settings: MixerSettings) -> int:
 
     Raises FluxmixError for startup problems (before any gear or server has started)."""
     from fluxmix.mixer.activation import Activator
-    from fluxmix.mixer.http import start_http
     from fluxmix.store import open_store
 
     t0 = time.monotonic()

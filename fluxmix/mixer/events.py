@@ -31,12 +31,9 @@ import itertools
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from fluxmix.mixer.daemon import Mixer
 
 log = logging.getLogger("fluxmix.mixer.events")
 
@@ -242,8 +239,3 @@ def setup(app: web.Application, bus: EventBus, hello: Callable[[], dict[str, Any
     if hello is not None:
         app[HELLO] = hello
     app.router.add_get("/events", stream)
-
-
-def for_mixer(mixer: "Mixer") -> EventBus:
-    """The bus a mixer publishes on; the poll reads the same status `/status` serves."""
-    return EventBus(lambda: mixer.status().to_json())

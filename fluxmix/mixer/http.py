@@ -28,24 +28,28 @@ Every error is JSON `{"error": "one line"}`, so clients never parse HTML.
 from __future__ import annotations
 
 import errno
-import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from fluxmix.errors import ActivationError, UserError, bound_line, excerpt
-from fluxmix.mixer import metrics
+from fluxmix.errors import ActivationError, NothingToReload, UserError, excerpt
+from fluxmix.mixer import control, events, metrics, page
+from fluxmix.mixer.http_base import (
+    MAX_JOURNAL_LIMIT,
+    MIXER,
+    MixerAPI,
+    authorized,
+    error_response,
+    json_response,
+    unauthorized,
+)
+from fluxmix.mixer.http_state import add_state_routes
 from fluxmix.mixer.settings import is_loopback
-
-if TYPE_CHECKING:
-    from fluxmix.mixer.daemon import Mixer
 
 log = logging.getLogger("fluxmix.mixer.http")
 
-MIXER: web.AppKey["Mixer"] = web.AppKey("mixer")
-MAX_JOURNAL_LIMIT = 1000
 MAX_REF = 4096  # characters; PATH_MAX on Linux, far above any name:tag
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SAME_SITE = frozenset({"same-origin", "none"})  # none: typed in the address bar, or not a browser
@@ -53,14 +57,6 @@ SAME_SITE = frozenset({"same-origin", "none"})  # none: typed in the address bar
 OUTCOME_STATUS = {"activated": 200, "unchanged": 200, "rejected": 422, "rolled-back": 422, "failed": 500}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda obj: json.dumps(obj, default=str))
-
-
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": bound_line(message)}, status=status, headers=headers or None)
 
 
 @web.middleware
@@ -71,10 +67,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, exc.reason or str(exc))
+        return error_response(exc.status, exc.reason or str(exc))
     except Exception as exc:  # a bug: log it with the traceback, answer one line
         log.exception("%s %s failed", request.method, request.path)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
 
 
 @web.middleware
@@ -83,15 +79,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     refusal = _foreign(request)
     if refusal is not None:
         log.warning("refused %s %s: %s", request.method, request.path, refusal)
-        return _error(403, refusal)
+        return error_response(403, refusal)
     if request.method not in SAFE_METHODS:
         # POST is the one unsafe method a page may send cross-site without a CORS preflight, as
         # long as its body is a "simple" type (text/plain, a form): require JSON. PUT and DELETE
         # always need a preflight, which this API never grants.
         if request.method == "POST" and request.content_type != "application/json":
-            return _error(415, f"{request.method} needs Content-Type: application/json (got {excerpt(request.content_type)})")
-        if not _authorized(request):
-            return _unauthorized()
+            return error_response(415, f"{request.method} needs Content-Type: application/json (got {excerpt(request.content_type)})")
+        if not authorized(request):
+            return unauthorized()
     return await handler(request)
 
 
@@ -120,49 +116,34 @@ def _hostname(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def _authorized(request: web.Request) -> bool:
-    settings = request.app[MIXER].settings
-    if not settings.auth:
-        return True
-    token = settings.api_token
-    if not token:  # auth on but no token configured: fail closed
-        return False
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _unauthorized() -> web.Response:
-    return _error(401, "missing or wrong bearer token (send Authorization: Bearer <token>)", **{"WWW-Authenticate": "Bearer"})
-
-
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     mixer = request.app[MIXER]
     ready, reason = mixer.readiness()
     if ready:
-        return _json({"status": "ready", "state": mixer.state(), "reason": reason})
-    return _json({"status": "not ready", "state": mixer.state(), "reason": reason}, status=503)
+        return json_response({"status": "ready", "state": mixer.state(), "reason": reason})
+    return json_response({"status": "not ready", "state": mixer.state(), "reason": reason}, status=503)
 
 
 async def status(request: web.Request) -> web.Response:
-    return _json(request.app[MIXER].status().to_json())
+    return json_response(request.app[MIXER].status().to_json())
 
 
 async def journal(request: web.Request) -> web.Response:
     raw = request.query.get("limit", "50")
     if raw == "all":  # everything retention kept (`fluxmix mixer journal --all`)
-        return _json({"entries": [e.as_dict() for e in request.app[MIXER].store.journal(limit=2**31 - 1)]})
+        return json_response({"entries": [e.as_dict() for e in request.app[MIXER].store.journal(limit=2**31 - 1)]})
     try:
         limit = int(raw)
     except ValueError:
-        return _error(400, f"limit: expected an integer, got {raw!r}")
+        return error_response(400, f"limit: expected an integer, got {raw!r}")
     if not 1 <= limit <= MAX_JOURNAL_LIMIT:
-        return _error(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
+        return error_response(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
     entries = request.app[MIXER].store.journal(limit=limit)
-    return _json({"entries": [entry.as_dict() for entry in entries]})
+    return json_response({"entries": [entry.as_dict() for entry in entries]})
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -171,46 +152,44 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 
 def _entry_response(entry: Any) -> web.Response:
-    return _json(entry.as_dict(), status=OUTCOME_STATUS.get(entry.outcome, 500))
+    return json_response(entry.as_dict(), status=OUTCOME_STATUS.get(entry.outcome, 500))
 
 
 async def activate(request: web.Request) -> web.Response:
     try:
         payload = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return _error(400, f"request body is not valid JSON: {error}")
+        return error_response(400, f"request body is not valid JSON: {error}")
     except RecursionError:
-        return _error(400, "request body is not valid JSON: nested too deeply")
+        return error_response(400, "request body is not valid JSON: nested too deeply")
     if not isinstance(payload, dict):
-        return _error(400, 'request body must be a JSON object like {"ref": "name:tag"}')
+        return error_response(400, 'request body must be a JSON object like {"ref": "name:tag"}')
     ref = payload.get("ref")
     if not isinstance(ref, str) or not ref.strip():
-        return _error(400, 'ref: required, a non-empty string (name:tag, name, sha256:..., or an absolute path)')
+        return error_response(400, 'ref: required, a non-empty string (name:tag, name, sha256:..., or an absolute path)')
     if len(ref) > MAX_REF:
-        return _error(400, f"ref: {len(ref)} characters is longer than the {MAX_REF}-character limit")
+        return error_response(400, f"ref: {len(ref)} characters is longer than the {MAX_REF}-character limit")
     unknown = sorted(set(payload) - {"ref"})
     if unknown:
-        return _error(400, f"unknown field(s): {', '.join(excerpt(k) for k in unknown[:5])}")
+        return error_response(400, f"unknown field(s): {', '.join(excerpt(k) for k in unknown[:5])}")
     try:
         entry = await request.app[MIXER].activate(ref.strip(), trigger="api", confined=True)
     except ActivationError as error:
-        return _error(503, str(error))
+        return error_response(503, str(error))
     return _entry_response(entry)
 
 
 async def reload(request: web.Request) -> web.Response:
-    from fluxmix.errors import NothingToReload
-
     try:
         entry = await request.app[MIXER].reload(trigger="api")
     except NothingToReload as error:
-        return _error(409, str(error))
+        return error_response(409, str(error))
     except ActivationError as error:
-        return _error(503, str(error))
+        return error_response(503, str(error))
     return _entry_response(entry)
 
 
-def create_app(mixer: "Mixer") -> web.Application:
+def create_app(mixer: MixerAPI) -> web.Application:
     app = web.Application(middlewares=[_json_errors, _guard], client_max_size=64 * 1024)
     app[MIXER] = mixer
     app.router.add_get("/healthz", healthz)
@@ -220,18 +199,14 @@ def create_app(mixer: "Mixer") -> web.Application:
     app.router.add_get("/metrics", metrics_view)
     app.router.add_post("/activate", activate)
     app.router.add_post("/reload", reload)
-    from fluxmix.mixer import control, events, page  # they build on this module's helpers
-
     events.setup(app, mixer.events, hello=mixer.view)
     page.setup(app)
     control.setup(app)
-    from fluxmix.mixer.http_state import add_state_routes  # global state (it imports this module's helpers)
-
     add_state_routes(app)
     return app
 
 
-async def start_http(mixer: "Mixer", host: str, port: int) -> web.AppRunner:
+async def start_http(mixer: MixerAPI, host: str, port: int) -> web.AppRunner:
     """Listen on host:port; a busy or forbidden address is the operator's to fix (UserError)."""
     runner = web.AppRunner(create_app(mixer), access_log=log.getChild("access"), handle_signals=False)
     await runner.setup()

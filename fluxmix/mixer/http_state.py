@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from fluxmix.errors import FluxmixError, GlobalsError, UserError
 from fluxmix.globals_state import ScenarioGlobals
-from fluxmix.mixer.http import MAX_JOURNAL_LIMIT, MIXER, _authorized, _error, _json, _unauthorized
-
-if TYPE_CHECKING:
-    from fluxmix.mixer.daemon import Mixer
+from fluxmix.mixer.http_base import (
+    MAX_JOURNAL_LIMIT,
+    MIXER,
+    MixerAPI,
+    authorized,
+    error_response,
+    json_response,
+    unauthorized,
+)
 
 MAX_WHO_HEADER = 80
 
@@ -51,7 +56,7 @@ async def _globals(request: web.Request) -> ScenarioGlobals:
     """The ScenarioGlobals of ?scenario=NAME, or of the active scenario."""
     from fluxmix.refs import NAME_RE
 
-    mixer: Mixer = request.app[MIXER]
+    mixer = request.app[MIXER]
     hub = mixer.activator.globals
     loaded = mixer.activator.current_loaded
     name = request.query.get("scenario")
@@ -70,7 +75,7 @@ async def _globals(request: web.Request) -> ScenarioGlobals:
     return scenario_globals
 
 
-def _stored_declarations(mixer: "Mixer", name: str) -> dict[str, Any]:
+def _stored_declarations(mixer: MixerAPI, name: str) -> dict[str, Any]:
     from fluxmix.loading import resolve_scenario
 
     try:
@@ -97,21 +102,21 @@ async def _resolved(request: web.Request) -> ScenarioGlobals | web.Response:
     try:
         return await _globals(request)
     except _NoScenario as error:
-        return _error(409, str(error))
+        return error_response(409, str(error))
     except UserError as error:
-        return _error(400, str(error))
+        return error_response(400, str(error))
 
 
 async def list_state(request: web.Request) -> web.Response:
     mixer = request.app[MIXER]
     if "scenario" not in request.query and mixer.activator.current_loaded is None:
-        return _json({"scenario": None, "version": 0, "values": {}, "declared": {}})  # idle: nothing to show
+        return json_response({"scenario": None, "version": 0, "values": {}, "declared": {}})  # idle: nothing to show
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
     declared = {k: {f: v for f, v in spec.items() if f != "initial"} for k, spec in found.declared().items()
                 if isinstance(spec, dict)}
-    return _json({"scenario": found.scenario, "version": found.version, "values": found.values(),
+    return json_response({"scenario": found.scenario, "version": found.version, "values": found.values(),
                   "declared": declared})
 
 
@@ -121,13 +126,13 @@ async def get_state(request: web.Request) -> web.Response:
         return found
     key = request.match_info["key"]
     if key not in found:
-        return _error(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
-    return _json({"scenario": found.scenario, "key": key, "value": found.get(key)})
+        return error_response(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
+    return json_response({"scenario": found.scenario, "key": key, "value": found.get(key)})
 
 
 async def put_state(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -135,19 +140,19 @@ async def put_state(request: web.Request) -> web.Response:
     try:
         value = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return _error(400, f"request body is not a JSON value: {error}")
+        return error_response(400, f"request body is not a JSON value: {error}")
     who = _who(request)
     try:
         old = await asyncio.to_thread(found.set, key, value, who=who)
     except GlobalsError as error:
-        return _error(422, str(error))
+        return error_response(422, str(error))
     _announce(request, found, "set", key, old, found.get(key), who)
-    return _json({"scenario": found.scenario, "key": key, "old_value": old, "value": found.get(key)})
+    return json_response({"scenario": found.scenario, "key": key, "old_value": old, "value": found.get(key)})
 
 
 async def delete_state(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -156,23 +161,23 @@ async def delete_state(request: web.Request) -> web.Response:
     try:
         old, existed = await asyncio.to_thread(found.delete, key, who=who)
     except GlobalsError as error:
-        return _error(422, str(error))
+        return error_response(422, str(error))
     if not existed:
-        return _error(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
+        return error_response(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
     _announce(request, found, "delete", key, old, None, who)
-    return _json({"scenario": found.scenario, "key": key, "old_value": old})
+    return json_response({"scenario": found.scenario, "key": key, "old_value": old})
 
 
 async def clear_state(request: web.Request) -> web.Response:
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
     who = _who(request)
     count = await asyncio.to_thread(found.clear, who=who)
     _announce(request, found, "clear", None, None, None, who)
-    return _json({"scenario": found.scenario, "cleared": count})
+    return json_response({"scenario": found.scenario, "cleared": count})
 
 
 async def state_changes(request: web.Request) -> web.Response:
@@ -180,11 +185,11 @@ async def state_changes(request: web.Request) -> web.Response:
     try:
         limit = int(raw)
     except ValueError:
-        return _error(400, f"limit: expected an integer, got {raw[:20]!r}")
+        return error_response(400, f"limit: expected an integer, got {raw[:20]!r}")
     if not 1 <= limit <= MAX_JOURNAL_LIMIT:
-        return _error(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
+        return error_response(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
     changes = await asyncio.to_thread(request.app[MIXER].store.globals.changes, found.scenario, limit)
-    return _json({"scenario": found.scenario, "changes": [c.as_dict() for c in changes]})
+    return json_response({"scenario": found.scenario, "changes": [c.as_dict() for c in changes]})

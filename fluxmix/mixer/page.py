@@ -13,7 +13,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from fluxmix.mixer import http
+from fluxmix.mixer.http_base import MIXER, json_response
 
 FILES = {  # what may be served, and as what: nothing else under static/ is reachable
     "index.html": "text/html",
@@ -47,7 +47,7 @@ async def asset(request: web.Request) -> web.Response:
 
 async def view(request: web.Request) -> web.Response:
     """GET /view: /status plus the scenario's layout (columns and rows), for drawing."""
-    return http._json(request.app[http.MIXER].view())
+    return json_response(request.app[MIXER].view())
 
 
 def setup(app: web.Application) -> None:
