@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from asyncio import current_task
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Iterator, Mapping, Protocol, Sequence
 
 from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
@@ -32,7 +32,7 @@ from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import MemoryBackend, ScenarioGlobals, use as use_globals
 from fluxmix.message import NO_HEADERS, FrozenDict, Message, derived_id, freeze_body, freeze_headers, source_id
 from fluxmix.scenario import GearSpec, Scenario, WireSpec
-from fluxmix.status import GearStatus, RuntimeStatus
+from fluxmix.status import GearCounters, GearStatus, RuntimeStatus
 from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 
 log = logging.getLogger(__name__)
@@ -83,16 +83,6 @@ class MemoryCheckpoints:
 class StopReport:
     drained: int  # deliveries completed on the wires while stopping (one per wire a message crossed)
     timed_out: bool  # True when the stop was cut short and what was left was abandoned
-
-
-@dataclass(slots=True)
-class GearCounters:
-    handled: int = 0  # handle() calls that returned
-    errors: int = 0  # handle() attempts that raised, run() crashes, failed stop()
-    emitted: int = 0  # emit() calls that reached at least one wire
-    dead_lettered: int = 0  # messages that used up their attempts
-    dropped: int = 0  # ... and had no `error` wire to go to
-    restarts: int = 0  # run() restarts after a crash (sources)
 
 
 class _Throttle:
@@ -215,7 +205,7 @@ class _GearSlot:
 
     def status(self) -> GearStatus:
         return GearStatus(self.spec.type, self.state, self.is_source, self.is_sink,
-                          **asdict(self.counters), last_error=self.last_error)
+                          counters=replace(self.counters), last_error=self.last_error)
 
 
 class _Context:

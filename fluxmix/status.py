@@ -14,42 +14,71 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 
+def _json(value: Any) -> Any:
+    """A status value as JSON data: nested status objects through their own to_json()."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if hasattr(value, "as_dict"):  # a journal entry
+        return value.as_dict()
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
+    return value
+
+
 def _flat(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The dataclass's own fields as a dict, in declaration order (shallow: no deep copies)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.name not in skip}
+    """The dataclass's fields as a JSON object, in declaration order."""
+    return {f.name: _json(getattr(obj, f.name)) for f in fields(obj) if f.name not in skip}
+
+
+class _Status:
+    """Base of every status dataclass: JSON is its fields in order unless a class says otherwise."""
+
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return _flat(self)
 
 
 # ---- gears ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class GearStatus:
-    """One gear of the running scenario: its lifecycle state and its counters."""
+class GearCounters(_Status):
+    """What a gear has done; the runtime counts into one of these on the hot path."""
 
-    type: str
-    state: str  # built | starting | running | paused | finished | stopped | failed ...
-    source: bool
-    sink: bool
     handled: int = 0  # handle() calls that returned
     errors: int = 0  # handle() attempts that raised, run() crashes, failed stop()
     emitted: int = 0  # emit() calls that reached at least one wire
     dead_lettered: int = 0  # messages that used up their attempts
     dropped: int = 0  # ... and had no `error` wire to go to
     restarts: int = 0  # run() restarts after a crash (sources)
+
+
+GEAR_COUNTER_FIELDS = tuple(f.name for f in fields(GearCounters))
+
+
+@dataclass(slots=True)
+class GearStatus(_Status):
+    """One gear of the running scenario: its lifecycle state and (a copy of) its counters.
+    JSON: the counters inline, between `sink` and `last_error`."""
+
+    type: str
+    state: str  # built | starting | running | paused | finished | stopped | failed ...
+    source: bool
+    sink: bool
+    counters: GearCounters = field(default_factory=GearCounters)
     last_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return _flat(self)
-
-
-GEAR_COUNTER_FIELDS = ("handled", "errors", "emitted", "dead_lettered", "dropped", "restarts")
+        return {"type": self.type, "state": self.state, "source": self.source, "sink": self.sink,
+                **self.counters.to_json(), "last_error": self.last_error}
 
 
 # ---- wires ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class WireStatus:
+class WireStatus(_Status):
     """Counters every wire keeps, whatever its transport (see transports/base.py WireStats)."""
 
     source: str  # "gear.port" the wire takes from (JSON "from")
@@ -124,11 +153,8 @@ class DurableWireStatus(WireStatus):
 
 
 @dataclass(slots=True)
-class BrokerStatus:
+class BrokerStatus(_Status):
     kind: str
-
-    def to_json(self) -> dict[str, Any]:
-        return _flat(self)
 
 
 @dataclass(slots=True)
@@ -138,7 +164,7 @@ class MemoryBrokerStatus(BrokerStatus):
 
 
 @dataclass(slots=True)
-class NatsConnectionStatus:
+class NatsConnectionStatus(_Status):
     state: str  # new | connected | disconnected | closed
     servers: list[str] = field(default_factory=list)  # redacted: no password in /status
     connected_url: str | None = None
@@ -149,20 +175,14 @@ class NatsConnectionStatus:
     errors: int = 0
     last_error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return _flat(self)
-
 
 @dataclass(slots=True)
-class EmbeddedServerStatus:
+class EmbeddedServerStatus(_Status):
     pid: int | None
     url: str | None
     running: bool
     restarts: int
     last_exit: Any  # the server's last exit status (int) or None
-
-    def to_json(self) -> dict[str, Any]:
-        return _flat(self)
 
 
 @dataclass(slots=True)
@@ -175,22 +195,18 @@ class NatsBrokerStatus(BrokerStatus):
     embedded_server: EmbeddedServerStatus | None = None  # set when the mixer runs its own server
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"kind": self.kind, **self.connection.to_json(), "replicas": self.replicas,
-                                "streams": self.streams}
+        data = _flat(self, skip=("connection", "embedded_server"))
+        data = {"kind": data.pop("kind"), **self.connection.to_json(), **data}
         if self.embedded_server is not None:
             data["embedded_server"] = self.embedded_server.to_json()
         return data
-
-
-def brokers_json(brokers: dict[str, BrokerStatus]) -> dict[str, Any]:
-    return {kind: broker.to_json() for kind, broker in brokers.items()}
 
 
 # ---- a runtime --------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class RuntimeStatus:
+class RuntimeStatus(_Status):
     """One activation's runtime: its scenario, state, and every gear and wire (topological order)."""
 
     scenario: str
@@ -201,18 +217,6 @@ class RuntimeStatus:
     last_handled_at: float | None = None
     gears: dict[str, GearStatus] = field(default_factory=dict)
     wires: dict[str, WireStatus] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "hash": self.hash,
-            "state": self.state,
-            "started_at": self.started_at,
-            "first_handled_at": self.first_handled_at,
-            "last_handled_at": self.last_handled_at,
-            "gears": {name: gear.to_json() for name, gear in self.gears.items()},
-            "wires": {key: wire.to_json() for key, wire in self.wires.items()},
-        }
 
 
 # ---- the mixer --------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ class JournalEntryLike(Protocol):
 
 
 @dataclass(slots=True)
-class ScenarioInfo:
+class ScenarioInfo(_Status):
     """The active scenario as the mixer knows it (JSON: /status `scenario`)."""
 
     name: str
@@ -242,12 +246,9 @@ class ScenarioInfo:
     description: str | None
     path: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        return _flat(self)
-
 
 @dataclass(slots=True)
-class MixerStatus:
+class MixerStatus(_Status):
     """Everything `GET /status` answers; metrics, the event stream and the page read the same."""
 
     state: str
@@ -267,24 +268,3 @@ class MixerStatus:
     store: str
     pid: int
     version: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "ready": self.ready,
-            "reason": self.reason,
-            "paused": self.paused,
-            "scenario": self.scenario.to_json() if self.scenario is not None else None,
-            "following": self.following,
-            "watching": self.watching,
-            "gears": {name: gear.to_json() for name, gear in self.gears.items()},
-            "wires": {key: wire.to_json() for key, wire in self.wires.items()},
-            "brokers": brokers_json(self.brokers),
-            "uptime_seconds": self.uptime_seconds,
-            "started_at": self.started_at,
-            "last_reload": self.last_reload.as_dict() if self.last_reload is not None else None,
-            "expectations": self.expectations,
-            "store": self.store,
-            "pid": self.pid,
-            "version": self.version,
-        }

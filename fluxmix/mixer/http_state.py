@@ -26,15 +26,8 @@ from aiohttp import web
 
 from fluxmix.errors import FluxmixError, GlobalsError, UserError
 from fluxmix.globals_state import ScenarioGlobals
-from fluxmix.mixer.http_base import (
-    MAX_JOURNAL_LIMIT,
-    MIXER,
-    MixerAPI,
-    authorized,
-    error_response,
-    json_response,
-    unauthorized,
-)
+from fluxmix.mixer import http_base
+from fluxmix.mixer.http_base import MIXER, error_response, json_response
 
 MAX_WHO_HEADER = 80
 
@@ -75,7 +68,7 @@ async def _globals(request: web.Request) -> ScenarioGlobals:
     return scenario_globals
 
 
-def _stored_declarations(mixer: MixerAPI, name: str) -> dict[str, Any]:
+def _stored_declarations(mixer: http_base.MixerAPI, name: str) -> dict[str, Any]:
     from fluxmix.loading import resolve_scenario
 
     try:
@@ -131,8 +124,8 @@ async def get_state(request: web.Request) -> web.Response:
 
 
 async def put_state(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return unauthorized()
+    if not http_base.authorized(request):
+        return http_base.unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -151,8 +144,8 @@ async def put_state(request: web.Request) -> web.Response:
 
 
 async def delete_state(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return unauthorized()
+    if not http_base.authorized(request):
+        return http_base.unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -169,8 +162,8 @@ async def delete_state(request: web.Request) -> web.Response:
 
 
 async def clear_state(request: web.Request) -> web.Response:
-    if not authorized(request):
-        return unauthorized()
+    if not http_base.authorized(request):
+        return http_base.unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -186,8 +179,8 @@ async def state_changes(request: web.Request) -> web.Response:
         limit = int(raw)
     except ValueError:
         return error_response(400, f"limit: expected an integer, got {raw[:20]!r}")
-    if not 1 <= limit <= MAX_JOURNAL_LIMIT:
-        return error_response(400, f"limit: must be between 1 and {MAX_JOURNAL_LIMIT}")
+    if not 1 <= limit <= http_base.MAX_JOURNAL_LIMIT:
+        return error_response(400, f"limit: must be between 1 and {http_base.MAX_JOURNAL_LIMIT}")
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found

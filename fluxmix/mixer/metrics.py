@@ -19,7 +19,7 @@ from fluxmix.status import (
     GEAR_COUNTER_FIELDS,
     WIRE_COUNTER_FIELDS,
     DurableWireStatus,
-    GearStatus,
+    GearCounters,
     MemoryWireStatus,
     MixerStatus,
     NatsBrokerStatus,
@@ -58,7 +58,7 @@ class RetiredCounters:
     def fold(self, status: RuntimeStatus) -> None:
         for name, gear in status.gears.items():
             for counter in GEAR_COUNTERS:
-                self.gears[(name, gear.type, counter)] += getattr(gear, counter)
+                self.gears[(name, gear.type, counter)] += getattr(gear.counters, counter)
         for key, wire in status.wires.items():
             for counter in WIRE_COUNTERS:
                 self.wires[(key, wire.transport, counter)] += getattr(wire, counter)
@@ -78,10 +78,10 @@ def _counter_families(
     second_label: str,
     counters: Mapping[str, str],
     retired: Mapping[tuple[str, str, str], float],
-    current: Mapping[str, tuple[str, GearStatus | WireStatus]],
+    current: Mapping[str, tuple[str, GearCounters | WireStatus]],
 ) -> Iterator[CounterMetricFamily]:
     """One family per counter: what retired runtimes counted plus what the current one counts,
-    so a reload never makes a counter go down. `current`: name -> (second label, status)."""
+    so a reload never makes a counter go down. `current`: name -> (second label, counters)."""
     values: dict[str, dict[tuple[str, str], float]] = {c: {} for c in counters}
     for (name, second, counter), value in retired.items():
         values[counter][(name, second)] = values[counter].get((name, second), 0) + value
@@ -115,7 +115,7 @@ class MixerCollector(Collector):
                                 value=1 if status.paused else 0)
 
         # gears
-        gears = {name: (gear.type, gear) for name, gear in status.gears.items()}
+        gears = {name: (gear.type, gear.counters) for name, gear in status.gears.items()}
         yield from _counter_families("gear", "type", GEAR_COUNTERS, retired.gears, gears)
         running = GaugeMetricFamily("fluxmix_gear_running", "1 when the gear is in state running", labels=["gear", "type"])
         for name, gear in status.gears.items():

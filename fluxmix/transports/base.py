@@ -114,8 +114,13 @@ class Wire(abc.ABC):
         """Release resources without draining (used when an activation is abandoned)."""
 
     def status(self) -> WireStatus:
-        """Counters; a transport's own subclass adds its state (queue depth, consumer lag, ...)."""
-        return WireStatus(str(self.spec.source), str(self.spec.target), self.spec.transport, **self.stats.as_dict())
+        """Counters; a transport returns its own subclass with its state (queue depth, lag, ...)."""
+        return WireStatus(**self.status_fields())
+
+    def status_fields(self) -> dict[str, Any]:
+        """The fields every WireStatus has: its ends, its transport and its counters."""
+        return {"source": str(self.spec.source), "target": str(self.spec.target), "transport": self.spec.transport,
+                **self.stats.as_dict()}
 
 
 class Broker(abc.ABC):

@@ -315,14 +315,9 @@ class MemoryWire(Wire):
                         lost, extra={"wire": self.spec.key})
 
     def status(self) -> MemoryWireStatus:
-        return MemoryWireStatus(
-            str(self.spec.source), str(self.spec.target), self.spec.transport, **self.stats.as_dict(),
-            in_queue=self.depth,
-            capacity=self.capacity,
-            max_deliver=self.max_deliver,
-            retry_delay=self.retry_delay,
-            consuming=self._consumer is not None and not self._consumer.done(),
-        )
+        consuming = self._consumer is not None and not self._consumer.done()
+        return MemoryWireStatus(**self.status_fields(), in_queue=self.depth, capacity=self.capacity,
+                                max_deliver=self.max_deliver, retry_delay=self.retry_delay, consuming=consuming)
 
 
 class MemoryBroker(Broker):

@@ -174,16 +174,9 @@ class NatsWire(Wire):
                 self._info_task = asyncio.get_running_loop().create_task(self._refresh_info())
         publisher = self.publisher
         return DurableWireStatus(
-            str(self.spec.source), str(self.spec.target), self.spec.transport, **self.stats.as_dict(),
-            stream=self.stream,
-            subject=self.subject,
-            consumer=self.consumer,
-            in_flight=publisher.in_flight,
-            publish_retries=publisher.resent,
-            duplicates=publisher.duplicates,
-            refused=publisher.refused,
-            last_refusal=publisher.last_refusal,
-            full=publisher.full_since is not None,
+            **self.status_fields(), stream=self.stream, subject=self.subject, consumer=self.consumer,
+            in_flight=publisher.in_flight, publish_retries=publisher.resent, duplicates=publisher.duplicates,
+            refused=publisher.refused, last_refusal=publisher.last_refusal, full=publisher.full_since is not None,
             **self._info,  # pending, ack_pending, server_redelivered once the first info came
         )
 
