@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer.activation import Activator
-from fluxmix.mixer.daemon import Mixer
+from fluxmix.mixer.service import MixerService
 from fluxmix.mixer.http import create_app
 from fluxmix.mixer.logs import JsonFormatter, TextFormatter
 from fluxmix.mixer.settings import MixerSettings
@@ -54,7 +54,7 @@ def _memory_scenario(out: Path, name: str = "sec") -> str:
 class Api:
     """The real aiohttp app over a real store and activator, with the settings a flag would give."""
 
-    def __init__(self, client: TestClient, mixer: Mixer, allowed: Path) -> None:
+    def __init__(self, client: TestClient, mixer: MixerService, allowed: Path) -> None:
         self.client, self.mixer, self.allowed = client, mixer, allowed
 
     async def post(self, path: str, body: Any = None, *, raw: bytes | None = None, token: str | None = TOKEN,
@@ -82,7 +82,7 @@ async def api(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[A
     catalog = Catalog.default()
     brokers = Brokers(store.home)
     activator = Activator(store, catalog, brokers, stop_timeout=10)
-    mixer = Mixer(settings, store, catalog, brokers, activator)
+    mixer = MixerService(settings, store, catalog, brokers, activator)
     mixer.phase = "serving"
     client = TestClient(TestServer(create_app(mixer), host="127.0.0.1"))
     await client.start_server()

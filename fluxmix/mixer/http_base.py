@@ -1,8 +1,8 @@
 """What every HTTP route module shares: the mixer they serve (as a Protocol), JSON answers, auth.
 
 The route modules (http, control, page, events, http_state) depend on this module and on the
-typed status model, never on the daemon: the daemon builds the app and hands itself over as a
-`MixerAPI`, so imports only ever point from the daemon towards the API, not back.
+typed status model, never on the daemon: the daemon builds the app and hands its service over
+as a `MixerAPI`, so imports only ever point from the daemon towards the API, not back.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ActiveScenario(Protocol):
 
 
 class MixerAPI(MetricsSource, Protocol):
-    """The mixer as its HTTP API sees it (the daemon's `Mixer` is one)."""
+    """The mixer as its HTTP API sees it (`fluxmix.mixer.service.MixerService` is one)."""
 
     settings: MixerSettings
     store: Store
