@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from fluxmix.cli._app import FluxmixCommand
-from fluxmix.cli.main import App, echo_json, echo_table, json_option, pass_app
+from fluxmix.cli.main import App, pass_app
+from fluxmix.cli.output import echo_json, echo_table, json_option
 from fluxmix.errors import NotFoundError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The `fluxmix` root command: global options, lazy sub-commands, and the output helpers they share.
+"""The `fluxmix` root command: global options and lazy sub-commands (output helpers: cli/output.py).
 
 Sub-command modules are imported only when their command runs (a lazy group, as click's docs
 suggest), so `fluxmix gears` never loads SQLAlchemy and `fluxmix-mixer`, which shares this package,
@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import importlib
 import io
-import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,84 +163,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     root.main(args=argv, prog_name="fluxmix")
 
 
-# ---------------------------------------------------------------------------------------------
-# Output helpers shared by the sub-command modules
-# ---------------------------------------------------------------------------------------------
-
-
-def json_option() -> Any:
-    """The `--json` flag every listing and report command takes (passed as `as_json`)."""
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
-
-
-def echo_json(value: Any) -> None:
-    """Machine output: indented JSON with stable keys, datetimes in ISO 8601 UTC."""
-    click.echo(json.dumps(value, indent=2, default=_json_default, ensure_ascii=False))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset)):  # tuples never get here: json encodes them as lists
-        return sorted(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def as_utc(value: datetime) -> datetime:
-    """The store may hand back naive datetimes (SQLite drops the zone); they are UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def iso_utc(value: datetime) -> str:
-    return as_utc(value).isoformat().replace("+00:00", "Z")
-
-
-def human_time(value: datetime) -> str:
-    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def human_size(size: int) -> str:
-    """1023 B, 1.5 KiB, 12.0 MiB: short enough for a table column."""
-    if size < 1024:
-        return f"{size} B"
-    amount = float(size)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        amount /= 1024
-        if amount < 1024 or unit == "TiB":
-            return f"{amount:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def short_hash(hex_digest: str) -> str:
-    return hex_digest[:12]
-
-
-def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, show_headers: bool = True) -> None:
-    """Left-aligned columns separated by two spaces; no trailing blanks (friendly to `cut`/`awk`)."""
-    cells = [[str(h) for h in headers]] if show_headers else []
-    cells += [[("" if c is None else str(c)) for c in row] for row in rows]
-    if not cells:
-        return
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))
-        click.echo(line.rstrip())
-
-
 __all__ = [
     "App",
     "EXIT_BROKEN_PIPE",
-    "as_utc",
-    "echo_json",
-    "echo_table",
-    "human_size",
-    "human_time",
-    "iso_utc",
-    "json_option",
     "main",
     "pass_app",
     "root",
-    "short_hash",
 ]

@@ -7,16 +7,16 @@ file for another host, so pointing `--url` elsewhere cannot leak it.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import click
 
 from fluxmix.cli._app import FluxmixGroup
+from fluxmix.cli.output import echo_json, human_duration, human_time, json_option, table
 from fluxmix.errors import MixerApiError, UserError
 from fluxmix.mixer.client import DEFAULT_URL, MixerClient
+from fluxmix.refs import short_hash
 
 OK_OUTCOMES = ("activated", "unchanged")
 
@@ -57,7 +57,7 @@ JOURNAL_SCHEMA: dict[str, Any] = {
 
 
 def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer (for scripts).")(func)
+    func = json_option()(func)
     func = click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
                         help="Seconds to wait for the mixer (an activation may drain for a while).")(func)
     func = click.option("--token", envvar="FLUXMIX_API_TOKEN", metavar="TOKEN",
@@ -85,51 +85,6 @@ def _home_token() -> str | None:
     return read_token(Path(home))
 
 
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns separated by two spaces (numbers right-aligned)."""
-    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [
-        all(_is_number(r[i]) for r in cells) and any(r[i] != "-" for r in cells) for i in range(len(headers))
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    return "\n".join([line(list(headers))] + [line(r) for r in cells])
-
-
-def _is_number(text: str) -> bool:
-    return text.replace(".", "", 1).isdigit() or text == "-"
-
-
-def _short(digest: str | None) -> str:
-    return digest[:12] if digest else "-"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes) + [f"{secs}s"]
-    return " ".join(parts[:2])
-
-
-def _when(ts: str | None) -> str:
-    if not ts:
-        return "-"
-    try:
-        return datetime.fromisoformat(ts).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return ts
-
-
 @click.group(cls=FluxmixGroup)
 def mixer() -> None:
     """Query and steer a running fluxmix-mixer through its HTTP API."""
@@ -141,7 +96,7 @@ def status_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> No
     """Show the active scenario, gears, wires and last reload."""
     data = _client(url, token, timeout).get("/status", STATUS_SCHEMA)
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     click.echo(render_status(data))
 
@@ -154,17 +109,17 @@ def render_status(data: dict[str, Any]) -> str:
     if data.get("paused"):
         facts.append(("paused", "yes: sources hold still (`fluxmix mixer resume`)"))
     if scenario:
-        facts.append(("scenario", f"{scenario.get('name')}:{scenario.get('tag') or '-'}  sha256:{_short(scenario.get('hash'))}"))
+        facts.append(("scenario", f"{scenario.get('name')}:{scenario.get('tag') or '-'}  {short_hash(scenario.get('hash'))}"))
     else:
         facts.append(("scenario", "none"))
     if data.get("following"):
         facts.append(("following", str(data["following"])))
     if data.get("watching"):
         facts.append(("watching", str(data["watching"])))
-    facts.append(("uptime", _duration(float(data.get("uptime_seconds") or 0))))
+    facts.append(("uptime", human_duration(float(data.get("uptime_seconds") or 0))))
     last = data.get("last_reload")
     if last:
-        facts.append(("last reload", f"{_when(last.get('ts'))}  {last.get('outcome')} ({last.get('trigger')})  {last.get('reason') or ''}".rstrip()))
+        facts.append(("last reload", f"{human_time(last.get('ts'))}  {last.get('outcome')} ({last.get('trigger')})  {last.get('reason') or ''}".rstrip()))
     width = max(len(k) for k, _ in facts)
     lines += [f"{k.ljust(width)}  {v}" for k, v in facts]
     gears = data.get("gears") or {}
@@ -180,7 +135,7 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(table(
             ["WIRE", "TRANSPORT", "SENT", "RECEIVED", "QUEUED", "FAILED", "DEAD", "DROPPED"],
             [
-                [key, w.get("transport"), w.get("sent"), w.get("received"), _first(w, "in_queue", "queued", "pending"),
+                [key, w.get("transport"), w.get("sent"), w.get("received"), _first(w, "in_queue", "pending"),
                  w.get("failed"), w.get("dead_lettered"), w.get("dropped")]
                 for key, w in wires.items()
             ],
@@ -214,7 +169,7 @@ def journal_cmd(limit: int, show_all: bool, url: str, token: str | None, timeout
     """List activation attempts, newest first."""
     data = _client(url, token, timeout).get(f"/journal?limit={'all' if show_all else limit}", JOURNAL_SCHEMA)
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     entries = data.get("entries", [])
     if not entries:
@@ -223,8 +178,8 @@ def journal_cmd(limit: int, show_all: bool, url: str, token: str | None, timeout
     click.echo(table(
         ["ID", "TIME", "TRIGGER", "OUTCOME", "FROM", "TO", "GAP", "REASON"],
         [
-            [e.get("id"), _when(e.get("ts")), e.get("trigger"), e.get("outcome"), _short(e.get("from_hash")),
-             _short(e.get("to_hash")), "-" if e.get("gap_seconds") is None else f"{e['gap_seconds']:.3f}s",
+            [e.get("id"), human_time(e.get("ts")), e.get("trigger"), e.get("outcome"), short_hash(e.get("from_hash")),
+             short_hash(e.get("to_hash")), "-" if e.get("gap_seconds") is None else f"{e['gap_seconds']:.3f}s",
              e.get("reason")]
             for e in entries
         ],
@@ -250,7 +205,7 @@ def check_cmd(wait: float, url: str, token: str | None, timeout: float, as_json:
             break
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     if as_json:
-        _print_json({"ok": ok, "scenario": scenario, "expectations": expectations})
+        echo_json({"ok": ok, "scenario": scenario, "expectations": expectations})
     elif not scenario:
         click.echo(f"no scenario is running ({data.get('state')}: {data.get('reason')})")
     elif not expectations:
@@ -258,7 +213,7 @@ def check_cmd(wait: float, url: str, token: str | None, timeout: float, as_json:
     else:
         click.echo(table(
             ["STATE", "EXPECTATION", "VALUE", "SINCE", "WHY"],
-            [[e.get("state", "?").upper(), e.get("expect"), e.get("value"), _when(e.get("since")), e.get("reason")]
+            [[e.get("state", "?").upper(), e.get("expect"), e.get("value"), human_time(e.get("since")), e.get("reason")]
              for e in expectations],
         ))
         passing = sum(e.get("state") == "passing" for e in expectations)
@@ -318,7 +273,7 @@ def _report_toggle(client: MixerClient, status: int, body: Any, as_json: bool) -
         client.ok(status, body)  # an error answer: its one line
     client.check(body, _TOGGLE, "POST")  # the pause/resume answer, or this is not a mixer
     if as_json:
-        _print_json(body)
+        echo_json(body)
     else:
         click.echo(body["reason"] + ("" if body.get("changed") else " (no change)"))
     if body.get("error"):
@@ -348,11 +303,11 @@ def _report_attempt(client: MixerClient, status: int, body: Any, as_json: bool) 
         client.ok(status, body)  # an error answer: its one line
     client.check(body, _ENTRY, "POST")  # a journal entry, or this is not a mixer
     if as_json:
-        _print_json(body)
+        echo_json(body)
     else:
         click.echo(
             f"{body['outcome']}: {body.get('reason') or '-'}  "
-            f"({_short(body.get('from_hash'))} -> {_short(body.get('to_hash'))}, trigger {body.get('trigger')})"
+            f"({short_hash(body.get('from_hash'))} -> {short_hash(body.get('to_hash'))}, trigger {body.get('trigger')})"
         )
         phases = body.get("phases") or {}
         if phases:
@@ -365,4 +320,4 @@ def _report_attempt(client: MixerClient, status: int, body: Any, as_json: bool) 
         raise UserError(lines) if body.get("error_kind") == "user" else MixerApiError(lines)
 
 
-__all__ = ["mixer", "render_status", "table"]
+__all__ = ["mixer", "render_status"]

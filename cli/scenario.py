@@ -18,17 +18,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fluxmix.cli._app import FluxmixCommand, FluxmixGroup
-from fluxmix.cli.main import (
-    App,
-    echo_json,
-    echo_table,
-    human_size,
-    human_time,
-    iso_utc,
-    json_option,
-    pass_app,
-    short_hash,
-)
+from fluxmix.cli.main import App, pass_app
+from fluxmix.cli.output import echo_json, echo_table, human_size, human_time, iso_utc, json_option
+from fluxmix.refs import short_hash
 from fluxmix.errors import BadReferenceError, NotFoundError, ScenarioError
 
 _FILE_SUFFIXES = (".yaml", ".yml", ".json")

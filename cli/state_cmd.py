@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from fluxmix.cli._app import FluxmixGroup
-from fluxmix.cli.mixer import _api_options, _client, _print_json, _when, table
+from fluxmix.cli.mixer import _api_options, _client
+from fluxmix.cli.output import echo_json, human_time, table
 from fluxmix.errors import MixerApiError, UserError
 from fluxmix.mixer.client import _reason
 
@@ -71,7 +72,7 @@ def list_cmd(scenario: str | None, url: str, token: str | None, timeout: float, 
     """Every key and its value."""
     data = _call(url, token, timeout, "GET", _path("/state", None, scenario))
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     values = data.get("values", {})
     if not values:
@@ -109,7 +110,7 @@ def set_cmd(key: str, value: str, as_string: bool, scenario: str | None, url: st
     body = json.dumps(parsed).encode()
     data = _call(url, token, timeout, "PUT", _path("/state", key, scenario), body)
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     click.echo(f"{data.get('scenario')}: {key} = {_shown(data.get('value'))} (was {_shown(data.get('old_value'))})")
 
@@ -122,7 +123,7 @@ def delete_cmd(key: str, scenario: str | None, url: str, token: str | None, time
     """Delete KEY (expressions then see their default)."""
     data = _call(url, token, timeout, "DELETE", _path("/state", key, scenario), b"")
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     click.echo(f"{data.get('scenario')}: deleted {key} (was {_shown(data.get('old_value'))})")
 
@@ -137,7 +138,7 @@ def clear_cmd(yes: bool, scenario: str | None, url: str, token: str | None, time
         click.confirm("Delete every global state key of the scenario?", abort=True)
     data = _call(url, token, timeout, "DELETE", _path("/state", None, scenario), b"")
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     click.echo(f"{data.get('scenario')}: cleared {data.get('cleared')} key(s)")
 
@@ -150,7 +151,7 @@ def history_cmd(limit: int, scenario: str | None, url: str, token: str | None, t
     """The change journal: who changed which key when, old and new value; newest first."""
     data = _call(url, token, timeout, "GET", _path("/state-changes", None, scenario, limit=limit))
     if as_json:
-        _print_json(data)
+        echo_json(data)
         return
     changes = data.get("changes", [])
     if not changes:
@@ -158,6 +159,6 @@ def history_cmd(limit: int, scenario: str | None, url: str, token: str | None, t
         return
     click.echo(table(
         ["ID", "TIME", "WHO", "OP", "KEY", "OLD", "NEW"],
-        [[c.get("id"), _when(c.get("ts")), c.get("who"), c.get("op"), c.get("key"), _shown(c.get("old_value")),
+        [[c.get("id"), human_time(c.get("ts")), c.get("who"), c.get("op"), c.get("key"), _shown(c.get("old_value")),
           _shown(c.get("new_value"))] for c in changes],
     ))

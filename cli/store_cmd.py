@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from fluxmix.cli._app import FluxmixCommand, FluxmixGroup
-from fluxmix.cli.main import App, echo_json, human_size, json_option, pass_app
+from fluxmix.cli.main import App, pass_app
+from fluxmix.cli.output import echo_json, human_size, json_option
 from fluxmix.errors import StoreError
 
 DEFAULT_GRACE_SECONDS = 3600

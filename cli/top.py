@@ -27,6 +27,7 @@ from rich.text import Text
 from fluxmix.cli.mixer import STATUS_SCHEMA  # the parts of /status the CLI reads
 from fluxmix.errors import MixerApiError
 from fluxmix.mixer.client import MixerClient
+from fluxmix.refs import short_hash
 
 
 @dataclass
@@ -98,7 +99,7 @@ def render(frame: dict[str, Any], note: str = "") -> Group:
     head.append("fluxmix top  ", style="bold")
     head.append(frame["scenario"] or "no scenario", style="cyan")
     if frame.get("hash"):
-        head.append(f"  sha256:{frame['hash'][:12]}", style="dim")
+        head.append(f"  {short_hash(frame['hash'])}", style="dim")
     head.append("  ")
     head.append(f"{frame['state']}", style="green" if frame.get("ready") else "red")
     head.append(f" ({frame['reason']})" if frame.get("reason") else "")

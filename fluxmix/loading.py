@@ -26,6 +26,7 @@ from fluxmix.errors import (
     ValidationError,
 )
 from fluxmix.gears.catalog import Catalog
+from fluxmix.refs import short_hash
 from fluxmix.scenario import Scenario
 from fluxmix.scenario_yaml import MAX_DOCUMENT_BYTES, load_yaml
 from fluxmix.validation import SpecResolver, build_scenario, spec_problem, validate_scenario, validate_spec
@@ -277,7 +278,7 @@ def resolve_scenario(store: "Store", ref: str, *, catalog: Catalog | None = None
         _refuse_file_lookalike(ref.strip())
         raise
     data = store.get_blob(resolved.hash)
-    label = f"{resolved.name}:{resolved.tag}" if resolved.name and resolved.tag else f"sha256:{resolved.hash[:12]}"
+    label = f"{resolved.name}:{resolved.tag}" if resolved.name and resolved.tag else short_hash(resolved.hash)
     raw = load_yaml(data, label)
     if resolved.name is None:
         _refuse_spec_blob(store, resolved.hash, raw, label)
@@ -319,7 +320,7 @@ def _load_path(store: "Store", path: Path, catalog: Catalog) -> LoadedScenario:
         if scenario.spec is not None:
             store.pin_spec(digest, scenario.spec)
         tag = None
-        log.warning("%s: %s; running it untagged as sha256:%s", source, exc, digest[:12])
+        log.warning("%s: %s; running it untagged as %s", source, exc, short_hash(digest))
     return LoadedScenario(scenario=scenario, hash=digest, name=scenario.name, tag=tag, data=data, path=path)
 
 

@@ -78,9 +78,13 @@ class PathRef:
 Ref = Union[NameRef, HashRef, PathRef]
 
 
-def short_hash(hex_digest: str) -> str:
-    """The 12-digit spelling used in messages (`sha256:ab12cd34ef56…`)."""
-    return f"{HASH_PREFIX}{hex_digest[:12]}…"
+SHORT_HASH_DIGITS = 12
+
+
+def short_hash(hex_digest: str | None) -> str:
+    """How fluxmix shows a content hash everywhere (messages, logs, tables): `sha256:ab12cd34ef56`,
+    itself a reference that resolves while no other blob shares the prefix; "-" for none."""
+    return f"{HASH_PREFIX}{hex_digest[:SHORT_HASH_DIGITS]}" if hex_digest else "-"
 
 
 def check_kind(kind: str) -> str:

@@ -97,7 +97,7 @@ def backfill(session: Session, blobs: BlobStore) -> None:
 
     for digest in sorted(stored_scenarios(session)):
         try:
-            raw = load_yaml(blobs.get(digest), f"sha256:{digest[:12]}")
+            raw = load_yaml(blobs.get(digest), short_hash(digest))
             spec = raw.get("spec") if isinstance(raw, dict) else None
             if isinstance(spec, str):
                 pin(session, blobs, digest, spec)

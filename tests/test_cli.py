@@ -279,9 +279,9 @@ def test_list_table(cli: Invoke, stocked: dict[str, str]) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "TAG", "HASH", "SIZE", "IMPORTED"]
     assert [line.split()[:3] for line in lines[1:]] == [
-        ["other", "v0.1.0", stocked["other"][:12]],
-        ["payment-flow", "v1.3.0", stocked["v2"][:12]],
-        ["payment-flow", "v1.2.0", stocked["v1"][:12]],
+        ["other", "v0.1.0", f"sha256:{stocked['other'][:12]}"],
+        ["payment-flow", "v1.3.0", f"sha256:{stocked['v2'][:12]}"],
+        ["payment-flow", "v1.2.0", f"sha256:{stocked['v1'][:12]}"],
     ]
 
 

@@ -214,7 +214,7 @@ def test_tags_are_immutable_and_the_message_says_what_to_do(store: Store) -> Non
     first = store.import_bytes("scenario", FLOW_V1, name="payment-flow", tag="v1.0.0")
     with pytest.raises(TagConflictError) as caught:
         store.import_bytes("scenario", FLOW_V2, name="payment-flow", tag="v1.0.0")
-    expected = f"tag v1.0.0 of payment-flow already holds sha256:{first.hash[:12]}…; bump the version"
+    expected = f"tag v1.0.0 of payment-flow already holds sha256:{first.hash[:12]}; bump the version"
     assert str(caught.value) == expected
     # Nothing was written: no index row, not even the blob.
     assert [(e.tag, e.hash) for e in store.entries("scenario")] == [("v1.0.0", first.hash)]

@@ -31,6 +31,7 @@ from fluxmix.globals_state import GlobalsHub
 from fluxmix.loading import LoadedScenario, resolve_scenario
 from fluxmix.mixer.expectations import DEFAULT_INTERVAL, ExpectationWatch
 from fluxmix.redact import redact, redact_value
+from fluxmix.refs import short_hash
 from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
 from fluxmix.store import JournalEntry, Store
 from fluxmix.transports.registry import Brokers
@@ -38,10 +39,6 @@ from fluxmix.transports.registry import Brokers
 log = logging.getLogger(__name__)
 
 DEFAULT_GAP_WAIT = 1.0
-
-
-def _short(digest: str | None) -> str:
-    return f"sha256:{digest[:12]}" if digest else "-"
 
 
 def _describe(exc: BaseException) -> str:
@@ -232,7 +229,7 @@ class Activator:
         if old is not None and old_loaded is not None and old_loaded.hash == loaded.hash and old.state == "running":
             await self._remember_active(loaded.hash, active_ref)
             self.current_ref = active_ref
-            return attempt.entry("unchanged", f"{loaded.ref} ({_short(loaded.hash)}) is already running")
+            return attempt.entry("unchanged", f"{loaded.ref} ({short_hash(loaded.hash)}) is already running")
 
         # 2. build: instantiate every gear, prepare every wire; still nothing touched
         try:
@@ -295,7 +292,7 @@ class Activator:
         # (_set_current), so a rejected version's schemas never judge the running one's writes.
         scenario_globals = self.globals.for_scenario(loaded.scenario.name)
         # Declared initial values for keys without one; an operator's value survives reloads.
-        await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{_short(loaded.hash)}",
+        await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{short_hash(loaded.hash)}",
                                 declared=loaded.scenario.globals)
         runtime = Runtime(
             loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store,
@@ -334,7 +331,7 @@ class Activator:
             return attempt.entry("failed", f"{reason}; rollback to {target.ref} failed: {_describe(exc)}")
         attempt.lap("rollback")
         ref = target_ref or target.ref
-        reason = f"{reason}; rolled back to {target.ref} ({_short(target.hash)})"
+        reason = f"{reason}; rolled back to {target.ref} ({short_hash(target.hash)})"
         self._set_current(runtime, target, ref, attempt.entry("rolled-back", reason))
         await self._remember_active(target.hash, ref)
         gap = await self._measure_gap(runtime, old_last_handled)
@@ -403,7 +400,7 @@ class Activator:
         try:
             await asyncio.to_thread(self.store.set_active, digest, ref, known_good=True)
         except Exception:  # the scenario runs; failing to note it must not undo that
-            log.exception("could not record the active scenario %s in the store", _short(digest))
+            log.exception("could not record the active scenario %s in the store", short_hash(digest))
 
     async def _journal(self, entry: JournalEntry) -> JournalEntry:
         """Write the attempt to the store, secrets masked (a gear's error may quote one)."""

@@ -26,6 +26,7 @@ from fluxmix.mixer import events
 from fluxmix.mixer.metrics import RetiredCounters
 from fluxmix.mixer.settings import MixerSettings
 from fluxmix.mixer.watch import FileWatcher
+from fluxmix.refs import short_hash
 from fluxmix.status import MixerStatus, ScenarioInfo
 from fluxmix.transports.registry import Brokers
 
@@ -230,8 +231,8 @@ class MixerService:
             "trigger": entry.trigger,
             "ref": entry.ref,
             "outcome": entry.outcome,
-            "from_hash": _short(entry.from_hash),
-            "to_hash": _short(entry.to_hash),
+            "from_hash": entry.from_hash,  # whole: a log reader may look them up
+            "to_hash": entry.to_hash,
         }
         if entry.outcome in OK_OUTCOMES:
             log.info("%s %s: %s", entry.outcome, ref, entry.reason or "ok", extra=fields)
@@ -253,7 +254,7 @@ class MixerService:
             "ready: %s:%s (%s), %d gears, %d wires, in %.3fs",
             loaded.name,
             loaded.tag or "-",
-            _short(loaded.hash),
+            short_hash(loaded.hash),
             len(scenario.gears),
             len(scenario.wires),
             elapsed,
@@ -498,7 +499,3 @@ class MixerService:
                 self.retired.fold(before.status())
             except Exception:
                 pass
-
-
-def _short(digest: str | None) -> str | None:
-    return digest[:12] if digest else None
