@@ -231,8 +231,8 @@ class MixerService:
             "trigger": entry.trigger,
             "ref": entry.ref,
             "outcome": entry.outcome,
-            "from_hash": entry.from_hash,  # whole: a log reader may look them up
-            "to_hash": entry.to_hash,
+            "from_hash": short_hash(entry.from_hash) if entry.from_hash else None,
+            "to_hash": short_hash(entry.to_hash) if entry.to_hash else None,
         }
         if entry.outcome in OK_OUTCOMES:
             log.info("%s %s: %s", entry.outcome, ref, entry.reason or "ok", extra=fields)
