@@ -34,9 +34,9 @@ async def fluxmix_steady(catalog: Any, url: str, warmup: float, window: float) -
     RECORDER.reset(10**12)
     async with running_scenario(data, catalog, nats_url=url) as runtime:
         await asyncio.sleep(warmup)
-        c0, e0, t0 = RECORDER.count, runtime.status().gears["source"].counters.emitted, time.perf_counter()
+        c0, e0, t0 = RECORDER.count, runtime.status().gears["source"].emitted, time.perf_counter()
         await asyncio.sleep(window)
-        c1, e1, t1 = RECORDER.count, runtime.status().gears["source"].counters.emitted, time.perf_counter()
+        c1, e1, t1 = RECORDER.count, runtime.status().gears["source"].emitted, time.perf_counter()
     return (c1 - c0) / (t1 - t0), (e1 - e0) / (t1 - t0)
 
 

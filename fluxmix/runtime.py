@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from asyncio import current_task
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Iterator, Mapping, Protocol, Sequence
 
 from fluxmix.errors import ActivationError, FluxmixError, GearError, TransportError
@@ -204,8 +204,8 @@ class _GearSlot:
         self.drop_log = _Throttle()
 
     def status(self) -> GearStatus:
-        return GearStatus(self.spec.type, self.state, self.is_source, self.is_sink,
-                          counters=replace(self.counters), last_error=self.last_error)
+        return GearStatus(self.spec.type, self.state, self.is_source, self.is_sink, self.last_error,
+                          **asdict(self.counters))
 
 
 class _Context:

@@ -42,9 +42,10 @@ class _Status:
 # ---- gears ------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class GearCounters(_Status):
-    """What a gear has done; the runtime counts into one of these on the hot path."""
+    """What a gear has done; the runtime counts into one of these on the hot path.
+    Keyword-only, so GearStatus can extend it and still take its own fields first."""
 
     handled: int = 0  # handle() calls that returned
     errors: int = 0  # handle() attempts that raised, run() crashes, failed stop()
@@ -58,20 +59,19 @@ GEAR_COUNTER_FIELDS = tuple(f.name for f in fields(GearCounters))
 
 
 @dataclass(slots=True)
-class GearStatus(_Status):
-    """One gear of the running scenario: its lifecycle state and (a copy of) its counters.
-    JSON: the counters inline, between `sink` and `last_error`."""
+class GearStatus(GearCounters):
+    """One gear of the running scenario: its lifecycle state and a copy of its counters.
+    JSON: the counters between `sink` and `last_error`."""
 
     type: str
     state: str  # built | starting | running | paused | finished | stopped | failed ...
     source: bool
     sink: bool
-    counters: GearCounters = field(default_factory=GearCounters)
     last_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "state": self.state, "source": self.source, "sink": self.sink,
-                **self.counters.to_json(), "last_error": self.last_error}
+                **{name: getattr(self, name) for name in GEAR_COUNTER_FIELDS}, "last_error": self.last_error}
 
 
 # ---- wires ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fluxmix.mixer import metrics
 from fluxmix.mixer.metrics import GEAR_COUNTERS, WIRE_COUNTERS, MetricsSource, RetiredCounters
-from fluxmix.status import DurableWireStatus, EmbeddedServerStatus, GearCounters, GearStatus, MemoryBrokerStatus
+from fluxmix.status import DurableWireStatus, EmbeddedServerStatus, GearStatus, MemoryBrokerStatus
 from fluxmix.status import MemoryWireStatus, MixerStatus, NatsBrokerStatus, NatsConnectionStatus, RuntimeStatus
 from fluxmix.status import WireStatus
 
@@ -74,9 +74,9 @@ def test_a_durable_wire_without_consumer_info_yet_reports_no_lag_rather_than_zer
 
 
 def test_every_gear_metric_has_a_value_and_retired_runtimes_keep_counters_monotonic() -> None:
-    gears = {"src": GearStatus("generate", "running", True, False, GearCounters(emitted=5))}
+    gears = {"src": GearStatus("generate", "running", True, False, emitted=5)}
     source = _Source(_status({}, gears))
-    retired_gear = GearStatus("generate", "stopped", True, False, GearCounters(emitted=7))
+    retired_gear = GearStatus("generate", "stopped", True, False, emitted=7)
     retired_wire = MemoryWireStatus("src.out", "mid.in", "memory", sent=7)
     source.retired.fold(RuntimeStatus("s", "f" * 64, "stopped", gears={"src": retired_gear},
                                       wires={MEMORY_WIRE: retired_wire}))

@@ -51,7 +51,7 @@ async def test_run_serves_the_scenario_until_stop_then_drains_and_returns_0(tmp_
     await asyncio.wait_for(mixer.started.wait(), 60)
     service = mixer.service
     assert service is not None and service.readiness() == (True, "running")
-    await _until(lambda: service.status().gears["sink"].counters.handled == 5, "the sink to handle 5 messages")
+    await _until(lambda: service.status().gears["sink"].handled == 5, "the sink to handle 5 messages")
     status = service.status()
     assert status.scenario is not None and status.scenario.name == "inproc"
     wire = status.wires["source.out->sink.in"]
@@ -109,7 +109,7 @@ async def test_reload_reads_the_edited_file_in_process(tmp_path: Path) -> None:
         await asyncio.wait_for(mixer.started.wait(), 60)
         service = mixer.service
         assert service is not None
-        await _until(lambda: service.status().gears["sink"].counters.handled == 3, "the first 3 messages")
+        await _until(lambda: service.status().gears["sink"].handled == 3, "the first 3 messages")
         first = service.status().scenario
         Path(settings.ref or "").write_text(SCENARIO.format(count=6, out=out))
         await mixer.reload()  # what SIGHUP does

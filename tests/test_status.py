@@ -11,7 +11,6 @@ from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.status import (
     DurableWireStatus,
     EmbeddedServerStatus,
-    GearCounters,
     GearStatus,
     MemoryBrokerStatus,
     MemoryWireStatus,
@@ -42,7 +41,7 @@ MIXER_KEYS = ["state", "ready", "reason", "paused", "scenario", "following", "wa
 
 
 def test_gear_status_json_keeps_its_keys() -> None:
-    gear = GearStatus("map", "running", False, True, counters=GearCounters(handled=3), last_error="boom")
+    gear = GearStatus("map", "running", False, True, "boom", handled=3)
     assert list(gear.to_json()) == GEAR_KEYS
     assert gear.to_json()["handled"] == 3 and gear.to_json()["last_error"] == "boom"
 
@@ -111,7 +110,7 @@ async def test_a_real_runtime_produces_the_model() -> None:
     await rt.stop()
     status = rt.status()
     assert isinstance(status, RuntimeStatus) and status.state == "stopped"
-    assert status.gears["src"].counters.emitted == 5 and status.gears["sink"].counters.handled == 5
+    assert status.gears["src"].emitted == 5 and status.gears["sink"].handled == 5
     wire = status.wires["src.out->sink.in"]
     assert isinstance(wire, MemoryWireStatus) and (wire.source, wire.target, wire.received) == ("src.out", "sink.in", 5)
     data = json.loads(json.dumps(status.to_json()))

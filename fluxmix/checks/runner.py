@@ -155,8 +155,8 @@ async def run_test(
     if report.timed_out and result.error is None:
         result.error = f"the gears did not finish within {timeout:g}s"
     for name, gear in runtime.status().gears.items():
-        if gear.counters.errors and not name.startswith("@"):
-            result.notes.append(f"gear {name}: {gear.counters.errors} failed attempt(s), last: {gear.last_error}")
+        if gear.errors and not name.startswith("@"):
+            result.notes.append(f"gear {name}: {gear.errors} failed attempt(s), last: {gear.last_error}")
     result.outputs = {key: [m.body for m in msgs] for key, msgs in sorted(records.items())}
     if result.error is None:
         result.failures = judge(test, result.outputs)

@@ -58,7 +58,7 @@ class RetiredCounters:
     def fold(self, status: RuntimeStatus) -> None:
         for name, gear in status.gears.items():
             for counter in GEAR_COUNTERS:
-                self.gears[(name, gear.type, counter)] += getattr(gear.counters, counter)
+                self.gears[(name, gear.type, counter)] += getattr(gear, counter)
         for key, wire in status.wires.items():
             for counter in WIRE_COUNTERS:
                 self.wires[(key, wire.transport, counter)] += getattr(wire, counter)
@@ -115,7 +115,7 @@ class MixerCollector(Collector):
                                 value=1 if status.paused else 0)
 
         # gears
-        gears = {name: (gear.type, gear.counters) for name, gear in status.gears.items()}
+        gears = {name: (gear.type, gear) for name, gear in status.gears.items()}
         yield from _counter_families("gear", "type", GEAR_COUNTERS, retired.gears, gears)
         running = GaugeMetricFamily("fluxmix_gear_running", "1 when the gear is in state running", labels=["gear", "type"])
         for name, gear in status.gears.items():
