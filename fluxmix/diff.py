@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fluxmix.scenario import GearSpec, Scenario, WireSpec
-from fluxmix.validation import gear_to_raw, wire_to_raw
+from fluxmix.scenario import GearSpec, Scenario, WireSpec, gear_to_raw, wire_to_raw
 
 _MISSING = object()
 _SCALAR_FIELDS = ("name", "version", "spec", "description", "expect", "tests", "globals")  # the last three: checks and state, not topology

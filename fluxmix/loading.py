@@ -27,9 +27,10 @@ from fluxmix.errors import (
 )
 from fluxmix.gears.catalog import Catalog
 from fluxmix.refs import short_hash
-from fluxmix.scenario import Scenario
+from fluxmix.scenario import Scenario, build_scenario
 from fluxmix.scenario_yaml import MAX_DOCUMENT_BYTES, load_yaml
-from fluxmix.validation import SpecResolver, build_scenario, spec_problem, validate_scenario, validate_spec
+from fluxmix.spec_validation import validate_spec
+from fluxmix.validation import SpecResolver, spec_problem, validate_scenario
 
 if TYPE_CHECKING:  # the store imports nothing from here; keep import time low for the CLI
     from fluxmix.store import ImportResult, Store

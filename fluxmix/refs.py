@@ -21,12 +21,16 @@ from urllib.parse import unquote
 import semver
 
 from fluxmix.errors import BadReferenceError, InvalidNameError
+from fluxmix.problem_text import describe
 
 KINDS: tuple[str, ...] = ("scenario", "spec")
 
 NAME_PATTERN = "[a-z0-9][a-z0-9._-]{0,63}"
 NAME_RE = re.compile(NAME_PATTERN, re.ASCII)
 _NAME_RE = NAME_RE
+# Inside a scenario a wire names `gear.port`: gear names hold no dots, so the split is unambiguous.
+GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+PORT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Only what SemVer allows, plus the optional leading v: the semver regex alone uses \d,
 # which also matches non-ASCII digits.
 _TAG_CHARS_RE = re.compile(r"[vV]?[0-9A-Za-z.+-]{5,127}", re.ASCII)
@@ -254,6 +258,16 @@ def store_ref_problem(text: str) -> str | None:
     except BadReferenceError as error:
         return str(error)
     return None
+
+
+def check_spec_reference(value: object) -> str | None:
+    """Why `value` is not a spec reference (`name`, `name:tag`, `name:latest`, `sha256:<hex>`), or None.
+
+    The store's own grammar, so what validates is what the store resolves.
+    """
+    if not isinstance(value, str):
+        return f"must be a spec reference like visa:v1.0.0; found {describe(value)}"
+    return store_ref_problem(value)
 
 
 def tag_problem(text: object) -> str | None:

@@ -1,154 +1,42 @@
-"""Pre-flight validation of scenario and spec documents: every problem at once, each with a location.
+"""Pre-flight validation of scenario documents: every problem at once, each with a location.
 
 Validation works on the raw parsed YAML (dicts and lists), not on the `Scenario` model, because
 the operator's mistakes live there: a wrong type, a misspelt key, a list where a mapping belongs.
 It never stops at the first problem, and it avoids cascades (a gear whose type is unknown does
 not also produce "unknown port" problems on its wires). Once a document validates,
-`build_scenario` turns it into the immutable `Scenario` the rest of fluxmix uses.
+`fluxmix.scenario.build_scenario` turns it into the immutable `Scenario` the rest of fluxmix uses.
+This module checks the document's structure and wiring; it hands each gear's config to
+`fluxmix.gear_config`, cycle search to `fluxmix.cycles`, and `tests:`, `expect:` and `globals:`
+to `fluxmix.checks`. Spec documents are validated by `fluxmix.spec_validation`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
-
+from fluxmix.checks.globals_section import check_globals_section
+from fluxmix.checks.sections import GearPorts, check_sections
+from fluxmix.cycles import Graph, cycle_through, strongly_connected
+from fluxmix.document_checks import check_header, check_unknown_keys
 from fluxmix.errors import Problem, UserError
-from fluxmix.refs import NAME_RE, store_ref_problem, tag_problem
+from fluxmix.gear_config import config_problems
 from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.catalog import Catalog
-from fluxmix.schema_errors import describe as describe_schema_error
-from fluxmix.scenario import DEFAULT_TRANSPORT, TRANSPORTS, Endpoint, GearSpec, Scenario, WireSpec
+from fluxmix.problem_text import describe, name_list
+from fluxmix.refs import GEAR_NAME_PATTERN, check_spec_reference
+from fluxmix.scenario import DEFAULT_TRANSPORT, TRANSPORTS, Endpoint, Scenario, parse_endpoint, scenario_to_raw
 from fluxmix.suggest import Suggester, did_you_mean
-
-GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-PORT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect", "globals")
 GEAR_KEYS = ("name", "type", "config")
 WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay")
-WIRE_OPTION_KEYS = ("queue_size", "max_deliver", "retry_delay")
-SPEC_KEYS = ("name", "version", "description", "schema")
 
 QUEUE_SIZE_RANGE = (1, 1_000_000)
 
-# Tags in the store refuse build metadata: SemVer ignores it when ordering, so two tags would tie.
-_BUILD_METADATA = (
-    "{value!r} has build metadata (+...), which SemVer ignores when ordering versions; "
-    "use a pre-release (1.2.0-rc.1) or a new version"
-)
-
 SpecResolver = Callable[[str], "str | None"]
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def describe(value: object) -> str:
-    """A short phrase for a value of the wrong type: `a list`, `the number 1.2`, `null`."""
-    if value is None:
-        return "null (nothing)"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):  # bounded: a whole file read as one string must not fill the log
-        return f"the string {value!r}" if len(value) <= 60 else f"the string {value[:57]!r}… ({len(value)} characters)"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-def json_path(base: str, path: Iterable[object]) -> str:
-    """`gears[0].config` + ("set", 2) -> `gears[0].config.set[2]`."""
-    out = base
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{str(part)!r}]"
-    return out
-
-
-_NAMES_SHOWN = 20
-
-
-def _names(items: Iterable[str]) -> str:
-    """A readable list for a message; a long one (a route's thousand ports) is cut short."""
-    items = list(items)
-    if len(items) > _NAMES_SHOWN:
-        return ", ".join(items[:_NAMES_SHOWN]) + f", … ({len(items)} in all)"
-    return ", ".join(items) if items else "none"
-
-
-def _check_version(value: object, location: str, problems: list[Problem]) -> None:
-    """A `version:` must be what the store accepts as a tag (fluxmix.refs.canonical_tag)."""
-    if isinstance(value, str):
-        if tag_problem(value) is None:
-            return
-        if "+" in value and tag_problem(value.split("+", 1)[0]) is None:
-            problems.append(Problem(location, _BUILD_METADATA.format(value=value)))
-            return
-    hint = " (quote it, or YAML reads it as a number)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-    problems.append(Problem(location, f"must be a SemVer version like 1.2.0 or v1.2.0; found {describe(value)}{hint}"))
-
-
-def _check_name(raw: Mapping[str, Any], problems: list[Problem], what: str) -> None:
-    if "name" not in raw:
-        problems.append(Problem("name", f"required: the {what}'s name, e.g. payment-flow"))
-        return
-    name = raw["name"]
-    if not isinstance(name, str):
-        problems.append(Problem("name", f"must be a string; found {describe(name)}"))
-    elif not NAME_RE.fullmatch(name):
-        problems.append(
-            Problem(
-                "name",
-                f"{name!r} is not a valid name: 1-64 characters of a-z 0-9 . _ -, starting with a letter or digit",
-            )
-        )
-
-
-def _check_unknown_keys(raw: Mapping[Any, Any], allowed: Sequence[str], base: str, what: str, problems: list[Problem]) -> None:
-    for key in raw:
-        if key not in allowed:
-            location = json_path(base, [key])
-            problems.append(
-                Problem(location, f"unknown {what} key {key!r}{did_you_mean(key, allowed)} (allowed: {_names(allowed)})")
-            )
-
-
-def _check_header(raw: Mapping[Any, Any], allowed: Sequence[str], what: str, problems: list[Problem]) -> None:
-    """The top-level keys scenarios and specs share: unknown keys, name, version, description."""
-    _check_unknown_keys(raw, allowed, "", "top-level", problems)
-    _check_name(raw, problems, what)
-    if "version" in raw:
-        _check_version(raw["version"], "version", problems)
-    if "description" in raw and not isinstance(raw["description"], str):
-        problems.append(Problem("description", f"must be a string; found {describe(raw['description'])}"))
-
-
-def check_spec_reference(value: object) -> str | None:
-    """Why `value` is not a spec reference (`name`, `name:tag`, `name:latest`, `sha256:<hex>`), or None.
-
-    The store's own grammar (fluxmix.refs), so what validates is what the store resolves.
-    """
-    if not isinstance(value, str):
-        return f"must be a spec reference like visa:v1.0.0; found {describe(value)}"
-    return store_ref_problem(value)
-
-
-# ---------------------------------------------------------------- scenario validation
 
 
 @dataclass
@@ -207,36 +95,6 @@ class _State:
         self.problems.append(Problem(location, reason))
 
 
-def gear_to_raw(gear: GearSpec) -> dict[str, Any]:
-    """A gear as the scenario file writes it."""
-    return {"name": gear.name, "type": gear.type, "config": dict(gear.config)}
-
-
-def wire_to_raw(wire: WireSpec) -> dict[str, Any]:
-    """A wire as the scenario file writes it: from, to, transport and its options."""
-    return {"from": str(wire.source), "to": str(wire.target), "transport": wire.transport, **dict(wire.options)}
-
-
-def scenario_to_raw(scenario: Scenario) -> dict[str, Any]:
-    """The YAML-shaped mapping of a `Scenario` (the inverse of `build_scenario`)."""
-    raw: dict[str, Any] = {"name": scenario.name}
-    if scenario.version is not None:
-        raw["version"] = scenario.version
-    if scenario.spec is not None:
-        raw["spec"] = scenario.spec
-    if scenario.description is not None:
-        raw["description"] = scenario.description
-    raw["gears"] = [gear_to_raw(g) for g in scenario.gears]
-    raw["wires"] = [wire_to_raw(w) for w in scenario.wires]
-    if scenario.tests:
-        raw["tests"] = list(scenario.tests)
-    if scenario.expect:
-        raw["expect"] = list(scenario.expect)
-    if scenario.globals:
-        raw["globals"] = dict(scenario.globals)
-    return raw
-
-
 def validate_scenario(
     raw: object,
     *,
@@ -255,7 +113,7 @@ def validate_scenario(
         state.add("", f"a scenario must be a YAML mapping with name, gears and wires; found {describe(raw)}")
         return state.problems
 
-    _check_header(raw, SCENARIO_KEYS, "scenario", state.problems)
+    check_header(raw, SCENARIO_KEYS, "scenario", state.problems)
     if "spec" in raw:
         _check_spec(raw["spec"], spec_resolves, state)
 
@@ -313,7 +171,7 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
     if not isinstance(gear, Mapping):
         state.add(base, f"must be a mapping with name, type and config; found {describe(gear)}")
         return
-    _check_unknown_keys(gear, GEAR_KEYS, base, "gear", state.problems)
+    check_unknown_keys(gear, GEAR_KEYS, base, "gear", state.problems)
 
     name = gear.get("name")
     name_ok = False
@@ -339,7 +197,7 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
     type_name = gear.get("type")
     cls: type[Gear] | None = None
     if "type" not in gear:
-        state.add(f"{base}.type", f"required: a gear type (known: {_names(catalog.names())})")
+        state.add(f"{base}.type", f"required: a gear type (known: {name_list(catalog.names())})")
     elif not isinstance(type_name, str):
         state.add(f"{base}.type", f"must be a string; found {describe(type_name)}")
     else:
@@ -348,7 +206,7 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
             state.add(
                 f"{base}.type",
                 f"unknown gear type {type_name!r}{did_you_mean(type_name, catalog.names())} "
-                f"(known: {_names(catalog.names())})",
+                f"(known: {name_list(catalog.names())})",
             )
 
     config = gear.get("config", {})
@@ -358,7 +216,9 @@ def _check_gear(index: int, gear: object, catalog: Catalog, state: _State) -> No
     if not isinstance(config, Mapping):
         state.add(f"{base}.config", f"must be a mapping; found {describe(config)}")
     elif cls is not None:
-        config_ok = _check_config(cls, type_name, config, f"{base}.config", state)  # type: ignore[arg-type]
+        problems = config_problems(cls, type_name, config, f"{base}.config")  # type: ignore[arg-type]
+        state.problems.extend(problems)
+        config_ok = not problems
     if cls is not None and info is not None:
         _learn_ports(info, cls, type_name, config if config_ok else None, f"{base}.config", state)  # type: ignore[arg-type]
 
@@ -391,76 +251,7 @@ def _inherits(cls: type[Gear], method: str) -> bool:
     return getattr(cls, method).__func__ is getattr(Gear, method).__func__
 
 
-_VALIDATORS: dict[type, tuple[int, Any]] = {}  # gear class -> (id of its schema, validator)
-
-
-def _config_validator(cls: type[Gear]) -> Any:
-    """One checked validator per gear type: checking the schema and building the validator per
-    gear was 5 of 6 seconds when validating a 1,000-gear scenario (bench/RESULTS.md)."""
-    schema = cls.config_schema
-    cached = _VALIDATORS.get(cls)
-    if cached is not None and cached[0] == id(schema):
-        return cached[1]
-    validator_cls = validator_for(schema, default=jsonschema.Draft202012Validator)
-    validator_cls.check_schema(schema)
-    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
-    _VALIDATORS[cls] = (id(schema), validator)
-    return validator
-
-
-def _check_config(cls: type[Gear], type_name: str, config: Mapping[str, Any], base: str, state: _State) -> bool:
-    """JSON Schema first (every error), then the type's semantic checks. True when both pass."""
-    try:
-        validator = _config_validator(cls)
-        errors = sorted(validator.iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    except SchemaError as exc:
-        state.add(base, f"gear type {type_name!r} declares an invalid config schema: {exc.message}")
-        return False
-    for error in errors:
-        for location, reason in _schema_error_problems(error, base, type_name):
-            state.add(location, reason)
-    if errors:
-        return False
-    try:
-        semantic = list(cls.check_config(config))
-    except (Exception, SystemExit) as exc:  # a plugin's bug (even sys.exit) is reported, not the end of validation
-        state.add(base, f"gear type {type_name!r} failed to check this config: {exc}")
-        return False
-    for path, reason in semantic:
-        parts = [p for p in re.split(r"\.", path) if p] if isinstance(path, str) else list(path)
-        state.add(json_path(base, parts), reason)
-    return not semantic
-
-
-def _schema_error_problems(error: jsonschema.ValidationError, base: str, type_name: str) -> list[tuple[str, str]]:
-    location = json_path(base, error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-        known = list((error.schema.get("properties") or {}).keys()) if isinstance(error.schema, Mapping) else []
-        patterns = list((error.schema.get("patternProperties") or {}).keys()) if isinstance(error.schema, Mapping) else []
-        extras = [k for k in error.instance if k not in known and not any(re.search(p, str(k)) for p in patterns)]
-        if extras:
-            where = f"for gear type {type_name!r}" if location == base else "here"
-            return [
-                (
-                    json_path(location, [extra]),
-                    f"unknown config key {extra!r} {where}{did_you_mean(extra, known)} (known: {_names(known)})",
-                )
-                for extra in extras
-            ]
-    return [(location, describe_schema_error(error))]
-
-
 # ---------------------------------------------------------------- wires
-
-
-def parse_endpoint(value: object) -> Endpoint | None:
-    """`gear.port` -> Endpoint, or None when malformed. Gear names hold no dots; ports may not either."""
-    if not isinstance(value, str):
-        return None
-    gear, sep, port = value.partition(".")
-    if not sep or not GEAR_NAME_PATTERN.fullmatch(gear) or not PORT_PATTERN.fullmatch(port):
-        return None
-    return Endpoint(gear, port)
 
 
 def _check_wires(raw: Mapping[str, Any], state: _State) -> list[_WireInfo]:
@@ -479,7 +270,7 @@ def _check_wires(raw: Mapping[str, Any], state: _State) -> list[_WireInfo]:
             state.add(base, f"must be a mapping with from and to; found {describe(wire)}")
             state.wires_unclear = True
             continue
-        _check_unknown_keys(wire, WIRE_KEYS, base, "wire", state.problems)
+        check_unknown_keys(wire, WIRE_KEYS, base, "wire", state.problems)
         source = _check_endpoint(wire, "from", base, state)
         target = _check_endpoint(wire, "to", base, state)
         transport = _check_transport(wire, base, state)
@@ -539,13 +330,13 @@ def _check_endpoint(wire: Mapping[str, Any], key: str, base: str, state: _State)
         state.add(
             location,
             f"{endpoint} is an {other_direction} port; '{key}' must name an {direction} "
-            f"({direction}s of {endpoint.gear!r}: {_names(wanted_names)})",
+            f"({direction}s of {endpoint.gear!r}: {name_list(wanted_names)})",
         )
         return None
     state.add(
         location,
         f"gear {endpoint.gear!r} ({type_name}) has no {direction} port {endpoint.port!r}"
-        f"{info.suggest_port(direction, endpoint.port)} ({direction}s: {_names(wanted_names)})",
+        f"{info.suggest_port(direction, endpoint.port)} ({direction}s: {name_list(wanted_names)})",
     )
     return None
 
@@ -590,10 +381,10 @@ def _check_wire_options(wire: Mapping[str, Any], transport: str | None, base: st
 
 def _check_cycles(wires: list[_WireInfo], state: _State) -> None:
     """Refuse directed cycles between gears: a ring of bounded queues can fill and deadlock."""
-    graph: dict[str, list[tuple[str, int]]] = {}
+    graph: Graph = {}
     for wire in wires:
         graph.setdefault(wire.source.gear, []).append((wire.target.gear, wire.index))
-    components = _strongly_connected(graph)
+    components = strongly_connected(graph)
     component_of = {gear: number for number, component in enumerate(components) for gear in component}
     # Each cycle is reported at its first wire; one pass over the wires, however many cycles there are.
     first: dict[int, _WireInfo] = {}
@@ -605,84 +396,12 @@ def _check_cycles(wires: list[_WireInfo], state: _State) -> None:
     for number, component in enumerate(components):
         members = set(component)
         start = first[number]
-        path, indexes = _cycle_through(graph, members, start)
+        path, indexes = cycle_through(graph, members, start.source.gear, start.target.gear, start.index)
         state.add(
             f"wires[{start.index}]",
             f"wires form a cycle: {' -> '.join(path)} (wires {', '.join(f'[{i}]' for i in indexes)}); "
             "a cycle of bounded queues can deadlock",
         )
-
-
-def _strongly_connected(graph: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
-    """Tarjan's algorithm, iterative; returns components that contain a cycle (size > 1 or a self-loop)."""
-    index_of: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    result: list[list[str]] = []
-    counter = 0
-    nodes = sorted(set(graph) | {t for edges in graph.values() for t, _ in edges})
-    for root in nodes:
-        if root in index_of:
-            continue
-        work: list[tuple[str, int]] = [(root, 0)]
-        while work:
-            node, edge_i = work.pop()
-            if edge_i == 0:
-                index_of[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            edges = graph.get(node, [])
-            if edge_i < len(edges):
-                work.append((node, edge_i + 1))
-                succ = edges[edge_i][0]
-                if succ not in index_of:
-                    work.append((succ, 0))
-                elif succ in on_stack:
-                    low[node] = min(low[node], index_of[succ])
-                continue
-            if low[node] == index_of[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1 or any(t == node for t, _ in graph.get(node, [])):
-                    result.append(sorted(component))
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return result
-
-
-def _cycle_through(graph: dict[str, list[tuple[str, int]]], members: set[str], start: _WireInfo) -> tuple[list[str], list[int]]:
-    """A concrete cycle that uses wire `start`: BFS from its target back to its source inside the component."""
-    origin, first = start.source.gear, start.target.gear
-    previous: dict[str, tuple[str, int] | None] = {first: None}
-    queue = [first]
-    while queue and origin not in previous:
-        node = queue.pop(0)
-        for succ, idx in graph.get(node, []):
-            if succ in members and succ not in previous:
-                previous[succ] = (node, idx)
-                queue.append(succ)
-    path, indexes = [origin], []
-    node = origin
-    while node != first:
-        step = previous[node]
-        assert step is not None
-        node, idx = step
-        path.append(node)
-        indexes.append(idx)
-    if origin == first:
-        return [origin, origin], [start.index]
-    path.append(origin)
-    path.reverse()
-    indexes.reverse()
-    return path, [start.index, *indexes]
 
 
 def _check_required_inputs(wires: list[_WireInfo], state: _State) -> None:
@@ -704,8 +423,6 @@ def _check_check_sections(raw: Mapping[str, Any], wires: list[_WireInfo], state:
     """`tests:` and `expect:`: their own module checks them against what validation learnt."""
     if raw.get("tests") is None and raw.get("expect") is None:
         return  # the common case costs nothing (validation of large scenarios is benchmarked)
-    from fluxmix.checks.sections import GearPorts, check_sections  # it imports this module's helpers
-
     gears: dict[str, GearPorts | None] | None = None
     if state.gears_known:
         gears = {}
@@ -719,75 +436,11 @@ def _check_globals_section(raw: Mapping[str, Any], state: _State) -> None:
     """`globals:` (initial values, JSON Schema per key): checked in its own module."""
     if raw.get("globals") is None:
         return
-    from fluxmix.checks.globals_section import check_globals_section  # it imports this module's helpers
-
     state.problems.extend(check_globals_section(raw))
 
 
-# ---------------------------------------------------------------- building the model
-
-
-def build_scenario(raw: Mapping[str, Any]) -> Scenario:
-    """The immutable `Scenario` of a document that `validate_scenario` accepted."""
-    gears = tuple(
-        GearSpec(name=g["name"], type=g["type"], config=dict(g.get("config") or {})) for g in raw["gears"]
-    )
-    wires = []
-    for w in raw.get("wires") or []:
-        source, target = parse_endpoint(w["from"]), parse_endpoint(w["to"])
-        assert source is not None and target is not None, "build_scenario needs a validated document"
-        wires.append(
-            WireSpec(
-                source=source,
-                target=target,
-                transport=w.get("transport", DEFAULT_TRANSPORT),
-                options={k: w[k] for k in WIRE_OPTION_KEYS if k in w},
-            )
-        )
-    return Scenario(
-        name=raw["name"],
-        gears=gears,
-        wires=tuple(wires),
-        version=raw.get("version"),
-        spec=raw.get("spec"),
-        description=raw.get("description"),
-        tests=tuple(raw.get("tests") or ()),
-        expect=tuple(raw.get("expect") or ()),
-        globals=dict(raw.get("globals") or {}),
-    )
-
-
-# ---------------------------------------------------------------- spec documents
-
-
-def validate_spec(raw: object) -> list[Problem]:
-    """Every problem in a spec document: name, optional version/description, `schema` a valid JSON Schema."""
-    problems: list[Problem] = []
-    if not isinstance(raw, Mapping):
-        return [Problem("", f"a spec must be a YAML mapping with name and schema; found {describe(raw)}")]
-    _check_header(raw, SPEC_KEYS, "spec", problems)
-    if "schema" in raw:
-        schema = raw["schema"]
-        if not isinstance(schema, (Mapping, bool)):
-            problems.append(Problem("schema", f"must be a JSON Schema (a mapping); found {describe(schema)}"))
-        else:
-            try:
-                validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
-            except SchemaError as exc:
-                problems.append(Problem(json_path("schema", exc.absolute_path), f"not a valid JSON Schema: {exc.message}"))
-    return problems
-
-
 __all__ = [
-    "GEAR_NAME_PATTERN",
-    "build_scenario",
-    "check_spec_reference",
-    "did_you_mean",
-    "gear_to_raw",
-    "parse_endpoint",
-    "scenario_to_raw",
+    "SpecResolver",
     "spec_problem",
     "validate_scenario",
-    "validate_spec",
-    "wire_to_raw",
 ]

@@ -210,7 +210,7 @@ def test_globals_section_problems_are_reported_with_every_other_problem() -> Non
 
 
 def test_a_valid_globals_section_builds_into_the_scenario() -> None:
-    from fluxmix.validation import build_scenario
+    from fluxmix.scenario import build_scenario
 
     raw = {"name": "s", "globals": DECLARED, "gears": [{"name": "g", "type": "generate", "config": {"count": 1}}],
            "wires": []}

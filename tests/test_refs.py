@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxmix.refs import HashRef, PathRef, looks_like_path, parse_ref, store_ref_problem
-from fluxmix.validation import check_spec_reference
+from fluxmix.refs import HashRef, PathRef, check_spec_reference, looks_like_path, parse_ref, store_ref_problem
 
 HEX = "ab" * 32
 

@@ -11,16 +11,11 @@ import pytest
 from fluxmix.errors import AmbiguousReferenceError, Problem
 from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.catalog import Catalog
-from fluxmix.scenario import Endpoint, Scenario, WireSpec
+from fluxmix.refs import check_spec_reference
+from fluxmix.scenario import Endpoint, Scenario, WireSpec, build_scenario, parse_endpoint, scenario_to_raw
 from fluxmix.scenario_yaml import load_yaml
-from fluxmix.validation import (
-    build_scenario,
-    check_spec_reference,
-    parse_endpoint,
-    scenario_to_raw,
-    validate_scenario,
-    validate_spec,
-)
+from fluxmix.spec_validation import validate_spec
+from fluxmix.validation import validate_scenario
 
 
 # ---------------------------------------------------------------- a small catalog of our own

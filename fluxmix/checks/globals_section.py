@@ -27,6 +27,8 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from fluxmix.errors import GlobalsError, Problem
+from fluxmix.problem_text import describe
+from fluxmix.suggest import did_you_mean
 
 ENTRY_KEYS = ("description", "initial", "schema")
 
@@ -34,7 +36,6 @@ ENTRY_KEYS = ("description", "initial", "schema")
 def check_globals_section(raw: Mapping[str, Any]) -> list[Problem]:
     """Every problem of `raw["globals"]` (absent or null: none)."""
     from fluxmix.store._globals import MAX_KEYS, check_key, check_value
-    from fluxmix.validation import describe, did_you_mean
 
     section = raw.get("globals")
     if section is None:

@@ -33,7 +33,9 @@ from fluxmix.checks.expect import Expectation, ExpectationSyntaxError, parse_exp
 from fluxmix.errors import Problem
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
 from fluxmix.gears.expressions import expression_problem
-from fluxmix.scenario import Endpoint
+from fluxmix.problem_text import describe, json_path
+from fluxmix.scenario import Endpoint, parse_endpoint
+from fluxmix.suggest import did_you_mean
 
 TEST_KEYS = ("name", "description", "inputs", "outputs", "no_output_from")
 INPUT_KEYS = ("at", "body", "bodies")
@@ -146,8 +148,6 @@ class _Checker:
     # ---- tests ----
 
     def tests(self, value: object, base: str = "tests") -> None:
-        from fluxmix.validation import describe
-
         if value is None:
             return
         if not isinstance(value, list):
@@ -158,8 +158,6 @@ class _Checker:
             self.test(test, f"{base}[{index}]", seen, index)
 
     def test(self, test: object, base: str, seen: dict[str, int], index: int) -> None:
-        from fluxmix.validation import describe
-
         if not isinstance(test, Mapping):
             self.add(base, f"must be a mapping with name, inputs and outputs; found {describe(test)}")
             return
@@ -202,8 +200,6 @@ class _Checker:
             self.add(base, "a test needs outputs or no_output_from: something to check")
 
     def test_input(self, item: object, base: str) -> int:
-        from fluxmix.validation import describe
-
         if not isinstance(item, Mapping):
             self.add(base, f"must be a mapping like {{at: gear.port, body: {{...}}}}; found {describe(item)}")
             return 0
@@ -230,8 +226,6 @@ class _Checker:
         return len(bodies)
 
     def test_output(self, item: object, base: str) -> None:
-        from fluxmix.validation import describe
-
         if not isinstance(item, Mapping):
             self.add(base, f"must be a mapping like {{from: gear.port, count: 1}}; found {describe(item)}")
             return
@@ -276,8 +270,6 @@ class _Checker:
 
     def _gear(self, value: object, location: str) -> tuple[Endpoint, GearPorts] | None:
         """The endpoint and its gear's ports, or None after reporting why (or when unknowable)."""
-        from fluxmix.validation import describe, did_you_mean, parse_endpoint
-
         endpoint = parse_endpoint(value)
         if endpoint is None:
             shown = repr(value) if isinstance(value, str) else describe(value)
@@ -294,8 +286,6 @@ class _Checker:
         return endpoint, ports
 
     def insertable(self, value: object, location: str) -> None:
-        from fluxmix.validation import did_you_mean
-
         found = self._gear(value, location)
         if found is None:
             return
@@ -310,8 +300,6 @@ class _Checker:
             )
 
     def observable(self, value: object, location: str) -> None:
-        from fluxmix.validation import did_you_mean
-
         found = self._gear(value, location)
         if found is None:
             return
@@ -331,8 +319,6 @@ class _Checker:
     # ---- expect ----
 
     def expect(self, value: object) -> None:
-        from fluxmix.validation import describe, did_you_mean
-
         if value is None:
             return
         if not isinstance(value, list):
@@ -353,8 +339,6 @@ class _Checker:
                 self.add(location, f"no wire {exp.target}{did_you_mean(exp.target, self.wire_keys)} (wires: {', '.join(self.wire_keys) or 'none'})")
 
     def unknown_keys(self, raw: Mapping[Any, Any], allowed: Sequence[str], base: str, what: str) -> None:
-        from fluxmix.validation import did_you_mean, json_path
-
         for key in raw:
             if key not in allowed:
                 self.add(json_path(base, [key]), f"unknown {what} key {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})")
@@ -382,8 +366,6 @@ def check_tests_file(
     wires: Sequence[tuple[Endpoint, Endpoint]],
 ) -> list[Problem]:
     """Every problem in a separate tests file (a mapping with a `tests:` list) for a scenario."""
-    from fluxmix.validation import describe
-
     if not isinstance(raw, Mapping):
         return [Problem("", f"a tests file must be a YAML mapping with a tests: list; found {describe(raw)}")]
     checker = _Checker(gears, wires)
