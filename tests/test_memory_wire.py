@@ -13,14 +13,11 @@ from fluxmix.transports.base import Delivery
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
 from test_runtime_helpers import wait_until
 
-
 def _spec(**options: object) -> WireSpec:
     return WireSpec(Endpoint("a", "out"), Endpoint("b", "in"), "memory", dict(options))
 
-
 def _msg(n: int) -> Message:
     return Message(id=str(n), body={"seq": n})
-
 
 class Recorder:
     """A Delivery whose handle can be gated and made to fail."""
@@ -52,7 +49,6 @@ class Recorder:
     def delivery(self) -> Delivery:
         return Delivery(self.handle, self.dead_letter, self.flush)
 
-
 def test_broker_uses_default_and_wire_option_sizes() -> None:
     broker = MemoryBroker(queue_size=7)
     scen = Scenario(name="s", gears=(), wires=())
@@ -61,7 +57,6 @@ def test_broker_uses_default_and_wire_option_sizes() -> None:
     assert broker.status().to_json()["wires_created"] == 2
     with pytest.raises(TransportError):
         MemoryBroker(queue_size=0)
-
 
 async def test_full_queue_blocks_the_producer_and_drops_nothing() -> None:
     wire = MemoryWire(_spec(queue_size=4))
@@ -93,31 +88,6 @@ async def test_full_queue_blocks_the_producer_and_drops_nothing() -> None:
     st = wire.stats
     assert (st.sent, st.received, st.dropped, st.failed) == (20, 20, 0, 0)
 
-
-async def test_retries_then_dead_letter_counted_as_drop_when_not_forwarded() -> None:
-    wire = MemoryWire(_spec(max_deliver=3, retry_delay=0))
-    rec = Recorder(fail=99, forward=False)
-    consumer = asyncio.create_task(wire.consume(rec.delivery()))
-    await wire.send(_msg(1))
-    await wire.drain()
-    await consumer
-    assert rec.attempts["1"] == 3
-    assert rec.dead == [(1, "attempt 3")]
-    st = wire.stats
-    assert (st.failed, st.redelivered, st.dead_lettered, st.dropped, st.received) == (3, 2, 1, 1, 1)
-
-
-async def test_retry_succeeds_before_the_last_attempt() -> None:
-    wire = MemoryWire(_spec(max_deliver=5, retry_delay=0.001))
-    rec = Recorder(fail=2)
-    consumer = asyncio.create_task(wire.consume(rec.delivery()))
-    await wire.send(_msg(1))
-    await wire.drain()
-    await consumer
-    assert rec.handled == [1] and rec.dead == []
-    assert (wire.stats.failed, wire.stats.redelivered, wire.stats.dead_lettered) == (2, 2, 0)
-
-
 async def test_forwarded_dead_letter_is_not_a_drop_and_failing_dead_letter_is() -> None:
     wire = MemoryWire(_spec(max_deliver=1))
     rec = Recorder(fail=99, forward=True)
@@ -138,35 +108,11 @@ async def test_forwarded_dead_letter_is_not_a_drop_and_failing_dead_letter_is() 
     await consumer2
     assert (wire2.stats.dead_lettered, wire2.stats.dropped, wire2.stats.received) == (1, 1, 1)
 
-
 def test_backoff_grows_and_is_capped() -> None:
     wire = MemoryWire(_spec(retry_delay=0.05))
     assert [wire._backoff(n) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
     assert wire._backoff(30) == 5.0
     assert MemoryWire(_spec(retry_delay=10))._backoff(4) == 10
-
-
-async def test_drain_waits_for_the_message_in_hand_and_counts() -> None:
-    wire = MemoryWire(_spec())
-    rec = Recorder()
-    rec.gate.clear()
-    consumer = asyncio.create_task(wire.consume(rec.delivery()))
-    for n in range(1, 6):
-        await wire.send(_msg(n))
-    drain = asyncio.create_task(wire.drain())
-    await asyncio.sleep(0.01)
-    assert not drain.done()  # the consumer still holds message 1
-    rec.gate.set()
-    assert await drain == 5
-    await consumer
-    assert consumer.done() and rec.handled == [1, 2, 3, 4, 5]
-    assert rec.flushes >= 1  # flushed downstream when it went idle
-
-
-async def test_drain_without_consumer_returns_zero() -> None:
-    wire = MemoryWire(_spec())
-    assert await wire.drain() == 0
-
 
 async def test_close_counts_what_it_abandons_and_refuses_sends() -> None:
     wire = MemoryWire(_spec())
@@ -182,7 +128,6 @@ async def test_close_counts_what_it_abandons_and_refuses_sends() -> None:
     with pytest.raises(TransportError):
         await wire.send(_msg(9))
 
-
 async def test_second_consumer_is_refused() -> None:
     wire = MemoryWire(_spec())
     rec = Recorder()
@@ -192,7 +137,6 @@ async def test_second_consumer_is_refused() -> None:
         await wire.consume(rec.delivery())
     await wire.drain()
     await consumer
-
 
 class BatchRecorder(Recorder):
     """A Delivery with handle_batch, as the runtime gives one: records each batch's size and
@@ -228,7 +172,6 @@ class BatchRecorder(Recorder):
     def delivery(self) -> Delivery:
         return Delivery(self.handle, self.dead_letter, self.flush, handle_batch=self.handle_batch)
 
-
 async def test_batches_keep_order_and_the_bound_and_a_failing_message_fails_alone() -> None:
     wire = MemoryWire(_spec(queue_size=8, max_deliver=3, retry_delay=0))
     rec = BatchRecorder(fail_seqs={5, 13})
@@ -259,13 +202,3 @@ async def test_batches_keep_order_and_the_bound_and_a_failing_message_fails_alon
     assert all(rec.attempts[str(n)] == 1 for n in range(1, 41) if n not in (5, 13))  # ...neighbours once
     st = wire.stats
     assert (st.sent, st.received, st.failed, st.redelivered, st.dead_lettered) == (40, 40, 6, 4, 2)
-
-
-async def test_send_batch_waits_for_room_and_keeps_order() -> None:
-    wire = MemoryWire(_spec(queue_size=4))
-    rec = Recorder()
-    consumer = asyncio.create_task(wire.consume(rec.delivery()))
-    await wire.send_batch([_msg(n) for n in range(1, 11)])  # more than the bound: sent in parts
-    await wire.drain()
-    await consumer
-    assert rec.handled == list(range(1, 11)) and wire.stats.sent == 10

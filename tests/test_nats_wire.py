@@ -24,20 +24,16 @@ from fluxmix.transports.nats import (
 
 pytestmark = pytest.mark.nats
 
-
 def make_wire(src: str = "src.out", dst: str = "dst.in", **options: Any) -> WireSpec:
     sg, sp = src.split(".")
     dg, dp = dst.split(".")
     return WireSpec(Endpoint(sg, sp), Endpoint(dg, dp), "standard", options)
 
-
 def make_scenario(name: str, *wires: WireSpec) -> Scenario:
     return Scenario(name=name, gears=(), wires=tuple(wires))
 
-
 def messages(name: str, n: int, start: int = 0, gear: str = "src") -> list[Message]:
     return [Message(id=source_id(name, gear, i), body={"seq": i}, origin=f"{gear}.out") for i in range(start, start + n)]
-
 
 class Collector:
     """A downstream gear stand-in: records what it handled, can fail or block on demand."""
@@ -74,12 +70,10 @@ class Collector:
     def seqs(self) -> list[int]:
         return [m.body["seq"] for m in self.handled]
 
-
 async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
-
 
 async def settled_status(wire: NatsWire) -> dict[str, Any]:
     """The wire's status once its cached consumer info says nothing is pending or unacked."""
@@ -91,7 +85,6 @@ async def settled_status(wire: NatsWire) -> dict[str, Any]:
     await wait_for(settled, timeout=30)  # each refresh is one consumer-info round trip: slow under load
     return wire.status().to_json()
 
-
 @contextlib.asynccontextmanager
 async def broker_for(url: str | list[str], **kwargs: Any):
     broker = NatsBroker(url, **kwargs)
@@ -100,7 +93,6 @@ async def broker_for(url: str | list[str], **kwargs: Any):
         yield broker
     finally:
         await broker.close()
-
 
 @contextlib.asynccontextmanager
 async def consuming(wire: NatsWire, collector: Collector):
@@ -112,9 +104,7 @@ async def consuming(wire: NatsWire, collector: Collector):
             await wire.drain()
         await asyncio.wait_for(task, 10)
 
-
 # --- naming (no server needed) -------------------------------------------------------------------
-
 
 def test_names_are_stable_valid_and_distinct() -> None:
     w = make_wire("gen.out", "sink.in")
@@ -129,11 +119,9 @@ def test_names_are_stable_valid_and_distinct() -> None:
     # wires whose readable forms collide still get distinct durables
     assert consumer_name(make_wire("a_b.c", "d.e")) != consumer_name(make_wire("a.b_c", "d.e"))
 
-
 def test_unknown_connect_option_is_refused() -> None:
     with pytest.raises(TransportError, match="unknown NATS connect option"):
         NatsBroker(["nats://127.0.0.1:4222"], connect_options={"pasword": "x"})
-
 
 async def test_unreachable_server_fails_fast_with_a_clear_error() -> None:
     from fluxmix.errors import NatsUnavailableError
@@ -143,9 +131,7 @@ async def test_unreachable_server_fails_fast_with_a_clear_error() -> None:
         await broker.connect()
     assert broker.ready[0] is False
 
-
 # --- against a real server -----------------------------------------------------------------------
-
 
 async def test_round_trip_delivers_every_message_once(nats_url: str, unique_name: str) -> None:
     spec = make_wire()
@@ -173,77 +159,6 @@ async def test_round_trip_delivers_every_message_once(nats_url: str, unique_name
         assert broker.status().to_json()["state"] == "connected"
         await wire.close()
 
-
-async def test_ack_only_after_downstream_flush(nats_url: str, unique_name: str) -> None:
-    """A consumer that dies after handling but before its downstream flush loses nothing."""
-    spec = make_wire()
-    scenario = make_scenario(unique_name, spec)
-    async with broker_for(nats_url, ack_wait=1.0) as broker:
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        for m in messages(unique_name, 50):
-            await wire.send(m)
-        await wire.flush()
-        first = Collector()
-        first.block_flush.clear()  # downstream never becomes durable
-        task = asyncio.create_task(wire.consume(first.delivery()))
-        await asyncio.wait_for(first.in_flush.wait(), 10)
-        assert len(first.handled) == 50
-        await wire.close()  # the "crash": no drain, no ack
-        assert task.done()
-    async with broker_for(nats_url, ack_wait=1.0) as broker:  # a new mixer process
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        second = Collector()
-        async with consuming(wire, second):
-            await wait_for(lambda: len(second.handled) == 50)
-        assert sorted(second.seqs) == list(range(50))
-        assert wire.stats.redelivered == 50
-
-
-async def test_failures_are_retried_then_dead_lettered_while_the_rest_flows(nats_url: str, unique_name: str) -> None:
-    spec = make_wire(max_deliver=3, retry_delay=0.05)
-    scenario = make_scenario(unique_name, spec)
-    bad = {3, 17, 42}
-    async with broker_for(nats_url) as broker:
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        for m in messages(unique_name, 60):
-            await wire.send(m)
-        await wire.flush()
-        collector = Collector(fail=lambda m: m.body["seq"] in bad)
-        async with consuming(wire, collector):
-            await wait_for(lambda: len(collector.handled) == 57 and len(collector.dead) == 3)
-            await asyncio.sleep(0.3)  # nothing more arrives
-        assert sorted(collector.seqs) == [i for i in range(60) if i not in bad]
-        assert sorted(m.body["seq"] for m, _ in collector.dead) == sorted(bad)
-        assert all(collector.attempts[source_id(unique_name, "src", i)] == 3 for i in bad)
-        assert wire.stats.failed == 9 and wire.stats.redelivered == 6 and wire.stats.dead_lettered == 3
-        assert wire.stats.received == 60 and wire.stats.dropped == 0
-        await settled_status(wire)
-
-
-async def test_dead_letter_without_error_wire_counts_a_drop(nats_url: str, unique_name: str) -> None:
-    spec = make_wire(max_deliver=1, retry_delay=0)
-    scenario = make_scenario(unique_name, spec)
-
-    class Dropping(Collector):
-        async def dead_letter(self, msg: Message, exc: BaseException) -> bool:
-            self.dead.append((msg, exc))
-            return False
-
-    async with broker_for(nats_url) as broker:
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        for m in messages(unique_name, 5):
-            await wire.send(m)
-        await wire.flush()
-        collector = Dropping(fail=lambda m: m.body["seq"] == 2)
-        async with consuming(wire, collector):
-            await wait_for(lambda: len(collector.handled) == 4 and len(collector.dead) == 1)
-        assert wire.stats.dead_lettered == 1 and wire.stats.dropped == 1
-
-
 async def test_replayed_source_ids_are_deduplicated(nats_url: str, unique_name: str) -> None:
     """A source that replays from its last checkpoint after a crash re-sends the same ids."""
     spec = make_wire()
@@ -267,7 +182,6 @@ async def test_replayed_source_ids_are_deduplicated(nats_url: str, unique_name: 
             await asyncio.sleep(0.3)
         assert sorted(collector.seqs) == list(range(150))
 
-
 async def test_fan_out_of_one_message_to_two_wires_is_not_deduplicated(nats_url: str, unique_name: str) -> None:
     a, b = make_wire("src.out", "left.in"), make_wire("src.out", "right.in")
     scenario = make_scenario(unique_name, a, b)
@@ -284,7 +198,6 @@ async def test_fan_out_of_one_message_to_two_wires_is_not_deduplicated(nats_url:
         async with consuming(wa, ca), consuming(wb, cb):
             await wait_for(lambda: len(ca.handled) == 20 and len(cb.handled) == 20)
         assert sorted(ca.seqs) == sorted(cb.seqs) == list(range(20))
-
 
 async def test_unacked_messages_survive_a_restart_and_a_new_version(nats_url: str, unique_name: str) -> None:
     """Names come from the scenario name and wire endpoints, not the version hash."""
@@ -314,7 +227,6 @@ async def test_unacked_messages_survive_a_restart_and_a_new_version(nats_url: st
             await asyncio.sleep(0.3)
         assert sorted(collector.seqs + rest.seqs) == list(range(30))
 
-
 async def test_prepare_updates_the_stream_without_losing_messages(nats_url: str, unique_name: str) -> None:
     spec = make_wire()
     scenario = make_scenario(unique_name, spec)
@@ -329,73 +241,6 @@ async def test_prepare_updates_the_stream_without_losing_messages(nats_url: str,
         info = await broker.js.stream_info(stream_name(unique_name))
         assert info.config.duplicate_window == 90 and info.config.max_bytes == 64 * 1024 * 1024
         assert info.state.messages == 10
-
-
-async def test_full_stream_is_backpressure_not_loss(nats_url: str, unique_name: str) -> None:
-    """With max_bytes and discard-new, publishing waits until the consumer frees room."""
-    spec = make_wire()
-    scenario = make_scenario(unique_name, spec)
-    async with broker_for(nats_url, max_bytes=16 * 1024, ack_timeout=0.5) as broker:
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        payload = "x" * 900
-        sent = [Message(id=source_id(unique_name, "src", i), body={"seq": i, "pad": payload}) for i in range(60)]
-
-        async def produce() -> None:
-            for m in sent:
-                await wire.send(m)
-            await wire.flush()
-
-        producer = asyncio.create_task(produce())
-        # 60 x ~1 KiB does not fit in 16 KiB: once the stream refuses, the publisher retries and waits
-        await wait_for(lambda: wire.publish_retries > 0 or producer.done(), timeout=30)
-        assert not producer.done()
-        collector = Collector()
-        async with consuming(wire, collector):
-            await asyncio.wait_for(producer, 30)
-            await wait_for(lambda: len(collector.handled) >= 60)
-        assert sorted(collector.seqs) == list(range(60))
-
-
-async def test_drain_finishes_the_batch_in_hand_and_leaves_the_rest(nats_url: str, unique_name: str) -> None:
-    spec = make_wire()
-    scenario = make_scenario(unique_name, spec)
-    async with broker_for(nats_url, batch_size=10) as broker:
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        for m in messages(unique_name, 100):
-            await wire.send(m)
-        await wire.flush()
-        gate = asyncio.Event()
-        in_hand = asyncio.Event()
-        collector = Collector()
-        original = collector.handle
-
-        async def slow_handle(msg: Message) -> None:
-            in_hand.set()
-            await gate.wait()
-            await original(msg)
-
-        collector.handle = slow_handle  # type: ignore[method-assign]
-        task = asyncio.create_task(wire.consume(collector.delivery()))
-        await asyncio.wait_for(in_hand.wait(), 30)  # a batch is in hand (not a guess at how long a fetch takes)
-        drainer = asyncio.create_task(wire.drain())
-        await wait_for(lambda: wire._stopping)  # the drain has begun before the batch may finish
-        gate.set()
-        drained = await asyncio.wait_for(drainer, 10)
-        await asyncio.wait_for(task, 10)
-        assert 1 <= drained <= 10 and len(collector.handled) == 10
-        await wire.close()
-    async with broker_for(nats_url) as broker:
-        await broker.prepare(scenario, "h", [spec])
-        wire = broker.wire(scenario, "h", spec)
-        rest = Collector()
-        async with consuming(wire, rest):
-            await wait_for(lambda: len(rest.handled) >= 90)
-            await asyncio.sleep(0.2)
-        assert sorted(collector.seqs + rest.seqs) == list(range(100))
-        assert wire.stats.redelivered == 0  # the drained batch was acked, nothing came back
-
 
 async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_url: str, unique_name: str) -> None:
     """Two inputs of one gear share its output wire: one consumer's flush must not be starved
@@ -424,7 +269,6 @@ async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_
         await busy
         await wire.flush()
 
-
 async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, unique_name: str) -> None:
     """`nats consumer rm` on a live wire: messages sent after it still arrive (no silent stop)."""
     spec = make_wire()
@@ -444,7 +288,6 @@ async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, un
             await wire.flush()
             await wait_for(lambda: len(collector.handled) == 10)
         assert sorted(collector.seqs) == list(range(10))
-
 
 async def test_brokers_pass_the_jetstream_settings_to_streams_and_consumers(
     nats_url: str, unique_name: str, tmp_path: Any
