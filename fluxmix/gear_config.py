@@ -1,7 +1,7 @@
 """Checking one gear's `config:` against its type: JSON Schema first, then the type's own checks.
 
-The compiled validator is cached per gear type, because checking the schema and building the
-validator per gear was 5 of 6 seconds when validating a 1,000-gear scenario (bench/RESULTS.md).
+The compiled validator is cached per gear type: checking the schema and building a validator for
+every gear would cost 5 of the 6 seconds of validating a 1,000-gear scenario (bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ class NatsWire(Wire):
     def wire_id(self) -> str:
         return self.consumer
 
-    # compatibility counters (status, tests)
+    # the publisher's and consumer's counters under the wire's name (status, tests)
     @property
     def duplicates(self) -> int:
         return self.publisher.duplicates
