@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fluxmix.checks.expect import Expectation, ExpectationSyntaxError, parse_expectation
+from fluxmix.document_checks import check_unknown_keys
 from fluxmix.errors import Problem
 from fluxmix.gears.base import ERROR_PORT, Gear, Port
 from fluxmix.gears.expressions import expression_problem
-from fluxmix.problem_text import describe, json_path
+from fluxmix.problem_text import describe
 from fluxmix.scenario import Endpoint, parse_endpoint
 from fluxmix.suggest import did_you_mean
 
@@ -339,9 +340,7 @@ class _Checker:
                 self.add(location, f"no wire {exp.target}{did_you_mean(exp.target, self.wire_keys)} (wires: {', '.join(self.wire_keys) or 'none'})")
 
     def unknown_keys(self, raw: Mapping[Any, Any], allowed: Sequence[str], base: str, what: str) -> None:
-        for key in raw:
-            if key not in allowed:
-                self.add(json_path(base, [key]), f"unknown {what} key {key!r}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})")
+        check_unknown_keys(raw, allowed, base, what, self.problems)
 
 
 def check_sections(
