@@ -13,11 +13,14 @@ from fluxmix.transports.base import Delivery
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
 from test_runtime_helpers import wait_until
 
+
 def _spec(**options: object) -> WireSpec:
     return WireSpec(Endpoint("a", "out"), Endpoint("b", "in"), "memory", dict(options))
 
+
 def _msg(n: int) -> Message:
     return Message(id=str(n), body={"seq": n})
+
 
 class Recorder:
     """A Delivery whose handle can be gated and made to fail."""
@@ -49,6 +52,7 @@ class Recorder:
     def delivery(self) -> Delivery:
         return Delivery(self.handle, self.dead_letter, self.flush)
 
+
 def test_broker_uses_default_and_wire_option_sizes() -> None:
     broker = MemoryBroker(queue_size=7)
     scen = Scenario(name="s", gears=(), wires=())
@@ -57,6 +61,7 @@ def test_broker_uses_default_and_wire_option_sizes() -> None:
     assert broker.status().to_json()["wires_created"] == 2
     with pytest.raises(TransportError):
         MemoryBroker(queue_size=0)
+
 
 async def test_full_queue_blocks_the_producer_and_drops_nothing() -> None:
     wire = MemoryWire(_spec(queue_size=4))
@@ -88,6 +93,7 @@ async def test_full_queue_blocks_the_producer_and_drops_nothing() -> None:
     st = wire.stats
     assert (st.sent, st.received, st.dropped, st.failed) == (20, 20, 0, 0)
 
+
 async def test_forwarded_dead_letter_is_not_a_drop_and_failing_dead_letter_is() -> None:
     wire = MemoryWire(_spec(max_deliver=1))
     rec = Recorder(fail=99, forward=True)
@@ -108,11 +114,13 @@ async def test_forwarded_dead_letter_is_not_a_drop_and_failing_dead_letter_is() 
     await consumer2
     assert (wire2.stats.dead_lettered, wire2.stats.dropped, wire2.stats.received) == (1, 1, 1)
 
+
 def test_backoff_grows_and_is_capped() -> None:
     wire = MemoryWire(_spec(retry_delay=0.05))
     assert [wire._backoff(n) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
     assert wire._backoff(30) == 5.0
     assert MemoryWire(_spec(retry_delay=10))._backoff(4) == 10
+
 
 async def test_close_counts_what_it_abandons_and_refuses_sends() -> None:
     wire = MemoryWire(_spec())
@@ -128,6 +136,7 @@ async def test_close_counts_what_it_abandons_and_refuses_sends() -> None:
     with pytest.raises(TransportError):
         await wire.send(_msg(9))
 
+
 async def test_second_consumer_is_refused() -> None:
     wire = MemoryWire(_spec())
     rec = Recorder()
@@ -137,6 +146,7 @@ async def test_second_consumer_is_refused() -> None:
         await wire.consume(rec.delivery())
     await wire.drain()
     await consumer
+
 
 class BatchRecorder(Recorder):
     """A Delivery with handle_batch, as the runtime gives one: records each batch's size and
@@ -171,6 +181,7 @@ class BatchRecorder(Recorder):
 
     def delivery(self) -> Delivery:
         return Delivery(self.handle, self.dead_letter, self.flush, handle_batch=self.handle_batch)
+
 
 async def test_batches_keep_order_and_the_bound_and_a_failing_message_fails_alone() -> None:
     wire = MemoryWire(_spec(queue_size=8, max_deliver=3, retry_delay=0))

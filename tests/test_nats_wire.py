@@ -24,16 +24,20 @@ from fluxmix.transports.nats import (
 
 pytestmark = pytest.mark.nats
 
+
 def make_wire(src: str = "src.out", dst: str = "dst.in", **options: Any) -> WireSpec:
     sg, sp = src.split(".")
     dg, dp = dst.split(".")
     return WireSpec(Endpoint(sg, sp), Endpoint(dg, dp), "standard", options)
 
+
 def make_scenario(name: str, *wires: WireSpec) -> Scenario:
     return Scenario(name=name, gears=(), wires=tuple(wires))
 
+
 def messages(name: str, n: int, start: int = 0, gear: str = "src") -> list[Message]:
     return [Message(id=source_id(name, gear, i), body={"seq": i}, origin=f"{gear}.out") for i in range(start, start + n)]
+
 
 class Collector:
     """A downstream gear stand-in: records what it handled, can fail or block on demand."""
@@ -70,10 +74,12 @@ class Collector:
     def seqs(self) -> list[int]:
         return [m.body["seq"] for m in self.handled]
 
+
 async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.02)
+
 
 async def settled_status(wire: NatsWire) -> dict[str, Any]:
     """The wire's status once its cached consumer info says nothing is pending or unacked."""
@@ -85,6 +91,7 @@ async def settled_status(wire: NatsWire) -> dict[str, Any]:
     await wait_for(settled, timeout=30)  # each refresh is one consumer-info round trip: slow under load
     return wire.status().to_json()
 
+
 @contextlib.asynccontextmanager
 async def broker_for(url: str | list[str], **kwargs: Any):
     broker = NatsBroker(url, **kwargs)
@@ -93,6 +100,7 @@ async def broker_for(url: str | list[str], **kwargs: Any):
         yield broker
     finally:
         await broker.close()
+
 
 @contextlib.asynccontextmanager
 async def consuming(wire: NatsWire, collector: Collector):
@@ -104,7 +112,9 @@ async def consuming(wire: NatsWire, collector: Collector):
             await wire.drain()
         await asyncio.wait_for(task, 10)
 
+
 # --- naming (no server needed) -------------------------------------------------------------------
+
 
 def test_names_are_stable_valid_and_distinct() -> None:
     w = make_wire("gen.out", "sink.in")
@@ -119,9 +129,11 @@ def test_names_are_stable_valid_and_distinct() -> None:
     # wires whose readable forms collide still get distinct durables
     assert consumer_name(make_wire("a_b.c", "d.e")) != consumer_name(make_wire("a.b_c", "d.e"))
 
+
 def test_unknown_connect_option_is_refused() -> None:
     with pytest.raises(TransportError, match="unknown NATS connect option"):
         NatsBroker(["nats://127.0.0.1:4222"], connect_options={"pasword": "x"})
+
 
 async def test_unreachable_server_fails_fast_with_a_clear_error() -> None:
     from fluxmix.errors import NatsUnavailableError
@@ -131,7 +143,9 @@ async def test_unreachable_server_fails_fast_with_a_clear_error() -> None:
         await broker.connect()
     assert broker.ready[0] is False
 
+
 # --- against a real server -----------------------------------------------------------------------
+
 
 async def test_round_trip_delivers_every_message_once(nats_url: str, unique_name: str) -> None:
     spec = make_wire()
@@ -159,6 +173,7 @@ async def test_round_trip_delivers_every_message_once(nats_url: str, unique_name
         assert broker.status().to_json()["state"] == "connected"
         await wire.close()
 
+
 async def test_replayed_source_ids_are_deduplicated(nats_url: str, unique_name: str) -> None:
     """A source that replays from its last checkpoint after a crash re-sends the same ids."""
     spec = make_wire()
@@ -182,6 +197,7 @@ async def test_replayed_source_ids_are_deduplicated(nats_url: str, unique_name: 
             await asyncio.sleep(0.3)
         assert sorted(collector.seqs) == list(range(150))
 
+
 async def test_fan_out_of_one_message_to_two_wires_is_not_deduplicated(nats_url: str, unique_name: str) -> None:
     a, b = make_wire("src.out", "left.in"), make_wire("src.out", "right.in")
     scenario = make_scenario(unique_name, a, b)
@@ -198,6 +214,7 @@ async def test_fan_out_of_one_message_to_two_wires_is_not_deduplicated(nats_url:
         async with consuming(wa, ca), consuming(wb, cb):
             await wait_for(lambda: len(ca.handled) == 20 and len(cb.handled) == 20)
         assert sorted(ca.seqs) == sorted(cb.seqs) == list(range(20))
+
 
 async def test_unacked_messages_survive_a_restart_and_a_new_version(nats_url: str, unique_name: str) -> None:
     """Names come from the scenario name and wire endpoints, not the version hash."""
@@ -227,6 +244,7 @@ async def test_unacked_messages_survive_a_restart_and_a_new_version(nats_url: st
             await asyncio.sleep(0.3)
         assert sorted(collector.seqs + rest.seqs) == list(range(30))
 
+
 async def test_prepare_updates_the_stream_without_losing_messages(nats_url: str, unique_name: str) -> None:
     spec = make_wire()
     scenario = make_scenario(unique_name, spec)
@@ -241,6 +259,7 @@ async def test_prepare_updates_the_stream_without_losing_messages(nats_url: str,
         info = await broker.js.stream_info(stream_name(unique_name))
         assert info.config.duplicate_window == 90 and info.config.max_bytes == 64 * 1024 * 1024
         assert info.state.messages == 10
+
 
 async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_url: str, unique_name: str) -> None:
     """Two inputs of one gear share its output wire: one consumer's flush must not be starved
@@ -269,6 +288,7 @@ async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_
         await busy
         await wire.flush()
 
+
 async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, unique_name: str) -> None:
     """`nats consumer rm` on a live wire: messages sent after it still arrive (no silent stop)."""
     spec = make_wire()
@@ -288,6 +308,7 @@ async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, un
             await wire.flush()
             await wait_for(lambda: len(collector.handled) == 10)
         assert sorted(collector.seqs) == list(range(10))
+
 
 async def test_brokers_pass_the_jetstream_settings_to_streams_and_consumers(
     nats_url: str, unique_name: str, tmp_path: Any
