@@ -29,8 +29,10 @@ NAME_PATTERN = "[a-z0-9][a-z0-9._-]{0,63}"
 NAME_RE = re.compile(NAME_PATTERN, re.ASCII)
 _NAME_RE = NAME_RE
 # Inside a scenario a wire names `gear.port`: gear names hold no dots, so the split is unambiguous.
-GEAR_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-PORT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+GEAR_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
+PORT = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+GEAR_NAME_PATTERN = re.compile(GEAR_NAME)
+PORT_PATTERN = re.compile(PORT)
 # Only what SemVer allows, plus the optional leading v: the semver regex alone uses \d,
 # which also matches non-ASCII digits.
 _TAG_CHARS_RE = re.compile(r"[vV]?[0-9A-Za-z.+-]{5,127}", re.ASCII)

@@ -25,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from fluxmix.refs import GEAR_NAME, PORT
+
 GEAR_COUNTERS = ("handled", "errors", "emitted", "dead_lettered", "dropped", "restarts")
 WIRE_METRICS = ("lag", "sent", "received", "failed", "redelivered", "dead_lettered", "dropped")
 # A total sums one gear counter over every gear of the scenario.
@@ -54,15 +56,13 @@ RATE_WINDOW = 5.0  # seconds of samples a rate is computed over
 RATE_MIN_SPAN = 1.0  # a rate needs samples at least this far apart
 
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
-_PORT = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 _WHOLE = re.compile(
     rf"(?P<subject>.+?)\s*(?P<op>==|!=|<=|>=|<|>)\s*(?P<number>-?{_NUMBER})\s*(?P<per>/\s*s)?"
     rf"(?:\s+within\s+(?P<within>{_NUMBER})\s*(?P<unit>ms|s|m|h))?",
 )
 _RATE = re.compile(r"rate\s*\(\s*(?P<series>.*?)\s*\)")
-_WIRE = re.compile(rf"wire\s+(?P<src>{_NAME}\.{_PORT})\s*->\s*(?P<dst>{_NAME}\.{_PORT})\s+(?P<metric>[a-z_]+)")
-_GEAR = re.compile(rf"(?P<gear>{_NAME})\.(?P<counter>[a-z_]+)")
+_WIRE = re.compile(rf"wire\s+(?P<src>{GEAR_NAME}\.{PORT})\s*->\s*(?P<dst>{GEAR_NAME}\.{PORT})\s+(?P<metric>[a-z_]+)")
+_GEAR = re.compile(rf"(?P<gear>{GEAR_NAME})\.(?P<counter>[a-z_]+)")
 _TOTAL = re.compile(r"[a-z_]+")
 
 
