@@ -19,6 +19,7 @@ import pytest
 
 from fluxmix.message import Message, source_id
 from fluxmix.scenario import Endpoint, Scenario, WireSpec
+from fluxmix.status import DurableWireStatus
 from fluxmix.transports.base import Broker, Delivery, Wire
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
 from fluxmix.transports.nats import NatsBroker, NatsWire
@@ -129,7 +130,7 @@ class MemoryTransport(Transport):
 
     async def settled(self, wire: Wire) -> None:
         assert isinstance(wire, MemoryWire)
-        assert wire.depth == 0 and wire.status()["in_queue"] == 0
+        assert wire.depth == 0 and wire.status().waiting == 0
 
 
 class StandardTransport(Transport):
@@ -164,7 +165,8 @@ class StandardTransport(Transport):
     async def settled(self, wire: Wire) -> None:
         def nothing_pending() -> bool:
             status = wire.status()  # refreshes the server's consumer info in the background (at most 1/s)
-            return status.get("pending") == 0 and status.get("ack_pending") == 0
+            assert isinstance(status, DurableWireStatus)
+            return status.pending == 0 and status.ack_pending == 0
 
         await wait_until(nothing_pending, timeout=SERVER_WAIT)
 
@@ -356,7 +358,8 @@ async def test_status_reports_the_transport_and_every_counter(transport: Transpo
     async with consuming(wire, downstream):
         await wait_until(lambda: wire.stats.received == 3, timeout=SERVER_WAIT)
     status = wire.status()
-    assert status["transport"] == transport.kind
-    counters = ("sent", "received", "failed", "redelivered", "dead_lettered", "dropped")
-    assert {key: status[key] for key in counters} == wire.stats.as_dict()
-    assert (status["sent"], status["received"], status["failed"], status["dead_lettered"]) == (3, 3, 1, 1)
+    assert (status.transport, status.source, status.target) == (transport.kind, "src.out", "dst.in")
+    assert {key: getattr(status, key) for key in wire.stats.as_dict()} == wire.stats.as_dict()
+    assert (status.sent, status.received, status.failed, status.dead_lettered) == (3, 3, 1, 1)
+    shown = status.to_json()  # what /status and the CLI show
+    assert (shown["transport"], shown["from"], shown["to"], shown["received"]) == (transport.kind, "src.out", "dst.in", 3)
