@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"fluxmix": ROOT / "fluxmix", "fluxmix.store": ROOT / "store", "cli": ROOT / "cli"}
-CHECKED = ("fluxmix.mixer", "fluxmix.status", "cli")
+CHECKED = ("fluxmix.mixer", "fluxmix.status", "cli", "fluxmix.validation", "fluxmix.checks")  # validation <-> checks hid one too
 
 
 def _modules() -> dict[str, Path]:
