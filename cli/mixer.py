@@ -31,6 +31,7 @@ _ENTRY = {
         "to_hash": _TEXT, "gap_seconds": _NUMBER, "error_kind": _TEXT,
         "phases": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
         "problems": {"type": ["array", "null"], "items": {"type": "string"}},
+        "reload": {"type": ["object", "null"]},
     },
 }
 _OBJECTS = {"type": ["object", "null"], "additionalProperties": {"type": "object"}}
@@ -176,14 +177,22 @@ def journal_cmd(limit: int, show_all: bool, url: str, token: str | None, timeout
         click.echo("no activations yet")
         return
     click.echo(table(
-        ["ID", "TIME", "TRIGGER", "OUTCOME", "FROM", "TO", "GAP", "REASON"],
+        ["ID", "TIME", "TRIGGER", "OUTCOME", "FROM", "TO", "GAP", "RESTARTED", "REASON"],
         [
             [e.get("id"), human_time(e.get("ts")), e.get("trigger"), e.get("outcome"), short_hash(e.get("from_hash")),
              short_hash(e.get("to_hash")), "-" if e.get("gap_seconds") is None else f"{e['gap_seconds']:.3f}s",
-             e.get("reason")]
+             _restarted(e.get("reload")), e.get("reason")]
             for e in entries
         ],
     ))
+
+
+def _restarted(reload: Any) -> str:
+    """"restarted 1 of 7 gears" for a reload's journal entry (the gears started anew of the total)."""
+    if not isinstance(reload, dict) or not isinstance(reload.get("gears_total"), int):
+        return "-"
+    restarted = len(reload.get("gears_restarted") or []) + len(reload.get("gears_added") or [])
+    return f"restarted {restarted} of {reload['gears_total']} gears"
 
 
 @mixer.command(name="check")

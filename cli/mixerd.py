@@ -98,6 +98,9 @@ class Duration(click.ParamType):
               help="Default queue size of memory wires (a wire's queue_size overrides it).")
 @click.option("--stop-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
               help="How long a stop or reload may take to drain before giving up.")
+@click.option("--reload", "reload_mode", type=click.Choice(["partial", "full"]), default="partial", show_default=True,
+              help="What a reload restarts: only the gears and wires the change touches (partial), or every "
+                   "gear (full, the behaviour before partial reloads).")
 @click.option("--verify-within", type=Duration(), default=None, metavar="DURATION",
               help="After an activation, the scenario's expect: lines must all pass within this window "
               "(e.g. 30s), or it is rolled back to the last known good scenario. Default: off.")
@@ -147,6 +150,7 @@ def main(
     nats_tls_key: Path | None,
     memory_queue_size: int,
     stop_timeout: float,
+    reload_mode: str,
     verify_within: float | None,
     journal_keep: int,
     journal_keep_for: float,
@@ -198,6 +202,7 @@ def main(
         stop_timeout=stop_timeout,
         api_token=api_token or None,
         verify_within=verify_within,
+        reload_mode=reload_mode,
         journal_keep=journal_keep,
         journal_keep_seconds=journal_keep_for,
         auth=not no_auth,

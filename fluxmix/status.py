@@ -61,17 +61,25 @@ GEAR_COUNTER_FIELDS = tuple(f.name for f in fields(GearCounters))
 @dataclass(slots=True)
 class GearStatus(GearCounters):
     """One gear of the running scenario: its lifecycle state and a copy of its counters.
-    JSON: the counters between `sink` and `last_error`."""
+    JSON: the counters between `sink` and `last_error`, then the running instance's own."""
 
     type: str
     state: str  # built | starting | running | paused | finished | stopped | failed ...
     source: bool
     sink: bool
     last_error: str | None = None
+    # The counters above are totals over every instance of the gear in this runtime (a partial
+    # reload that restarts the gear does not reset them); these are the running instance's own.
+    since_start: dict[str, int] = field(default_factory=dict)
+    up_since: float | None = None  # time.time() the running instance started
+    instance: int = 1  # 1, then +1 each time a reload restarted the gear
+    restarted_at: float | None = None  # up_since of an instance a reload started (instance > 1)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "state": self.state, "source": self.source, "sink": self.sink,
-                **{name: getattr(self, name) for name in GEAR_COUNTER_FIELDS}, "last_error": self.last_error}
+                **{name: getattr(self, name) for name in GEAR_COUNTER_FIELDS}, "last_error": self.last_error,
+                "since_start": dict(self.since_start), "up_since": self.up_since, "instance": self.instance,
+                "restarted_at": self.restarted_at}
 
 
 # ---- wires ------------------------------------------------------------------------------------
@@ -217,6 +225,7 @@ class RuntimeStatus(_Status):
     last_handled_at: float | None = None
     gears: dict[str, GearStatus] = field(default_factory=dict)
     wires: dict[str, WireStatus] = field(default_factory=dict)
+    reloading: bool = False  # a partial reload is replacing some of its gears right now
 
 
 # ---- the mixer --------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ SCHEMA_VERSION = 1
 # (older fluxmix versions ignore them), each recorded as a meta key once its backfill has run.
 SPEC_PINS_FEATURE = "spec_pins"
 JOURNAL_ERROR_KIND_FEATURE = "journal_error_kind"  # journal.error_kind exists (added after schema 1)
+JOURNAL_RELOAD_FEATURE = "journal_reload"  # journal.reload exists: what a reload restarted and kept
 BUSY_TIMEOUT_SECONDS = 30.0
 _BEGIN_OPTION = "fluxmix_begin"
 
@@ -132,6 +133,7 @@ class JournalRow(Base):
     drained: Mapped[int] = mapped_column(Integer)
     gap_seconds: Mapped[float | None] = mapped_column(Float)
     error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)  # added after schema 1
+    reload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # added after schema 1
 
 
 class CheckpointRow(Base):
@@ -233,7 +235,7 @@ class Index:
                 Base.metadata.create_all(conn)
                 with Session(conn) as session:
                     for key, value in (("schema_version", str(SCHEMA_VERSION)), (SPEC_PINS_FEATURE, "1"),
-                                       (JOURNAL_ERROR_KIND_FEATURE, "1")):
+                                       (JOURNAL_ERROR_KIND_FEATURE, "1"), (JOURNAL_RELOAD_FEATURE, "1")):
                         if session.get(MetaRow, key) is None:
                             session.add(MetaRow(key=key, value=value))
                     session.flush()
@@ -247,22 +249,23 @@ class Index:
         self.has_spec_pins = SPEC_PINS_FEATURE in meta
         if not self.has_spec_pins and self.read_only is None:
             self._add_spec_pins(backfill_spec_pins)
-        if JOURNAL_ERROR_KIND_FEATURE not in meta and self.read_only is None:
-            self._add_journal_error_kind()
+        for feature, name in ((JOURNAL_ERROR_KIND_FEATURE, "error_kind"), (JOURNAL_RELOAD_FEATURE, "reload")):
+            if feature not in meta and self.read_only is None:
+                self._add_journal_column(feature, name)
 
-    def _add_journal_error_kind(self) -> None:
-        """Add journal.error_kind (nullable) to a store made by an older fluxmix; once, then a meta key says so."""
+    def _add_journal_column(self, feature: str, name: str) -> None:
+        """Add a nullable journal column to a store made by an older fluxmix; once, then a meta key says so."""
         with self._translated(), Session(self._writer, expire_on_commit=False) as session, session.begin():
-            if session.get(MetaRow, JOURNAL_ERROR_KIND_FEATURE) is not None:  # another process got here first
+            if session.get(MetaRow, feature) is not None:  # another process got here first
                 return
             conn = session.connection()
             columns = {column["name"] for column in inspect(conn).get_columns(JournalRow.__tablename__)}
-            if "error_kind" not in columns:
-                column = JournalRow.__table__.c.error_kind
+            if name not in columns:
+                column = JournalRow.__table__.c[name]
                 conn.exec_driver_sql(
-                    f"ALTER TABLE {JournalRow.__tablename__} ADD COLUMN error_kind {column.type.compile(self.engine.dialect)}"
+                    f"ALTER TABLE {JournalRow.__tablename__} ADD COLUMN {name} {column.type.compile(self.engine.dialect)}"
                 )
-            session.add(MetaRow(key=JOURNAL_ERROR_KIND_FEATURE, value="1"))
+            session.add(MetaRow(key=feature, value="1"))
 
     def _add_spec_pins(self, backfill: Upgrade | None) -> None:
         """Create the spec pin table in a store made by an older fluxmix, and pin what it already holds."""

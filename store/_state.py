@@ -57,6 +57,9 @@ class JournalEntry:
     # Why an attempt did not succeed: "user" (bad input the operator can fix: exit 2 in the CLI)
     # or "failure" (something broke); None for activated/unchanged.
     error_kind: str | None = None
+    # A reload: mode (partial/full), gears restarted/added/removed/kept of gears_total, wires
+    # added/removed/changed/reconsumed/kept, and why more than the change restarted. None otherwise.
+    reload: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (timestamps as ISO 8601 UTC)."""
@@ -121,6 +124,7 @@ def add_journal(session: Session, entry: JournalEntry) -> int:
         drained=int(entry.drained),
         gap_seconds=None if entry.gap_seconds is None else float(entry.gap_seconds),
         error_kind=entry.error_kind,
+        reload=entry.reload,
     )
     session.add(row)
     session.flush()
@@ -151,6 +155,7 @@ def read_journal(session: Session, limit: int) -> list[JournalEntry]:
             gap_seconds=r.gap_seconds,
             id=r.id,
             error_kind=r.error_kind,
+            reload=r.reload,
         )
         for r in rows
     ]

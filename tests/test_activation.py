@@ -46,7 +46,8 @@ def store(tmp_path: Path) -> Store:
 
 @pytest.fixture
 async def activator(store: Store) -> AsyncIterator[Activator]:
-    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=10)
+    # --reload full: these tests pin the whole-scenario restart (test_partial_reload.py the default)
+    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=10, reload_mode="full")
     yield act
     await act.shutdown()
 

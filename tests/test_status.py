@@ -27,7 +27,7 @@ from test_runtime_helpers import wait_until
 COUNTERS = ["sent", "received", "failed", "redelivered", "dead_lettered", "dropped"]
 # The JSON keys /status served before the typed model, in their order (clients depend on them).
 GEAR_KEYS = ["type", "state", "source", "sink", "handled", "errors", "emitted", "dead_lettered", "dropped",
-             "restarts", "last_error"]
+             "restarts", "last_error", "since_start", "up_since", "instance", "restarted_at"]  # the last 4: issue 10
 MEMORY_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "in_queue", "capacity", "max_deliver", "retry_delay",
                     "consuming"]
 DURABLE_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "stream", "subject", "consumer", "in_flight",
@@ -35,7 +35,8 @@ DURABLE_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "stream", "subject", 
 CONSUMER_INFO_KEYS = ["pending", "ack_pending", "server_redelivered"]
 NATS_BROKER_KEYS = ["kind", "state", "servers", "connected_url", "connected_since", "down_since", "disconnects",
                     "reconnects", "errors", "last_error", "replicas", "streams"]
-RUNTIME_KEYS = ["scenario", "hash", "state", "started_at", "first_handled_at", "last_handled_at", "gears", "wires"]
+RUNTIME_KEYS = ["scenario", "hash", "state", "started_at", "first_handled_at", "last_handled_at", "gears", "wires",
+                "reloading"]
 MIXER_KEYS = ["state", "ready", "reason", "paused", "scenario", "following", "watching", "gears", "wires",
               "brokers", "uptime_seconds", "started_at", "last_reload", "expectations", "store", "pid", "version"]
 

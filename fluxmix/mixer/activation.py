@@ -10,11 +10,16 @@ a gear that refuses its config costs nothing. Only a failure in `start()` happen
 one stopped; then the last known good scenario is started again from the exact bytes that ran
 before, and its sources continue from their checkpoints. Every attempt is journaled in the store.
 
-The processing gap of a reload (last message handled at a sink of the old runtime -> first one
-of the new) is measured here. The journal row is written when the activation ends; to fill in
-its gap, `activate()` waits up to `gap_wait` seconds for the new runtime's first message. A
-first message that comes later updates `last_reload` and the row (`update_activation_gap`).
-"""
+With `--reload partial` (the default) a running scenario of the same name is not replaced: only
+the gears and wires the change touches are built, stopped and started (fluxmix.runtime.reload),
+and a failed start brings back the previous gears (the flipped diff) rather than the whole
+known good scenario. The journal entry says what restarted and what was kept.
+
+The processing gap of a reload is measured by a `ReloadStopwatch` (fluxmix.mixer.stopwatch)
+installed on the sinks while the reload runs. The journal row is written when the activation
+ends; to fill in its gap, `activate()` waits up to `gap_wait` seconds for the first message after
+the reload. A first message that comes later updates `last_reload` and the row
+(`update_activation_gap`)."""
 
 from __future__ import annotations
 
@@ -22,7 +27,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from fluxmix.errors import FluxmixError, GearError, UserError, ValidationError, bound_message
@@ -30,15 +34,19 @@ from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import GlobalsHub
 from fluxmix.loading import LoadedScenario, resolve_scenario
 from fluxmix.mixer.expectations import DEFAULT_INTERVAL, ExpectationWatch
+from fluxmix.mixer.stopwatch import GapWatch, ReloadStopwatch
 from fluxmix.redact import redact, redact_value
 from fluxmix.refs import short_hash
 from fluxmix.runtime import DEFAULT_STOP_TIMEOUT, Runtime
+from fluxmix.runtime.reload import ReloadPlan, ReloadRolledBack, plan_reload
+from fluxmix.runtime.reload import apply as apply_reload, prepare as prepare_reload
 from fluxmix.store import JournalEntry, Store
 from fluxmix.transports.registry import Brokers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GAP_WAIT = 1.0
+RELOAD_MODES = ("partial", "full")  # --reload: restart what a change touches, or every gear
 
 
 def _describe(exc: BaseException) -> str:
@@ -48,6 +56,21 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, FluxmixError):
         return str(exc)
     return bound_message(f"{type(exc).__name__}: {exc}")
+
+
+def _full_summary(old: LoadedScenario, new: LoadedScenario, why: str | None) -> dict[str, object]:
+    """The journal's reload summary of a full restart: every gear restarts."""
+    old_names = [g.name for g in old.scenario.gears]
+    new_names = [g.name for g in new.scenario.gears]
+    return {
+        "mode": "full",
+        "gears_total": len(new_names),
+        "gears_restarted": sorted(n for n in new_names if n in old_names),
+        "gears_added": [n for n in new_names if n not in old_names],
+        "gears_removed": [n for n in old_names if n not in new_names],
+        "gears_kept": [],
+        "reasons": [f"{why}: every gear restarts"] if why else [],
+    }
 
 
 def _kind(exc: BaseException) -> str:
@@ -66,6 +89,7 @@ class _Attempt:
         self.to_hash: str | None = None
         self.phases: dict[str, float] = {}
         self.drained = 0
+        self.reload: dict[str, object] | None = None  # what a reload restarted and kept (journal)
         self._t = time.monotonic()
 
     def lap(self, phase: str) -> None:
@@ -90,18 +114,8 @@ class _Attempt:
             drained=self.drained,
             gap_seconds=gap,
             error_kind=error_kind,
+            reload=self.reload,
         )
-
-
-@dataclass(slots=True)
-class _GapWatch:
-    """A reload whose new runtime had handled nothing yet when its journal row was written."""
-
-    runtime: Runtime
-    since: float  # the old runtime's last handled message (time.time())
-    entry_id: int | None = None
-    journaled: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
 
 
 class Activator:
@@ -119,7 +133,11 @@ class Activator:
         expect_interval: float = DEFAULT_INTERVAL,
         journal_keep: int | None = None,
         journal_keep_seconds: float = 0.0,
+        reload_mode: str = "partial",
     ) -> None:
+        if reload_mode not in RELOAD_MODES:
+            raise ValueError(f"reload mode must be one of {', '.join(RELOAD_MODES)}, not {reload_mode!r}")
+        self.reload_mode = reload_mode
         self.store = store
         # Global state per scenario name, shared by the runtimes of that name (fluxmix.globals_state).
         self.globals = GlobalsHub(store.globals)
@@ -142,8 +160,8 @@ class Activator:
         self._known_good_ref: str | None = None
         self.paused = False  # every runtime this builds starts with its sources paused (POST /pause)
         self._lock = asyncio.Lock()
-        self._gap: _GapWatch | None = None  # the running scenario's pending gap, if any
-        self._fresh_gap: _GapWatch | None = None  # ... created by the attempt in progress
+        self._gap: GapWatch | None = None  # the running scenario's pending gap, if any
+        self._fresh_gap: GapWatch | None = None  # ... created by the attempt in progress
 
     @property
     def busy(self) -> bool:
@@ -231,6 +249,14 @@ class Activator:
             self.current_ref = active_ref
             return attempt.entry("unchanged", f"{loaded.ref} ({short_hash(loaded.hash)}) is already running")
 
+        if self.reload_mode == "partial" and old is not None and old_loaded is not None and old.state == "running":
+            plan = plan_reload(old_loaded.scenario, loaded.scenario)
+            if not plan.full:
+                return await self._activate_partial(attempt, old, loaded, plan, active_ref)
+            attempt.reload = plan.summary(len(loaded.scenario.gears))
+        elif old is not None and old_loaded is not None:
+            attempt.reload = _full_summary(old_loaded, loaded, "--reload full" if self.reload_mode == "full" else None)
+
         # 2. build: instantiate every gear, prepare every wire; still nothing touched
         try:
             new = await self._build(loaded)
@@ -244,26 +270,31 @@ class Activator:
 
         # 3. stop the old one, draining its memory wires
         self._cancel_gap_watch()
-        old_last_handled: float | None = None
+        stopwatch: ReloadStopwatch | None = None
         stop_note = ""
         if old is not None:
             self.current = None
             await self._unwatch()
+            stopwatch = ReloadStopwatch()
+            stopwatch.install(old)
             report = await old.stop(timeout=self.stop_timeout)
+            stopwatch.uninstall()
             attempt.drained = report.drained
-            old_last_handled = old.last_handled_at
             if report.timed_out:
                 stop_note = f"; stopping {old_loaded.ref if old_loaded else 'the old scenario'} timed out after {self.stop_timeout:g}s"
         attempt.lap("stop")
 
         # 4. start the new one
+        if stopwatch is not None:
+            stopwatch.resume()
+            stopwatch.install(new)
         try:
             await new.start()
         except Exception as exc:
             attempt.lap("start")
             reason = (_describe(exc) if isinstance(exc, GearError) else f"start failed: {_describe(exc)}") + stop_note
             await new.stop(timeout=self.stop_timeout)
-            return await self._roll_back(attempt, reason, loaded, old_last_handled)
+            return await self._roll_back(attempt, reason, loaded, stopwatch)
         attempt.lap("start")
         sc = loaded.scenario
         reason = f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}"
@@ -278,13 +309,116 @@ class Activator:
                 self.current = self.current_loaded = self.current_ref = None
                 await new.stop(timeout=self.stop_timeout)
                 reason = f"{loaded.ref} started but its expectations did not pass within {self.verify_within:g}s: {'; '.join(why)}"
-                entry = await self._roll_back(attempt, reason, loaded, old_last_handled)
+                entry = await self._roll_back(attempt, reason, loaded, stopwatch)
                 return dataclasses.replace(entry, problems=list(why))
             reason += f"; verified: {len(sc.expect)} expectation(s) passing"
         self._set_current(new, loaded, active_ref, attempt.entry("activated", reason))
         await self._remember_active(loaded.hash, active_ref)
-        gap = await self._measure_gap(new, old_last_handled)
+        gap = await self._measure_gap(stopwatch)
         return attempt.entry("activated", reason, gap=gap)
+
+    async def _activate_partial(self, attempt: _Attempt, runtime: Runtime, loaded: LoadedScenario, plan: ReloadPlan,
+                                active_ref: str) -> JournalEntry:
+        """Restart only what the change touches (fluxmix.runtime.reload); the rest never stops."""
+        attempt.reload = plan.summary(len(loaded.scenario.gears))
+        try:
+            prepared = await prepare_reload(runtime, loaded.scenario, loaded.hash, plan)
+        except Exception as exc:
+            attempt.lap("build")
+            if not isinstance(exc, FluxmixError):
+                log.exception("building %s failed unexpectedly", loaded.ref)
+            return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}",
+                                 error_kind=_kind(exc))
+        attempt.lap("build")
+        self._cancel_gap_watch()
+        stopwatch: ReloadStopwatch | None = None
+        if not plan.empty:
+            stopwatch = ReloadStopwatch(set(plan.watch_sinks))
+            stopwatch.install(runtime)
+        await self._unwatch()
+        restarted = len(plan.gears_restarted) + len(plan.gears_added)
+        try:
+            def stopped() -> None:  # the affected gears stopped: the rest of the phase is starting
+                attempt.lap("stop")
+                if stopwatch is not None:
+                    stopwatch.resume()
+
+            await apply_reload(runtime, prepared, on_stopped=stopped)
+        except ReloadRolledBack as exc:
+            attempt.lap("start")
+            if stopwatch is not None:
+                stopwatch.resume()
+            self._watch(runtime)
+            reason = f"{exc}; rolled back to the previous gears of {self.current_loaded.ref if self.current_loaded else '-'}"
+            return attempt.entry("rolled-back", reason, gap=await self._measure_gap(stopwatch))
+        except Exception as exc:
+            # The previous gears could not come back either: stop what is left and start the
+            # last known good scenario whole.
+            attempt.lap("start")
+            log.error("partial reload of %s failed and could not be undone: %s", loaded.ref, _describe(exc))
+            self.current = None
+            await runtime.stop(timeout=self.stop_timeout)
+            if stopwatch is not None:
+                stopwatch.uninstall()
+            return await self._roll_back(attempt, _describe(exc), loaded, None)
+        attempt.lap("start")
+        total = len(loaded.scenario.gears)
+        verified_note = ""
+        sc = loaded.scenario
+        if self.verify_within is not None and sc.expect and self.paused:
+            verified_note = "; not verified: the sources are paused"
+        elif self.verify_within is not None and sc.expect:
+            previous, previous_ref = self.current_loaded, self.current_ref
+            verified, why = await self._verify(runtime, loaded, active_ref)
+            attempt.lap("verify")
+            if not verified:
+                await self._unwatch()
+                reason = f"{loaded.ref} started but its expectations did not pass within {self.verify_within:g}s: {'; '.join(why)}"
+                entry = await self._partial_back(attempt, runtime, loaded, previous, previous_ref, reason, stopwatch)
+                return dataclasses.replace(entry, problems=list(why))
+            verified_note = f"; verified: {len(sc.expect)} expectation(s) passing"
+        if plan.empty:
+            reason = f"activated {loaded.ref}: nothing to restart (no gear or wire changed); 0 of {total} gears restarted"
+            gap: float | None = 0.0
+        else:
+            names = ", ".join(sorted((*plan.gears_restarted, *plan.gears_added)))
+            reason = f"reloaded {loaded.ref}: restarted {restarted} of {total} gears ({names})"
+            if plan.gears_removed:
+                reason += f", removed {', '.join(plan.gears_removed)}"
+            if plan.reasons:
+                reason += "; " + "; ".join(plan.reasons)
+            gap = None
+        reason += verified_note
+        self._set_current(runtime, loaded, active_ref, attempt.entry("activated", reason))
+        await self._remember_active(loaded.hash, active_ref)
+        if stopwatch is not None:
+            gap = await self._measure_gap(stopwatch)
+        return attempt.entry("activated", reason, gap=gap)
+
+    async def _partial_back(self, attempt: _Attempt, runtime: Runtime, failed: LoadedScenario,
+                            previous: LoadedScenario | None, previous_ref: str | None, reason: str,
+                            stopwatch: ReloadStopwatch | None) -> JournalEntry:
+        """A partial reload that started but failed verification: the same partial reload back
+        to the previous version (its gears as fresh instances); the whole-scenario rollback when
+        that is not possible."""
+        if previous is not None:
+            try:
+                back = await prepare_reload(runtime, previous.scenario, previous.hash,
+                                            plan_reload(failed.scenario, previous.scenario))
+                await apply_reload(runtime, back)
+            except Exception as exc:
+                log.error("undoing the partial reload of %s failed: %s", failed.ref, _describe(exc))
+            else:
+                attempt.lap("rollback")
+                reason = f"{reason}; rolled back to {previous.ref} ({short_hash(previous.hash)})"
+                self._set_current(runtime, previous, previous_ref or previous.ref, attempt.entry("rolled-back", reason))
+                await self._remember_active(previous.hash, previous_ref or previous.ref)
+                return attempt.entry("rolled-back", reason, gap=await self._measure_gap(stopwatch))
+        self.current = self.current_loaded = self.current_ref = None
+        await runtime.stop(timeout=self.stop_timeout)
+        if stopwatch is not None:
+            stopwatch.uninstall()
+        return await self._roll_back(attempt, reason, failed, None)
 
     async def _build(self, loaded: LoadedScenario) -> Runtime:
         brokers = await self.brokers.for_scenario(loaded.scenario)
@@ -307,7 +441,7 @@ class Activator:
         return runtime
 
     async def _roll_back(self, attempt: _Attempt, reason: str, failed: LoadedScenario,
-                         old_last_handled: float | None) -> JournalEntry:
+                         stopwatch: ReloadStopwatch | None) -> JournalEntry:
         """The new scenario did not start: bring the last known good one back, from its bytes."""
         target, target_ref = self.known_good, self._known_good_ref
         if target is None or target.hash == failed.hash:
@@ -317,8 +451,12 @@ class Activator:
             self._set_idle()
             log.error("%s; no last known good scenario to roll back to: the mixer is idle", reason)
             return attempt.entry("failed", f"{reason}; no last known good scenario to roll back to")
+        if stopwatch is not None:
+            stopwatch.uninstall()
         try:
             runtime = await self._build(target)
+            if stopwatch is not None:
+                stopwatch.install(runtime)
             try:
                 await runtime.start()
             except BaseException:
@@ -334,7 +472,7 @@ class Activator:
         reason = f"{reason}; rolled back to {target.ref} ({short_hash(target.hash)})"
         self._set_current(runtime, target, ref, attempt.entry("rolled-back", reason))
         await self._remember_active(target.hash, ref)
-        gap = await self._measure_gap(runtime, old_last_handled)
+        gap = await self._measure_gap(stopwatch)
         return attempt.entry("rolled-back", reason, gap=gap)
 
     async def _stored_known_good(self, *, exclude: str) -> tuple[LoadedScenario | None, str | None]:
@@ -433,33 +571,36 @@ class Activator:
 
     # ---- the reload gap ----
 
-    async def _measure_gap(self, new: Runtime, old_last_handled: float | None) -> float | None:
-        """Seconds between the old runtime's last sink message and the new one's first.
+    async def _measure_gap(self, stopwatch: ReloadStopwatch | None) -> float | None:
+        """The interruption the reload caused at the sinks (see ReloadStopwatch).
 
-        Waits up to `gap_wait` for that first message so the journal row carries the gap;
-        past that, a watcher fills it in on `last_reload` when it comes.
+        Waits up to `gap_wait` for the first message after the reload so the journal row carries
+        the gap; past that, a watcher fills it in on `last_reload` when it comes.
         """
-        if old_last_handled is None:
+        if stopwatch is None:
             return None
-        if new.first_handled_at is None and self.gap_wait > 0:
+        if stopwatch.first_after is None and self.gap_wait > 0:
             try:
                 async with asyncio.timeout(self.gap_wait):
-                    await new.first_handled.wait()
+                    await stopwatch.arrived.wait()
             except TimeoutError:
                 pass
-        if new.first_handled_at is not None:
-            return round(max(0.0, new.first_handled_at - old_last_handled), 6)
-        watch = _GapWatch(new, old_last_handled)
+        if stopwatch.first_after is not None:
+            return stopwatch.gap
+        watch = GapWatch(stopwatch)
         watch.task = asyncio.create_task(self._late_gap(watch), name="fluxmix reload gap")
         self._gap = self._fresh_gap = watch
         return None
 
-    async def _late_gap(self, watch: _GapWatch) -> None:
-        await watch.runtime.first_handled.wait()
+    async def _late_gap(self, watch: GapWatch) -> None:
+        try:
+            await watch.stopwatch.arrived.wait()
+        finally:
+            watch.stopwatch.uninstall()
         await watch.journaled.wait()
-        if watch.runtime.first_handled_at is None:
+        gap = watch.stopwatch.gap
+        if gap is None:
             return
-        gap = round(max(0.0, watch.runtime.first_handled_at - watch.since), 6)
         entry = self.last_reload
         if entry is not None and watch.entry_id is not None and entry.id == watch.entry_id:
             self.last_reload = dataclasses.replace(entry, gap_seconds=gap)
@@ -472,8 +613,10 @@ class Activator:
 
     def _cancel_gap_watch(self) -> None:
         """The running scenario is being replaced: its pending gap no longer means anything."""
-        if self._gap is not None and self._gap.task is not None and not self._gap.task.done():
-            self._gap.task.cancel()
+        if self._gap is not None:
+            if self._gap.task is not None and not self._gap.task.done():
+                self._gap.task.cancel()
+            self._gap.stopwatch.uninstall()
         self._gap = None
 
     # ---- introspection ----

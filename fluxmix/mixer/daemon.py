@@ -177,7 +177,7 @@ class Mixer:
             brokers = Brokers(store.home, settings.nats, memory_queue_size=settings.memory_queue_size)
             activator = Activator(store, catalog, brokers, stop_timeout=settings.stop_timeout,
                                   verify_within=settings.verify_within, journal_keep=settings.journal_keep,
-                                  journal_keep_seconds=settings.journal_keep_seconds)
+                                  journal_keep_seconds=settings.journal_keep_seconds, reload_mode=settings.reload_mode)
             activator.paused = store.mixer_state().paused  # POST /pause survives a restart
         except BaseException:
             store.close()

@@ -215,6 +215,8 @@ class MixerService:
                 self.retired.fold(before.status())
             except Exception:  # metrics must never break an activation
                 log.exception("could not read the counters of the replaced runtime")
+        elif current is not None:  # a partial reload: fold what it took out for good
+            self.retired.fold(current.take_retired())
         # Why nothing runs, when something should: a failed start, or a startup/resume that did
         # not come up. A rejected API call while idle changes nothing, so it leaves readiness be.
         if current is not None:

@@ -40,6 +40,8 @@ class MixerSettings:
     # Directories whose files POST /activate may name (plus the -s file's directory).
     scenario_dirs: tuple[Path, ...] = ()
     verify_within: float | None = None  # seconds a new scenario's `expect:` lines have to pass; None = off
+    # --reload: "partial" restarts only the gears a change touches; "full" restarts every gear.
+    reload_mode: str = "partial"
     # Journal retention: keep the newest N entries and every entry younger than the age (seconds);
     # entries of the active and last-known-good scenarios are always kept.
     journal_keep: int = 1000

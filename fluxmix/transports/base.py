@@ -15,6 +15,8 @@ to retry and when to acknowledge, while the contract stays the same:
   wire only overrides it when it can do better (one queue operation, one encode per batch).
 - a message the transport refuses for good is handed to `on_refused` (the sending gear's
   `error` port) and counted; the wire keeps flowing.
+- `detach()` stops the consumer after what is in hand and keeps the rest (queue or stream) for
+  the next `consume()` on the same wire, while senders go on (a partial reload).
 - `drain()` stops taking new work, finishes what is in hand, and returns how many messages it
   handled while draining. A memory wire empties its queue first; a durable wire leaves the rest
   in its stream for the next consumer.
@@ -109,6 +111,12 @@ class Wire(abc.ABC):
 
     @abc.abstractmethod
     async def drain(self) -> int: ...
+
+    async def detach(self) -> None:
+        """Stop consuming after what is in hand, keep the rest for a later `consume()` on this same
+        wire: a partial reload restarts the downstream gear while the upstream keeps sending.
+        A transport that cannot hand its consumer over says so; the reload then restarts more."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hand its consumer over")
 
     async def close(self) -> None:
         """Release resources without draining (used when an activation is abandoned)."""

@@ -41,6 +41,14 @@ class _Stop:
 _STOP = _Stop()
 
 
+class _Detach:
+    """Put in front of the queue by detach(): the consumer ends after the batch in hand and
+    leaves the rest queued for the next consumer of this wire."""
+
+
+_DETACH = _Detach()
+
+
 class _Cursor(BatchCursor):
     """A batch in hand. Senders waiting for room are woken as each message is taken on the
     per-message path, and at the end of a batch otherwise (the gear runs the batch without
@@ -79,7 +87,7 @@ class MemoryWire(Wire):
             raise TransportError(f"wire {spec.key}: queue_size must be at least 1")
         self.max_deliver = max(1, int(opts.get("max_deliver", DEFAULT_MAX_DELIVER)))
         self.retry_delay = max(0.0, float(opts.get("retry_delay", DEFAULT_RETRY_DELAY)))
-        self._items: deque[Message | _Stop] = deque()
+        self._items: deque[Message | _Stop | _Detach] = deque()
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] = deque()
         self._consumer: asyncio.Task[Any] | None = None
@@ -168,6 +176,11 @@ class MemoryWire(Wire):
         batch: list[Message] = []
         while items and len(batch) < MAX_BATCH:
             item = items.popleft()
+            if item is _DETACH:
+                if batch:
+                    items.appendleft(item)
+                    break
+                return None
             if isinstance(item, _Stop):
                 if batch:
                     items.appendleft(item)  # the batch first; the marker stays next
@@ -291,6 +304,20 @@ class MemoryWire(Wire):
         await asyncio.wait({consumer})
         return self.stats.received - before
 
+    async def detach(self) -> None:
+        """Stop the consumer after the batch in hand; what is queued stays for the next consume()
+        (a partial reload restarting the downstream gear while the upstream keeps sending)."""
+        if self._consumer is None:
+            await asyncio.sleep(0)  # a consumer task created just before us registers first
+        consumer = self._consumer
+        if consumer is None or consumer.done():
+            return
+        self._items.appendleft(_DETACH)
+        self._wake_getter()
+        await asyncio.wait({consumer})
+        if self._items and self._items[0] is _DETACH:  # the consumer ended otherwise (close)
+            self._items.popleft()
+
     async def close(self) -> None:
         """Stop at once; whatever is still queued or in hand is counted (and logged) as dropped."""
         if self._closed:
@@ -303,7 +330,7 @@ class MemoryWire(Wire):
                 await consumer
             except (asyncio.CancelledError, Exception):
                 pass
-        lost = sum(1 for item in self._items if not isinstance(item, _Stop))
+        lost = sum(1 for item in self._items if isinstance(item, Message))
         lost += len(self._in_hand) - self._finished
         self._in_hand, self._finished = [], 0
         self._items.clear()

@@ -150,6 +150,16 @@ class NatsWire(Wire):
                 await asyncio.wait_for(self.flush(), self.broker.ack_timeout * 4)
         return self._puller.drained if self._puller is not None else 0
 
+    async def detach(self) -> None:
+        """Stop pulling and finish what is in hand (handled, flushed, acked); the rest stays in the
+        stream and the same wire may consume() again (a partial reload restarting its downstream)."""
+        if self._consume_task is None:
+            await asyncio.sleep(0)  # a consumer task created just before us registers first
+        if self._puller is not None:
+            self._puller.stop()
+        if self._consume_task is not None and not self._consume_done.is_set():
+            await self._consume_done.wait()
+
     async def close(self) -> None:
         self._stopping = True
         self._closed = True

@@ -1,0 +1,301 @@
+"""What a running gear sees of the runtime: its `GearContext` (emit, checkpoints, stopping) and
+the batch object that tells the runtime which message of a batch is in hand.
+
+Emit is the hot path of every gear. It reads the gear's fan-out from the `Outputs` the wiring
+keeps for that gear, so a reload that rewires a port takes effect on the next emit without the
+gear knowing; everything else (freezing, ids, buffering) is per message and kept lean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from asyncio import current_task
+from typing import Any, Awaitable, Iterator, Mapping, Protocol, Sequence
+
+from fluxmix.errors import FluxmixError, GearError
+from fluxmix.message import NO_HEADERS, FrozenDict, Message, freeze_body, freeze_headers, source_id
+from fluxmix.transports.base import BatchCursor, Wire
+
+# A gear handling a batch emits into a buffer sent to its memory wires when it returns; past
+# this many buffered messages they go out at once (bounds memory; backpressure applies there).
+BUFFER_MAX = 256
+
+
+class CheckpointStore(Protocol):
+    """Where sources keep their positions (fluxmix.store.Store satisfies it)."""
+
+    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None: ...
+
+    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None: ...
+
+
+class MemoryCheckpoints:
+    """A CheckpointStore in a dict: for offline runs (`fluxmix scenario test`) and tests, where
+    positions must not outlive the run."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Any] = {}
+        self.saves = 0
+
+    def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None:
+        return self.values.get((scenario_name, gear))
+
+    def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None:
+        self.saves += 1
+        self.values[(scenario_name, gear)] = value
+
+
+class Throttle:
+    """Says when to log a repeating event: the first few, then one in `every`, with the count."""
+
+    def __init__(self, first: int = 5, every: int = 100) -> None:
+        self.first = first
+        self.every = every
+        self.count = 0
+
+    def hit(self) -> bool:
+        self.count += 1
+        return self.count <= self.first or self.count % self.every == 0
+
+
+async def send_to_all(wires: Sequence[Wire], msg_id: str, body: Mapping[str, Any], *, gear: str, port: str,
+                      scenario_hash: str, headers: Mapping[str, str] | None) -> None:
+    """Send one message on every wire of a port, all sharing one read-only body.
+
+    The body is frozen once here (a body already frozen, e.g. a filter passing its input on,
+    costs nothing), so no gear can change what another sees and memory wires pass the object
+    itself. One wire after the other: a full wire holds the gear back (backpressure)."""
+    frozen = freeze_body(body, gear, port)
+    hdrs = freeze_headers(headers)
+    origin = f"{gear}.{port}"
+    ts = time.time()
+    for wire in wires:
+        await wire.send(Message(msg_id, frozen, origin, scenario_hash, ts, hdrs))
+
+
+async def gear_code(runner: "EmittingGear", what: str, call: Awaitable[Any]) -> Any:
+    """Await a gear's own code. Its sys.exit() fails the gear like any error; it never ends the
+    mixer (asyncio would re-raise a SystemExit out of the event loop)."""
+    try:
+        return await call
+    except SystemExit as exc:
+        raise GearError(runner.name, f"{what} called sys.exit({exc.code!r})") from None
+
+
+def detail(exc: BaseException, gear: str) -> str:
+    """What went wrong, without repeating the gear name a GearError already carries."""
+    if isinstance(exc, GearError) and exc.gear == gear:
+        prefix = f"gear '{gear}': "
+        text = str(exc)
+        return text[len(prefix):] if text.startswith(prefix) else text
+    if isinstance(exc, FluxmixError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# The task running now, by loop: asyncio.current_task() is a Python function on 3.11 and this
+# runs on every emit; its table is the same dict it reads (fallback when a version moves it).
+_CURRENT_TASKS: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
+
+
+def running_task(loop: asyncio.AbstractEventLoop | None) -> asyncio.Task[Any] | None:
+    if loop is not None and _CURRENT_TASKS is not None:
+        return _CURRENT_TASKS.get(loop)
+    return current_task(loop)
+
+
+def runtime_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # built outside a loop (tests): looked up per call instead
+        return None
+
+
+class Outputs:
+    """One gear's fan-out: port -> the wires on it. The wiring replaces a port's tuple (never
+    mutates it), so an emit already iterating keeps a consistent list, and bumps `version` so
+    the gear's context drops what it cached."""
+
+    __slots__ = ("ports", "version")
+
+    def __init__(self) -> None:
+        self.ports: dict[str, tuple[Wire, ...]] = {}
+        self.version = 0
+
+    def set(self, port: str, wires: Sequence[Wire]) -> None:
+        if wires:
+            self.ports[port] = tuple(wires)
+        else:
+            self.ports.pop(port, None)
+        self.version += 1
+
+    def add(self, port: str, wire: Wire) -> None:
+        self.set(port, (*self.ports.get(port, ()), wire))
+
+    def get(self, port: str) -> tuple[Wire, ...]:
+        return self.ports.get(port, ())
+
+    def all(self) -> Iterator[Wire]:
+        for wires in self.ports.values():
+            yield from wires
+
+
+class _Counted(Protocol):
+    handled: int
+    emitted: int
+
+
+class EmittingGear(Protocol):
+    """What the context and the batch need of the runner of their gear (runner.GearRunner)."""
+
+    name: str
+    outputs: Outputs
+    parent: Message | None
+    parent_emitted: dict[str, int] | None
+    parent_task: asyncio.Task[Any] | None
+    buffer: dict[Wire, list[Message]] | None
+    buffered: int
+    counters: _Counted
+
+    async def send_buffered(self) -> None: ...
+
+    async def flush_outputs(self) -> None: ...
+
+
+class GearCtx:
+    """The GearContext a gear gets: emit through its runner's fan-out, checkpoints through the store."""
+
+    def __init__(self, runner: "EmittingGear", *, scenario_name: str, scenario_hash: str, globals_: Any,
+                 checkpoints: CheckpointStore) -> None:
+        self._runner = runner
+        self._outputs = runner.outputs
+        self._checkpoints = checkpoints
+        self.scenario_name = scenario_name
+        self.scenario_hash = scenario_hash  # switched by a partial reload that keeps this gear
+        self.gear_name = runner.name
+        self.globals = globals_  # read: .get(key, default); write: .set(key, value, who=...)
+        self.log = logging.getLogger(f"fluxmix.gear.{runner.name}")
+        self.stopping = asyncio.Event()
+        self._ports: dict[str, tuple[tuple[Wire, ...] | None, str]] = {}
+        self._version = -1
+        self._loop = runtime_loop()
+
+    def is_wired(self, port: str) -> bool:
+        return bool(self._outputs.get(port))
+
+    def _parent_index(self, port: str) -> int | None:
+        """The index of this emit among those on `port` derived from the message in hand, or
+        None when there is none. Only emits made by the handling task itself derive from it: a
+        gear's own background task (a timer, a run() loop beside its inputs) must not borrow it."""
+        runner = self._runner
+        if runner.parent is not None and running_task(self._loop) is runner.parent_task:
+            emitted = runner.parent_emitted
+            if emitted is None:
+                runner.parent_emitted = {port: 1}
+                return 0
+            index = emitted.get(port, 0)
+            emitted[port] = index + 1
+            return index
+        return None
+
+    def _port(self, port: str) -> tuple[tuple[Wire, ...] | None, str]:
+        if self._version != self._outputs.version:
+            self._ports.clear()
+            self._version = self._outputs.version
+        found = self._ports.get(port)
+        if found is None:
+            found = self._ports[port] = (self._outputs.get(port) or None, f"{self.gear_name}.{port}")
+        return found
+
+    async def emit(
+        self,
+        port: str,
+        body: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        position: int | str | None = None,
+    ) -> None:
+        # The hot path of every gear: freeze once (free for a body passed on), one Message per
+        # wire sharing body and headers, a derived id hashed only if someone reads it.
+        runner = self._runner
+        wires, origin = self._port(port)
+        if position is not None:
+            if wires is None:
+                return
+            msg_id = source_id(self.scenario_name, self.gear_name, position)
+            index = None
+        else:
+            index = self._parent_index(port)  # counted even when unwired: ids stay stable if wiring changes
+            if wires is None:
+                return
+            msg_id = uuid.uuid4().hex if index is None else ""
+        frozen = body if type(body) is FrozenDict else freeze_body(body, self.gear_name, port)
+        hdrs = freeze_headers(headers) if headers else NO_HEADERS
+        ts = time.time()
+        buffer = runner.buffer if index is not None else None  # only the handling task's own emits
+        for wire in wires:
+            if index is None:
+                message = Message(msg_id, frozen, origin, self.scenario_hash, ts, hdrs)
+            else:
+                message = Message.derived(runner.parent, self.gear_name, port, index, frozen, origin,  # type: ignore[arg-type]
+                                          self.scenario_hash, ts, hdrs)
+            if buffer is not None and not wire.durable:
+                pending = buffer.get(wire)
+                if pending is None:
+                    buffer[wire] = [message]
+                else:
+                    pending.append(message)
+                runner.buffered += 1
+            else:
+                await wire.send(message)
+        runner.counters.emitted += 1
+        if runner.buffered >= BUFFER_MAX:
+            await runner.send_buffered()
+
+    async def load_checkpoint(self) -> Any | None:
+        return await asyncio.to_thread(self._checkpoints.load_checkpoint, self.scenario_name, self.gear_name)
+
+    async def save_checkpoint(self, value: Any) -> None:
+        # Flush first: a checkpoint must never claim messages that are not yet safe on the wires.
+        await self._runner.flush_outputs()
+        await asyncio.to_thread(self._checkpoints.save_checkpoint, self.scenario_name, self.gear_name, value)
+
+
+class GearBatch(Sequence[Message]):
+    """The messages a gear gets in `handle_batch`. Iterating them is how the runtime knows which
+    message is in hand: what the gear emits derives its id from it, a failure is its failure,
+    and the wire counts the messages not yet taken as still queued (backpressure)."""
+
+    __slots__ = ("_messages", "_runner", "_cursor", "_started", "_handled", "pos")
+
+    def __init__(self, messages: Sequence[Message], runner: "EmittingGear", cursor: BatchCursor) -> None:
+        self._messages = messages
+        self._runner = runner
+        self._cursor = cursor
+        self._started = cursor.started  # the wire's count before this batch (a retry resumes mid-way)
+        self._handled = runner.counters.handled
+        self.pos = 0  # index of the message in hand; len() once the iteration ran past the end
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._messages[index]
+
+    def __iter__(self) -> Iterator[Message]:
+        # Assignments, not increments: a gear that iterates twice still counts each message once.
+        runner, cursor, counters = self._runner, self._cursor, self._runner.counters
+        started, handled = self._started, self._handled
+        for i, message in enumerate(self._messages):
+            counters.handled = handled + i  # those before it are done
+            self.pos = i
+            runner.parent, runner.parent_emitted = message, None
+            cursor.started = started + i + 1
+            yield message
+        self.pos = len(self._messages)
+
+    def finish(self, handled: int) -> None:
+        self._runner.counters.handled = self._handled + handled
