@@ -346,6 +346,35 @@ async def test_drain_finishes_the_work_in_hand_and_loses_nothing(transport: Tran
     assert restarted.stats.redelivered == 0
 
 
+async def test_detach_hands_the_rest_to_the_next_consumer_of_the_same_wire(transport: Transport) -> None:
+    """A partial reload restarts the downstream gear while the upstream keeps sending: the first
+    consumer finishes the message in hand and stops; the next consume() gets the rest, in order."""
+    wire = await transport.wire()
+    first = Downstream()
+    first.gate.clear()
+    task = asyncio.create_task(wire.consume(first.delivery()))
+    await send_all(wire, transport.messages(50))
+    await asyncio.wait_for(first.in_hand.wait(), SERVER_WAIT)
+    detach = asyncio.create_task(wire.detach())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not detach.done()  # the message in hand is finished first
+    first.gate.set()
+    await asyncio.wait_for(detach, SERVER_WAIT)
+    await asyncio.wait_for(task, SERVER_WAIT)
+    await send_all(wire, transport.messages(100)[50:])  # the upstream never stopped
+    second = Downstream()
+    async with consuming(wire, second):
+        await wait_until(lambda: len(first.handled) + len(second.handled) >= 100, timeout=SERVER_WAIT)
+    seqs = first.seqs + second.seqs
+    assert first.handled and second.handled
+    if transport.durable:
+        assert sorted(seqs) == list(range(100))  # redelivery may reorder across consumers
+    else:
+        assert seqs == list(range(100))
+    assert wire.stats.dropped == 0
+
+
 async def test_drain_without_a_consumer_returns_zero(transport: Transport) -> None:
     wire = await transport.wire()
     assert await wire.drain() == 0
