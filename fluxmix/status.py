@@ -144,6 +144,8 @@ class DurableWireStatus(WireStatus):
     pending: int | None = None  # lag: in the stream, not yet delivered
     ack_pending: int | None = None
     server_redelivered: int | None = None
+    backlog: int | None = None  # with the wire option `backlog`: its messages stored or in flight
+    backlog_bound: int | None = None  # that option (None: only the stream-wide --nats-wire-backlog)
 
     @property
     def waiting(self) -> int | None:
@@ -151,7 +153,7 @@ class DurableWireStatus(WireStatus):
 
     def to_json(self) -> dict[str, Any]:
         data = WireStatus.to_json(self)
-        for key in ("pending", "ack_pending", "server_redelivered"):  # absent until known
+        for key in ("pending", "ack_pending", "server_redelivered", "backlog", "backlog_bound"):  # absent until known
             if data[key] is None:
                 del data[key]
         return data

@@ -32,9 +32,10 @@ from fluxmix.suggest import Suggester, did_you_mean
 
 SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect", "globals")
 GEAR_KEYS = ("name", "type", "config")
-WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay")
+WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay", "backlog")
 
 QUEUE_SIZE_RANGE = (1, 1_000_000)
+BACKLOG_RANGE = (1, 100_000_000)  # messages of a standard wire in its stream (issue 17)
 
 SpecResolver = Callable[[str], "str | None"]
 
@@ -365,6 +366,13 @@ def _check_wire_options(wire: Mapping[str, Any], transport: str | None, base: st
             state.add(f"{base}.queue_size", f"applies only to memory wires; this wire's transport is {transport}")
         elif not _is_int(value) or not low <= value <= high:
             state.add(f"{base}.queue_size", f"must be a whole number from {low} to {high:_}; found {describe(value)}")
+    if "backlog" in wire:
+        value = wire["backlog"]
+        low, high = BACKLOG_RANGE
+        if transport is not None and transport != "standard":
+            state.add(f"{base}.backlog", f"applies only to standard wires (a memory wire has queue_size); this wire's transport is {transport}")
+        elif not _is_int(value) or not low <= value <= high:
+            state.add(f"{base}.backlog", f"must be a whole number of messages from {low} to {high:_}; found {describe(value)}")
     if "max_deliver" in wire:
         value = wire["max_deliver"]
         if not _is_int(value) or value < 1:

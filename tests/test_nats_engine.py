@@ -5,6 +5,7 @@ restart re-pulls at once (on the reconnect notice, not after the silence watchdo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 from collections import Counter
@@ -15,7 +16,7 @@ import pytest
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.message import Message, source_id
 from fluxmix.transports.embedded import EmbeddedNats
-from fluxmix.transports.nats import stream_name
+from fluxmix.transports.nats import NatsWire, stream_name
 
 try:
     from tests.nats_fixtures import nats_unavailable
@@ -252,3 +253,58 @@ async def test_a_wire_at_its_backlog_bound_blocks_its_producer_and_resumes(nats_
         assert sorted(collector.seqs) == list(range(total))
         assert wire.stats.dropped == 0 and wire.status().to_json()["refused"] == 0
         await wire.close()
+
+
+async def test_a_wires_own_backlog_option_bounds_that_wire_only_and_survives_a_new_activation(
+    nats_url: str, unique_name: str
+) -> None:
+    """`backlog: 20` on one wire (a client-side bound, counted from PubAcks and the consumer's acks,
+    started from the server's count): its producer blocks with 20 in the stream and resumes as the
+    consumer frees room; a wire of the same stream without the option is not held back."""
+    bounded, free = make_wire("src.out", "dst.in", backlog=20), make_wire("src.out", "other.in")
+    scenario = make_scenario(unique_name, bounded, free)
+    stream = stream_name(unique_name)
+    async with broker_for(nats_url, ack_timeout=1.0) as broker:
+        await broker.prepare(scenario, "h", [bounded, free])
+        wire, other = broker.wire(scenario, "h", bounded), broker.wire(scenario, "h", free)
+        total = 200
+
+        async def produce(w: NatsWire, start: int, n: int) -> None:
+            for m in messages(unique_name, n, start=start):
+                await w.send(m)
+            await w.flush()
+
+        async def in_stream(w: NatsWire) -> int:
+            info = await broker.js.consumer_info(stream, w.consumer)  # type: ignore[union-attr]
+            return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+        producer = asyncio.create_task(produce(wire, 0, 50))
+        await wait_for(lambda: wire.status()["full"] or producer.done())
+        assert not producer.done()  # blocked at its own bound, not dropping
+        await asyncio.wait_for(produce(other, 0, 100), 30)  # the other wire of the stream flows on
+        await asyncio.sleep(0.3)
+        assert await in_stream(wire) == 20 and await in_stream(other) == 100
+        status = wire.status()
+        assert status["backlog"] == 20 and status["backlog_bound"] == 20 and status["full"]
+
+        # the next activation's wire starts from the server's count: still at the bound
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+        await wire.close()
+        wire = broker.wire(scenario, "h", bounded)
+        producer = asyncio.create_task(produce(wire, 20, total - 20))
+        await wait_for(lambda: wire.status().get("backlog") == 20 or producer.done())
+        await asyncio.sleep(0.3)
+        assert not producer.done() and await in_stream(wire) == 20
+
+        collector = Collector()
+        task = asyncio.create_task(wire.consume(collector.delivery()))
+        await asyncio.wait_for(producer, 60)  # resumes as the consumer acks
+        await wait_for(lambda: len(collector.handled) >= total)
+        await wire.drain()
+        await asyncio.wait_for(task, 10)
+        assert sorted(collector.seqs) == list(range(total))
+        assert wire.stats.dropped == 0 and wire.status()["refused"] == 0
+        await wire.close()
+        await other.close()

@@ -92,6 +92,7 @@ class PullConsumer:
         retry_delay: float,
         ack_wait: float,
         recreate: Callable[[], Awaitable[None]],
+        on_consumed: Callable[[int], None] | None = None,
         expires: float = 30.0,
         idle_heartbeat: float = 5.0,
     ) -> None:
@@ -105,6 +106,7 @@ class PullConsumer:
         self.retry_delay = retry_delay
         self.ack_wait = ack_wait
         self.recreate = recreate
+        self.on_consumed = on_consumed  # told how many messages left the stream (acked or terminated)
         self.idle_heartbeat = min(idle_heartbeat, expires / 2)
         self.next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.request = json.dumps(
@@ -344,6 +346,8 @@ class PullConsumer:
                 await nc.publish(reply, verdict)
             self._held -= len(todo)
             todo.clear()
+            if self.on_consumed is not None:
+                self.on_consumed(sum(1 for _, verdict in settled if verdict is ACK or verdict is TERM))
         except asyncio.CancelledError:
             done = {reply for reply, verdict in settled if verdict is not ACK}  # naks/terms are final too
             for reply, verdict in settled:

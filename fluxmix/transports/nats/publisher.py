@@ -13,7 +13,13 @@ wildcard reply subscription of the wire, and:
   never loss;
 - a refusal for good (payload over the server's or the stream's maximum, ...) fails that one
   message at once: its slot is freed, `on_refused(message, error)` runs (the runtime sends it to
-  the emitting gear's `error` port or counts a drop) and the wire keeps flowing.
+  the emitting gear's `error` port or counts a drop) and the wire keeps flowing;
+- with a per-wire `bound` (the scenario's `backlog:` wire option), at most `bound` messages of
+  the wire are in its stream or on their way there: stored ones are counted as their PubAck
+  arrives and uncounted as the wire's consumer acks (or terminates) them, so a wire at its bound
+  blocks its producer and resumes as soon as its consumer frees room. The count starts from the
+  server's (consumer info) and is taken from the server again while a producer waits at the
+  bound for over a second (a consumer elsewhere may have taken messages).
 
 Ordering: messages are stored in the order they were sent, except that a message resent after a
 timeout or a retriable error may land behind later ones, and a refused message is not stored at
@@ -73,6 +79,8 @@ class Publisher:
         ack_timeout: float,
         on_refused: RefusalHandler,
         stats: WireStats | None = None,
+        bound: int | None = None,
+        count_backlog: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.conn = conn
         self.subject = subject
@@ -87,6 +95,11 @@ class Publisher:
         self.refused = 0
         self.last_refusal: str | None = None
         self.full_since: float | None = None  # the stream/wire refused as full; we wait for room
+        self.bound = bound  # messages of this wire stored or in flight, at most (None: no own bound)
+        self.backlog = 0  # stored and not yet acked by a consumer (while `bound` is set)
+        self._count_backlog = count_backlog
+        self._backlog_synced_at = 0.0
+        self._syncing: asyncio.Task[None] | None = None
         self._pending: dict[int, _Entry] = {}  # insertion order == send order
         self._counter = itertools.count(1)
         self._sent = 0  # the last number handed out
@@ -115,6 +128,8 @@ class Publisher:
             self._prefix = inbox + "."
             self._sub = await nc.subscribe(inbox + ".*", cb=self._on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name=f"nats-publish-sweeper {self.label}")
+            if self.bound is not None:
+                await self._sync_backlog()  # what an earlier activation left in the stream counts
 
     async def publish(self, message: Message, data: bytes, msg_id: str) -> None:
         """Hand one message to the connection; returns once it is sent (its outcome comes later)."""
@@ -135,7 +150,42 @@ class Publisher:
     def _has_room(self) -> bool:
         # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
         pending = self._pending
+        if self.bound is not None and self.backlog + len(pending) >= self.bound:
+            return False
         return len(pending) < self.window and (self.full_since is None or not pending)
+
+    @property
+    def at_bound(self) -> bool:
+        """The wire holds `bound` messages: its producer waits for its consumer."""
+        return self.bound is not None and self.backlog + len(self._pending) >= self.bound
+
+    def consumed(self, count: int) -> None:
+        """The wire's consumer acked (or terminated) `count` messages: room under the bound."""
+        if self.bound is None or count <= 0:
+            return
+        self.backlog = max(0, self.backlog - count)
+        for _ in range(min(count, len(self._waiters))):
+            self._wake_one()
+
+    async def _sync_backlog(self) -> None:
+        """Take the wire's count in the stream from the server (bounded wait; keep ours on failure)."""
+        if self._count_backlog is None:
+            return
+        self._backlog_synced_at = _mono()
+        try:
+            counted = await asyncio.wait_for(self._count_backlog(), 2.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("wire %s: counting the backlog failed: %s", self.label, describe(exc))
+            return
+        # a message stored whose PubAck is still on its way is counted twice until the next sync:
+        # erring on the side of the bound (at the first publish nothing is on its way)
+        self.backlog = max(0, counted)
+        assert self.bound is not None
+        room = self.bound - self.backlog - len(self._pending)
+        for _ in range(max(0, min(room, len(self._waiters)))):
+            self._wake_one()
 
     async def _wait_for_room(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,6 +252,8 @@ class Publisher:
             self.stats.sent += 1
             if b'"duplicate"' in data:  # {...,"duplicate": true}
                 self.duplicates += 1
+            elif self.bound is not None:
+                self.backlog += 1
             self.full_since = None
             self._settle(n)
             return
@@ -282,6 +334,11 @@ class Publisher:
         warned = 0.0
         while not self._closed:
             await asyncio.sleep(tick)
+            if (
+                self.bound is not None and self._waiters and self.conn.is_connected
+                and _mono() - self._backlog_synced_at > 1.0 and (self._syncing is None or self._syncing.done())
+            ):  # a producer waits at the bound: maybe a consumer elsewhere took messages
+                self._syncing = asyncio.get_running_loop().create_task(self._sync_backlog())
             if not self._pending or not self.conn.is_connected:
                 continue  # while reconnecting nats-py buffers what was sent; resend once back
             now = _mono()
@@ -313,6 +370,8 @@ class Publisher:
 
     async def close(self) -> None:
         self._closed = True
+        if self._syncing is not None:
+            self._syncing.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -52,6 +52,8 @@ class NatsWire(Wire):
         self.consumer = consumer_name(spec)
         self.max_deliver = int(spec.options.get("max_deliver", DEFAULT_MAX_DELIVER))
         self.retry_delay = float(spec.options.get("retry_delay", DEFAULT_RETRY_DELAY))
+        backlog = spec.options.get("backlog")
+        self.backlog_bound: int | None = int(backlog) if backlog is not None else None
         self.publisher = Publisher(
             broker.connection,
             self.subject,
@@ -60,6 +62,8 @@ class NatsWire(Wire):
             ack_timeout=broker.ack_timeout,
             on_refused=self._refused,
             stats=self.stats,
+            bound=self.backlog_bound,
+            count_backlog=self._count_backlog,
         )
         self._puller: PullConsumer | None = None
         self._consume_task: asyncio.Task[Any] | None = None
@@ -120,6 +124,7 @@ class NatsWire(Wire):
             retry_delay=self.retry_delay,
             ack_wait=broker.ack_wait,
             recreate=self._check_consumer,
+            on_consumed=self.publisher.consumed,
         )
         if self._stopping:
             puller.stop()
@@ -127,6 +132,11 @@ class NatsWire(Wire):
             await puller.run(delivery)
         finally:
             self._consume_done.set()
+
+    async def _count_backlog(self) -> int:
+        """This wire's messages in the stream: not yet delivered plus delivered and not yet acked."""
+        info = await self.broker.connection.jetstream().consumer_info(self.stream, self.consumer)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
     async def _check_consumer(self) -> None:
         """Make sure the durable exists: `nats consumer rm` on a live wire must not stop it silently."""
@@ -186,7 +196,9 @@ class NatsWire(Wire):
         return DurableWireStatus(
             **self.status_fields(), stream=self.stream, subject=self.subject, consumer=self.consumer,
             in_flight=publisher.in_flight, publish_retries=publisher.resent, duplicates=publisher.duplicates,
-            refused=publisher.refused, last_refusal=publisher.last_refusal, full=publisher.full_since is not None,
+            refused=publisher.refused, last_refusal=publisher.last_refusal,
+            full=publisher.full_since is not None or publisher.at_bound,
+            backlog=publisher.backlog if publisher.bound is not None else None, backlog_bound=publisher.bound,
             **self._info,  # pending, ack_pending, server_redelivered once the first info came
         )
 
