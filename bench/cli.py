@@ -23,6 +23,7 @@ from bench.harness import LoadProbe, Row, machine_info, markdown_table, table
 from bench.natsserver import nats_server_version, running_nats, server_pid
 
 GROUPS = ("memory", "durable", "reload", "store", "validation", "footprint")
+EXTRA_GROUPS = ("durable_rss",)  # long runs: only when named, never in `all`
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -151,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     picked = args.only or ("" if args.what == "all" else args.what)
     groups = [g.strip() for g in picked.split(",") if g.strip()] if picked else list(GROUPS)
-    unknown = [g for g in groups if g not in GROUPS]
+    unknown = [g for g in groups if g not in GROUPS + EXTRA_GROUPS]
     if unknown:
-        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS + EXTRA_GROUPS)}")
 
     ctx = Context(quick=args.quick, reps=args.reps or (2 if args.quick else 3), verbose=args.verbose)
     started = dt.datetime.now(dt.timezone.utc)

@@ -78,9 +78,10 @@ class Duration(click.ParamType):
 @click.option("--nats-ack-wait", type=click.FloatRange(min=3.0), default=30.0, show_default=True, metavar="SECONDS",
               help="How long JetStream waits for an ack before redelivering; after a crash, the time until the "
               "dead mixer's unacked batch comes back.")
-@click.option("--nats-duplicate-window", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
+@click.option("--nats-duplicate-window", type=click.FloatRange(min=1.0), default=None,
               metavar="SECONDS", help="How long JetStream remembers message ids to drop re-published ones; must "
-              "exceed --nats-ack-wait plus a source's checkpoint interval.")
+              "exceed --nats-ack-wait plus a source's checkpoint interval. Default: --nats-ack-wait + 30 "
+              "(60 s), what a redelivery after a crash and restart needs; the server's memory grows with it.")
 @click.option("--nats-max-bytes", type=click.IntRange(min=1), default=None, metavar="BYTES",
               help="Size limit of each scenario's stream; when full, publishers wait (nothing is dropped). "
               "Default: unlimited.")
@@ -138,7 +139,7 @@ def main(
     nats_urls: tuple[str, ...],
     nats_replicas: int,
     nats_ack_wait: float,
-    nats_duplicate_window: float,
+    nats_duplicate_window: float | None,
     nats_max_bytes: int | None,
     nats_wire_backlog: int,
     nats_creds: Path | None,

@@ -161,7 +161,9 @@ def test_nats_settings_carry_the_jetstream_knobs() -> None:
     settings = nats_settings([], ack_wait=3.0, duplicate_window=10.0, max_bytes=1 << 30)
     assert (settings.ack_wait, settings.duplicate_window, settings.max_bytes) == (3.0, 10.0, 1 << 30)
     defaults = nats_settings([])
-    assert (defaults.ack_wait, defaults.duplicate_window, defaults.max_bytes) == (30.0, 120.0, None)
+    # the window is sized from what it must cover: ack_wait + a restart allowance (issue 17)
+    assert (defaults.ack_wait, defaults.duplicate_window, defaults.max_bytes) == (30.0, 60.0, None)
+    assert nats_settings([], ack_wait=150.0).duplicate_window == 180.0
 
 
 def test_nats_settings_refuse_a_duplicate_window_not_longer_than_ack_wait() -> None:
@@ -192,7 +194,8 @@ def test_mixer_flags_for_jetstream_reach_the_settings(monkeypatch: pytest.Monkey
     assert result.exit_code == 0, result.output
     nats = seen[0].nats  # type: ignore[attr-defined]
     assert (nats.ack_wait, nats.duplicate_window, nats.max_bytes) == (5.0, 45.0, 1048576)
-    refused = CliRunner().invoke(main, ["--store", str(tmp_path), "--no-http", "--nats-ack-wait", "150"])
+    refused = CliRunner().invoke(main, ["--store", str(tmp_path), "--no-http", "--nats-ack-wait", "150",
+                                        "--nats-duplicate-window", "120"])
     assert refused.exit_code == 2 and "--nats-duplicate-window 120 must be longer than --nats-ack-wait 150" in refused.output
     assert "Traceback" not in refused.output
 

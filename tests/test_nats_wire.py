@@ -339,6 +339,6 @@ async def test_brokers_pass_the_jetstream_settings_to_streams_and_consumers(
         broker = (await unlimited.for_scenario(scenario))["standard"]
         await broker.prepare(scenario, "h", [spec])
         stream = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[attr-defined]
-        assert stream.config.max_bytes == -1 and stream.config.duplicate_window == 120
+        assert stream.config.max_bytes == -1 and stream.config.duplicate_window == 60  # ack_wait 30 + 30 s restart
     finally:
         await unlimited.close()

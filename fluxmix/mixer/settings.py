@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fluxmix.errors import UserError
+from fluxmix.transports.nats.provisioning import duplicate_window_for
 from fluxmix.transports.registry import NatsSettings
 
 DEFAULT_HTTP_HOST = "127.0.0.1"
@@ -122,7 +123,7 @@ def nats_settings(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     ack_wait: float = 30.0,
-    duplicate_window: float = 120.0,
+    duplicate_window: float | None = None,
     max_bytes: int | None = None,
     wire_backlog: int | None = 100_000,
 ) -> NatsSettings:
@@ -150,6 +151,8 @@ def nats_settings(
     if ack_wait < MIN_ACK_WAIT:
         # the wire's keep-alive marks a slow batch in progress every ack_wait/3 (at least 1 s)
         raise UserError(f"--nats-ack-wait {ack_wait:g}: must be at least {MIN_ACK_WAIT:g} seconds")
+    if duplicate_window is None:
+        duplicate_window = duplicate_window_for(ack_wait)
     if duplicate_window <= ack_wait:
         raise UserError(
             f"--nats-duplicate-window {duplicate_window:g} must be longer than --nats-ack-wait {ack_wait:g} "

@@ -31,7 +31,8 @@ class NatsSettings:
     ack_wait: float = 30.0
     # Seconds JetStream remembers a Nats-Msg-Id. It must exceed ack_wait + a source's checkpoint
     # interval, so a replay or redelivery re-publishes ids the stream still recognises.
-    duplicate_window: float = 120.0
+    # None: ack_wait + a restart allowance (nats.provisioning.duplicate_window_for).
+    duplicate_window: float | None = None
     max_bytes: int | None = None  # per stream; None = unlimited. Full: publishers wait, nothing is dropped
     # Messages a wire may hold before its producer waits (JetStream max_msgs_per_subject); None = unbounded.
     wire_backlog: int | None = 100_000

@@ -20,6 +20,7 @@ from fluxmix.transports.nats.errors import CONNECTION_ERRORS, api_error
 from fluxmix.transports.nats.provisioning import (
     StreamSettings,
     consumer_config,
+    duplicate_window_for,
     ensure_consumer,
     ensure_stream,
     stream_config,
@@ -43,7 +44,7 @@ class NatsBroker(Broker):
         *,
         connect_options: dict[str, Any] | None = None,
         replicas: int = 1,
-        duplicate_window: float = 120.0,
+        duplicate_window: float | None = None,
         max_bytes: int = -1,
         wire_backlog: int = -1,
         ack_wait: float = 30.0,
@@ -56,7 +57,8 @@ class NatsBroker(Broker):
         self.servers = split_servers(servers)
         self.connect_options = dict(connect_options or {})
         self.replicas = int(replicas)
-        self.duplicate_window = duplicate_window
+        # None: sized from what de-duplication must cover (provisioning.duplicate_window_for)
+        self.duplicate_window = duplicate_window if duplicate_window is not None else duplicate_window_for(ack_wait)
         self.max_bytes = max_bytes
         self.ack_wait = ack_wait
         self.ack_timeout = ack_timeout
@@ -66,7 +68,7 @@ class NatsBroker(Broker):
         self.initial_connect_timeout = initial_connect_timeout
         self.settings = StreamSettings(
             replicas=self.replicas,
-            duplicate_window=duplicate_window,
+            duplicate_window=self.duplicate_window,
             max_bytes=max_bytes,
             ack_wait=ack_wait,
             max_ack_pending=max(1000, batch_size * 4),
