@@ -172,7 +172,9 @@ class PullConsumer:
                 await self._new_generation()
                 seen, quiet = self._activity, 0.0
             await self._refill()
-            if self._ready:
+            if self._ready and conn.is_connected:
+                # never while disconnected: the acks could not leave, and a gear that records what
+                # it acked (file-out) would believe rounds acked that come back after ack_wait
                 await self._handle_round(delivery)
                 continue
             await self._wait(tick)
@@ -425,8 +427,13 @@ class PullConsumer:
             await self._retire(gen)
         if self._retiring:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
-        while self._ready:  # delivered before the UNSUB took effect: in hand, so handled
+        while self._ready and self.conn.is_connected:  # delivered before the UNSUB took effect: in hand, so handled
             await self._handle_round(delivery)
+        if self._ready:  # NATS is unreachable: not handled, JetStream redelivers them after ack_wait
+            log.warning("wire %s: stopping while NATS is %s; %d message(s) in hand are left for redelivery",
+                        self.label, self.conn.state, len(self._ready))
+            self._held -= len(self._ready)
+            self._ready.clear()
         if self._fence_sub is not None:
             if self.conn.is_connected:
                 with contextlib.suppress(Exception):

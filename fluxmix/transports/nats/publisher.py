@@ -321,8 +321,12 @@ class Publisher:
         if first is not None and first <= last:
             fut = asyncio.get_running_loop().create_future()
             self._flushers.append((last, fut))
+            task = asyncio.current_task()
             try:
-                await fut  # resolved by _settle(), or by close()
+                if task is not None and task.cancelling():
+                    await self._flush_while_cancelled(fut, last)
+                else:
+                    await fut  # resolved by _settle(), or by close()
             finally:
                 if not fut.done():  # cancelled: forget the waiter
                     fut.cancel()
@@ -337,6 +341,22 @@ class Publisher:
             failures, self._refusal_failures = self._refusal_failures, []
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             raise TransportError(failures[0] + more)
+
+    async def _flush_while_cancelled(self, fut: asyncio.Future[None], last: int) -> None:
+        """A flush in the clean-up of a cancelled task (a stop past its timeout: a source saving
+        its position in `finally`) must end: with NATS down the PubAcks may never come, and the
+        runtime waits for that task before it closes the wires. Wait one ack timeout while
+        connected, not at all while disconnected, then fail the flush: nothing is lost, the
+        position is not saved, and the source replays those messages (same ids) next time."""
+        if self.conn.is_connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), self.ack_timeout)
+        if not fut.done():
+            waiting = sum(1 for n in self._pending if n <= last)
+            text = (f"wire {self.label}: stopping with {waiting} publish(es) not confirmed by JetStream "
+                    f"(NATS {self.conn.state}); they are not claimed as sent and will be sent again")
+            log.warning("%s", text)
+            raise TransportError(text)
 
     async def _sweep(self) -> None:
         """Resend what JetStream did not acknowledge in time, or asked us to retry, same Nats-Msg-Id."""
