@@ -277,3 +277,78 @@ def test_sigkill_of_the_embedded_server_is_restarted_and_every_seq_arrives_once(
     values = body_seqs(out)
     assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
     assert_exactly_once(values)
+
+
+def test_reload_and_stop_while_nats_is_unreachable_end_in_bounded_time_and_lose_nothing(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    """The real mixer on an external nats-server that goes away: a reload is answered within
+    --stop-timeout plus a bound, SIGTERM ends the mixer within
+    --stop-timeout plus a bound, and a mixer started once NATS is back writes every seq exactly
+    once at a de-duplicating sink (the stopped one's unacked messages are redelivered, its
+    unconfirmed publishes replayed from the source's checkpoint)."""
+    try:
+        binary = find_nats_server()
+    except Exception as exc:  # pragma: no cover - depends on the environment
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"nats-server unavailable under CI: {exc}")
+        pytest.skip(f"nats-server unavailable: {exc}")
+    port = _free_port()
+    store = tmp_path / "nats-store"
+    cmd = [str(binary), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
+
+    def run_server() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def accepting() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(accepting, f"nats-server on {port}")
+        return proc
+
+    stop_timeout, bound = 20.0, 10.0  # MixerProcess passes --stop-timeout 20
+    server = run_server()
+    try:
+        total = 3000
+        out = tmp_path / "out.jsonl"
+        a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+        a.write_text(exactly_once_sink(standard(scenario_yaml(out, name="down", version="a", count=total, rate=400))))
+        b.write_text(exactly_once_sink(standard(scenario_yaml(out, name="down", version="b", count=total, rate=400))))
+        args = ("-s", str(a), "--no-watch", "--nats-url", f"nats://127.0.0.1:{port}", "--nats-ack-wait", KILL_ACK_WAIT)
+        mixer = start_mixer(*args)
+        mixer.wait_ready()
+        wait_until(lambda: len(read_lines(out)) >= 300, "300 lines before the outage", proc=mixer)
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+        wait_until(lambda: (mixer.try_get("/readyz") or (200,))[0] == 503, "/readyz to report the outage", proc=mixer)
+
+        # the reload needs no API call (the streams and consumers were ensured on this
+        # connection), so it goes ahead: the old version's stop waits up to --stop-timeout for
+        # NATS to come back (its source's publishes are unconfirmed), then is abandoned
+        t0 = time.monotonic()
+        code, entry = mixer.post("/activate", {"ref": str(b)})
+        took = time.monotonic() - t0
+        assert code == 200 and took < stop_timeout + bound, f"a reload while NATS was down took {took:.1f} s: {entry}"
+        assert "not confirmed by JetStream" in mixer.output(), "the log must say why the stop was abandoned"
+
+        t0 = time.monotonic()
+        code = mixer.stop()
+        took = time.monotonic() - t0
+        assert took < stop_timeout + bound, f"SIGTERM while NATS was down took {took:.1f} s\n{mixer.output()[-3000:]}"
+        written = len(read_lines(out))
+        assert written < total
+
+        server = run_server()
+        mixer = start_mixer(*args)
+        mixer.wait_ready()
+        wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
+        time.sleep(float(KILL_ACK_WAIT) + 1)  # a late redelivery would show up as a repeat
+        assert mixer.stop() == 0
+        values = body_seqs(out)
+        assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
+        assert_exactly_once(values)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(10)
