@@ -46,7 +46,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from fluxmix.message import Message
-from fluxmix.transports.base import Delivery, WireStats
+from fluxmix.transports.base import BatchCursor, Delivery, WireStats
 from fluxmix.transports.nats.connection import NatsConnection
 from fluxmix.transports.nats.errors import describe
 
@@ -290,45 +290,30 @@ class PullConsumer:
         settled: list[tuple[str, bytes]] = []
         stats = self.stats
         try:
+            decoded: list[tuple[Message, str, int]] = []
             for raw in todo:
                 reply = raw.reply
                 delivered = delivery_count(reply)
                 if delivered > 1:
                     stats.redelivered += 1
                 try:
-                    message = Message.decode(raw.data)
+                    decoded.append((Message.decode(raw.data), reply, delivered))
                 except Exception as exc:
                     stats.dropped += 1
                     log.error("wire %s: dropping an undecodable message (%s); terminated", self.label, exc)
                     settled.append((reply, TERM))
-                    continue
-                try:
-                    await delivery.handle(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    stats.failed += 1
-                    if delivered < self.max_deliver:
-                        settled.append((reply, b'-NAK {"delay":%d}' % int(self.retry_delay * 1e9)))
-                        continue
+            if delivery.handle_batch is not None and len(decoded) > 1:
+                await self._handle_batch(delivery, decoded, settled)
+            else:
+                for message, reply, delivered in decoded:
                     try:
-                        forwarded = await delivery.dead_letter(message, exc)
+                        await delivery.handle(message)
                     except asyncio.CancelledError:
                         raise
-                    except Exception as dl_exc:  # keep the message; try again later
-                        log.error("wire %s: dead-lettering %s failed: %s", self.label, message.id, dl_exc)
-                        settled.append((reply, b'-NAK {"delay":%d}' % int(max(self.retry_delay, 1.0) * 1e9)))
+                    except Exception as exc:
+                        await self._failed(delivery, message, reply, delivered, exc, settled)
                         continue
-                    stats.dead_lettered += 1
-                    if forwarded is False:  # no `error` wire: counted (and logged by the runtime)
-                        stats.dropped += 1
-                    stats.received += 1
-                    settled.append((reply, TERM))
-                    continue
-                stats.received += 1
-                settled.append((reply, ACK))
-                if self.stopping:
-                    self.drained += 1
+                    self._handled(reply, settled)
             # ack only once what the gear emitted is as safe as its wires make it
             try:
                 await delivery.flush_downstream()
@@ -359,6 +344,53 @@ class PullConsumer:
             self._round = [raw for raw in todo if raw.reply not in done]
             self._held -= len(todo) - len(self._round)
             raise
+
+    async def _handle_batch(self, delivery: Delivery, decoded: list[tuple[Message, str, int]],
+                            settled: list[tuple[str, bytes]]) -> None:
+        """The round as batches (the gear's handle_batch: one call, its emits sent as one batch per
+        wire); a failing message is settled alone (nak / dead letter) and the rest handed over again."""
+        assert delivery.handle_batch is not None
+        cursor = BatchCursor()
+        at = 0
+        while at < len(decoded):
+            rest = decoded[at:]
+            handled, failure = await delivery.handle_batch([m for m, _, _ in rest], cursor)
+            for _, reply, _ in rest[:handled]:
+                self._handled(reply, settled)
+            at += handled
+            if failure is None:
+                break
+            message, reply, delivered = decoded[at]
+            await self._failed(delivery, message, reply, delivered, failure, settled)
+            at += 1
+
+    def _handled(self, reply: str, settled: list[tuple[str, bytes]]) -> None:
+        self.stats.received += 1
+        settled.append((reply, ACK))
+        if self.stopping:
+            self.drained += 1
+
+    async def _failed(self, delivery: Delivery, message: Message, reply: str, delivered: int, exc: BaseException,
+                      settled: list[tuple[str, bytes]]) -> None:
+        """One message's handling raised: NAK with delay, or after max_deliver tries, dead-letter it."""
+        stats = self.stats
+        stats.failed += 1
+        if delivered < self.max_deliver:
+            settled.append((reply, b'-NAK {"delay":%d}' % int(self.retry_delay * 1e9)))
+            return
+        try:
+            forwarded = await delivery.dead_letter(message, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as dl_exc:  # keep the message; try again later
+            log.error("wire %s: dead-lettering %s failed: %s", self.label, message.id, dl_exc)
+            settled.append((reply, b'-NAK {"delay":%d}' % int(max(self.retry_delay, 1.0) * 1e9)))
+            return
+        stats.dead_lettered += 1
+        if forwarded is False:  # no `error` wire: counted (and logged by the runtime)
+            stats.dropped += 1
+        stats.received += 1
+        settled.append((reply, TERM))
 
     async def _keep_alive(self) -> None:
         """Tell JetStream a slow message is still being worked on, so ack_wait does not redeliver it."""

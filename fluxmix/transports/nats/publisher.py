@@ -157,6 +157,25 @@ class Publisher:
         self._pending[n] = entry
         await self._send(n, entry)
 
+    async def publish_many(self, batch: list[tuple[Message, bytes, str]]) -> None:
+        """publish() for each (message, data, msg id) in order, with the checks made once while
+        the window has room for the rest of the batch."""
+        if self._closed:
+            raise TransportError(f"wire {self.label} is closed")
+        if self._sub is None:
+            await self._start()
+        pending, send, counter = self._pending, self._send, self._counter
+        for message, data, msg_id in batch:
+            if self._waiters or not self._has_room():
+                await self._wait_for_room()
+            if not self.conn.is_connected:
+                await self.conn.wait_connected()
+            n = next(counter)
+            self._sent = n
+            entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
+            pending[n] = entry
+            await send(n, entry)
+
     def _has_room(self) -> bool:
         # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
         pending = self._pending
