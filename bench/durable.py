@@ -10,9 +10,13 @@ import time
 import uuid
 from typing import Any
 
+import nats
+
 from bench import baselines
 from bench.fixtures import RECORDER, bench_catalog, chain_scenario, running_scenario
 from bench.harness import Row, Stat, percentile
+from fluxmix.transports.nats import stream_name
+from fluxmix.transports.registry import NatsSettings
 
 RAW_MAX_PENDING = 1024  # publish_async in flight; 256..4096 measured the same here
 RAW_BATCH = 256  # pull fetch batch
@@ -28,16 +32,33 @@ async def fluxmix_throughput(catalog: Any, url: str, n: int) -> float:
         return RECORDER.rate()
 
 
-async def fluxmix_steady(catalog: Any, url: str, warmup: float, window: float) -> tuple[float, float]:
-    """(sink msg/s, source msg/s) of generate -> sink with an unpaced, unbounded source."""
-    data = chain_scenario(f"bench-steady-{uuid.uuid4().hex[:8]}", 2, "standard")
+async def fluxmix_steady(catalog: Any, url: str, warmup: float, window: float) -> tuple[float, float, int]:
+    """(sink msg/s, source msg/s, most messages seen in the stream) of generate -> sink with an
+    unpaced, unbounded source; the backlog is sampled every 0.25 s (the wire's bound must hold)."""
+    name = f"bench-steady-{uuid.uuid4().hex[:8]}"
+    data = chain_scenario(name, 2, "standard")
     RECORDER.reset(10**12)
-    async with running_scenario(data, catalog, nats_url=url) as runtime:
-        await asyncio.sleep(warmup)
-        c0, e0, t0 = RECORDER.count, runtime.status().gears["source"].emitted, time.perf_counter()
-        await asyncio.sleep(window)
-        c1, e1, t1 = RECORDER.count, runtime.status().gears["source"].emitted, time.perf_counter()
-    return (c1 - c0) / (t1 - t0), (e1 - e0) / (t1 - t0)
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    most = 0
+
+    async def backlog() -> int:
+        try:
+            return (await js.stream_info(stream_name(name))).state.messages
+        except Exception:
+            return 0
+
+    try:
+        async with running_scenario(data, catalog, nats_url=url) as runtime:
+            await asyncio.sleep(warmup)
+            c0, e0, t0 = RECORDER.count, runtime.status().gears["source"].emitted, time.perf_counter()
+            while time.perf_counter() - t0 < window:
+                await asyncio.sleep(0.25)
+                most = max(most, await backlog())
+            c1, e1, t1 = RECORDER.count, runtime.status().gears["source"].emitted, time.perf_counter()
+    finally:
+        await nc.close()
+    return (c1 - c0) / (t1 - t0), (e1 - e0) / (t1 - t0), most
 
 
 async def fluxmix_latency(catalog: Any, url: str, n: int, rate: float) -> tuple[float, float]:
@@ -71,9 +92,10 @@ async def run(ctx: Any) -> list[Row]:
 
     warmup, window = (1.0, 4.0) if not ctx.quick else (0.5, 2.0)
     fx, raw = Stat(), Stat()
-    fx_pub, raw_pub = [], []
+    fx_pub, raw_pub, backlogs = [], [], []
     for _ in range(ctx.reps):
-        sink, source = await fluxmix_steady(catalog, url, warmup, window)
+        sink, source, most = await fluxmix_steady(catalog, url, warmup, window)
+        backlogs.append(most)
         fx.samples.append(sink)
         fx_pub.append(source)
         consumed, published = await baselines.nats_steady(url, warmup=warmup, window=window,
@@ -84,7 +106,8 @@ async def run(ctx: Any) -> list[Row]:
     rows.append(Row("durable", "unpaced endless source: sink rate", "msg/s", True, fx, raw,
                     "same raw pattern, endless producer",
                     note=f"source ran at {statistics.median(fx_pub):.0f}/s (raw producer {statistics.median(raw_pub):.0f}/s): "
-                         "the difference piles up in the stream"))
+                         f"the difference piles up in the stream, at most {max(backlogs)} messages seen "
+                         f"(wire bound {NatsSettings().wire_backlog})"))
 
     rate = 1000.0
     n = ctx.scale(3000, 1000)
