@@ -279,12 +279,12 @@ async def test_a_wires_own_backlog_option_bounds_that_wire_only_and_survives_a_n
             return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
         producer = asyncio.create_task(produce(wire, 0, 50))
-        await wait_for(lambda: wire.status()["full"] or producer.done())
+        await wait_for(lambda: wire.status().full or producer.done())
         assert not producer.done()  # blocked at its own bound, not dropping
         await asyncio.wait_for(produce(other, 0, 100), 30)  # the other wire of the stream flows on
         await asyncio.sleep(0.3)
         assert await in_stream(wire) == 20 and await in_stream(other) == 100
-        status = wire.status()
+        status = wire.status().to_json()
         assert status["backlog"] == 20 and status["backlog_bound"] == 20 and status["full"]
 
         # the next activation's wire starts from the server's count: still at the bound
@@ -294,7 +294,7 @@ async def test_a_wires_own_backlog_option_bounds_that_wire_only_and_survives_a_n
         await wire.close()
         wire = broker.wire(scenario, "h", bounded)
         producer = asyncio.create_task(produce(wire, 20, total - 20))
-        await wait_for(lambda: wire.status().get("backlog") == 20 or producer.done())
+        await wait_for(lambda: wire.status().backlog == 20 or producer.done())
         await asyncio.sleep(0.3)
         assert not producer.done() and await in_stream(wire) == 20
 
@@ -305,7 +305,7 @@ async def test_a_wires_own_backlog_option_bounds_that_wire_only_and_survives_a_n
         await wire.drain()
         await asyncio.wait_for(task, 10)
         assert sorted(collector.seqs) == list(range(total))
-        assert wire.stats.dropped == 0 and wire.status()["refused"] == 0
+        assert wire.stats.dropped == 0 and wire.status().refused == 0
         await wire.close()
         await other.close()
 
