@@ -71,6 +71,57 @@ async def test_file_out_refuses_values_that_are_not_json_and_writes_nothing(tmp_
     assert path.read_text() == '{"ok":1}\n'
 
 
+async def test_file_out_batch_writes_lines_in_order_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
+    """A batch's lines go out with one write; a body that cannot be encoded stops the batch at
+    its index (the wire retries it alone): those before it are written, nothing after it."""
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        writes: list[bytes] = []
+        real_write = h.gear._write
+        h.gear._write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[method-assign]
+        await h.send_batch([{"seq": 1}, {"seq": 2, "name": "Zoë"}, {"seq": 3}])
+        assert len(writes) == 1 and path.read_text(encoding="utf-8").splitlines() == [
+            '{"seq":1}', '{"seq":2,"name":"Zoë"}', '{"seq":3}']
+        with pytest.raises(ValueError):
+            await h.send_batch([{"seq": 4}, {"seq": 5}, {"seq": float("nan")}, {"seq": 7}])
+        assert h.failed_at == 2
+        assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+        await h.send_batch([{"seq": 7}])  # the rest, handed over again
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5, 7]
+
+
+async def test_file_out_batch_skips_ids_repeated_inside_it_and_already_written(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        await h.send_batch([{"seq": 1}, {"seq": 2}], ids=["a", "b"])
+        await h.send_batch([{"seq": 3}, {"seq": 1}, {"seq": 4}, {"seq": 3}, {"seq": 5}], ids=["c", "a", "d", "c", "e"])
+        assert h.gear.skipped == 2
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+async def test_file_out_batch_write_failure_fails_the_first_message_and_leaves_no_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    async with GearHarness("file-out", {"path": str(path)}) as h:
+        await h.send_batch([{"seq": 1}])
+        real_write = os.write
+
+        def failing_write(fd: int, data: bytes) -> int:
+            real_write(fd, bytes(data)[:5])  # a torn write, then the disk gives up
+            raise OSError(28, "No space left on device")
+
+        os_write = os.write
+        try:
+            os.write = failing_write  # type: ignore[assignment]
+            with pytest.raises(GearError, match="No space left on device"):
+                await h.send_batch([{"seq": 2}, {"seq": 3}], ids=["b", "c"])
+        finally:
+            os.write = os_write  # type: ignore[assignment]
+        assert h.failed_at == 0
+        assert path.read_text() == '{"seq":1}\n'  # truncated back: nothing of the batch
+        await h.send_batch([{"seq": 2}, {"seq": 3}], ids=["b", "c"])  # the wire's retry: written once
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
 async def test_file_out_envelope_and_fsync(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     async with GearHarness("file-out", {"path": str(path), "envelope": True, "fsync": True}, name="sink") as h:

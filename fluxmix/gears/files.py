@@ -61,6 +61,28 @@ def encode_json_line(record: Mapping[str, Any]) -> bytes:
     return _LINE_ENCODER.encode(record).encode("utf-8") + b"\n"
 
 
+def _line_text_encoder() -> Callable[[Any], str]:
+    """`record` as the text of one line (no newline), exactly as encode_json_line writes it.
+
+    JSONEncoder.encode builds a new C encoder on every call; a batch reuses one. It is built
+    without circular-reference markers (a failed encode would leave stale ones behind): what a
+    wire carries cannot be circular (freeze_body refuses it), and anything that still fails here
+    is encoded again by encode_json_line, which raises the usual error."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator: the plain path
+        return lambda record: _LINE_ENCODER.encode(record)
+    encoder = make(None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    join = "".join
+
+    def encode(record: Any) -> str:
+        return join(encoder(record, 0))
+
+    return encode
+
+
+_encode_line_text = _line_text_encoder()
+
+
 def tail_ids(path: Path, count: int, *, block_size: int = READ_CHUNK) -> list[str]:
     """Message ids of the last `count` complete envelope lines of `path`, oldest first.
 
@@ -120,6 +142,17 @@ class RecentIds:
         self._ids.move_to_end(message_id)  # an id seen again (a file written without dedupe) is recent
         while len(self._ids) > self.size:
             self._ids.popitem(last=False)
+
+    def extend(self, message_ids: Iterable[str]) -> None:
+        """`add` for each, in order (a batch's ids: the loop without a call per id)."""
+        ids = self._ids
+        for message_id in message_ids:
+            if message_id in ids:
+                ids.move_to_end(message_id)
+            else:
+                ids[message_id] = None
+        for _ in range(len(ids) - self.size):
+            ids.popitem(last=False)
 
 
 # file-out's acknowledgement log: the sidecar `<path>.ack` (see AckLog)
@@ -223,7 +256,7 @@ class FileOut(Gear):
     """Appends each body as one JSON line to `path`, each message exactly once.
 
     Each line is written with one write(2) (and fsynced when `fsync` is set) before `handle`
-    returns. A failed write is truncated away so the file never holds a torn line.
+    returns; a batch's lines with one write(2) for the batch. A failed write is truncated away so the file never holds a torn line.
 
     Exactly once across a crash, by the ack protocol: before the runtime acknowledges what this
     gear handled it calls `flush()`, which appends to the sidecar `<path>.ack` one record: the
@@ -511,28 +544,51 @@ class FileOut(Gear):
         self._committed = record
 
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
-        """As `handle` per message (one write(2) per line, a failing line fails alone), without
-        the per-message call; with `fsync` it is `handle` itself, each line synced in turn."""
+        """As `handle` per message, with the lines of a batch written by one write(2).
+
+        The lines are encoded first, indexing the batch (so the message in hand stays the first
+        one), then written at once: a failed write is truncated away and fails the first message
+        (the wire retries it alone through `handle`, then hands the rest over again, so none is
+        written twice). A message that cannot be encoded, or a duplicate, ends the run: the lines
+        before it are written, then it and the rest go through the per-message path, so it fails
+        (or is skipped) alone. With `fsync` every line goes through `handle`, synced in turn."""
         if self.fsync or self._fd is None:
             for message in messages:
                 await self.handle(port, message)
             return
-        recent, write, handled, unflushed = self._recent, self._write, self._handled, self._unflushed
-        task = asyncio.current_task()
-        for message in messages:
+        n = len(messages)
+        lines: list[str] = []
+        ids: dict[str, None] = {}  # in order; a repeat inside the batch is a duplicate too
+        encode, record, is_duplicate = _encode_line_text, self.record, self._is_duplicate
+        for i in range(n):
+            message = messages[i]
             message_id = message.id
-            if self._is_duplicate(message_id):
-                await self.handle(port, message)  # the duplicate path: skipped and counted there
-                continue
+            if message_id in ids or is_duplicate(message_id):
+                break
             try:
-                write(encode_json_line(self.record(message)))
+                lines.append(encode(record(message)))
+            except Exception:
+                break  # encoded again below, per message, to fail it with the usual error
+            ids[message_id] = None
+        if lines:
+            lines.append("")  # the last line's newline
+            try:
+                self._write("\n".join(lines).encode("utf-8"))
             except OSError as exc:
                 raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
-            unflushed.setdefault(task, []).append(message_id)  # as in handle: the ack protocol's
-            handled.add(message_id)
-            self.written += 1
-            if recent is not None:
-                recent.add(message_id)
+            # before any await: a flush by another input from now on covers these lines
+            self._unflushed.setdefault(asyncio.current_task(), []).extend(ids)
+            self._handled.extend(ids)
+            if self._recent is not None:
+                self._recent.extend(ids)
+            self.written += len(ids)
+        done = len(ids)
+        if done == n:
+            return
+        # The rest one by one; iterating the batch makes each the message in hand (what fails).
+        for i, message in enumerate(messages):
+            if i >= done:
+                await self.handle(port, message)
 
     def _log_skipped(self) -> None:
         """One info line per interval instead of one per duplicate (a redelivered batch is many)."""

@@ -227,12 +227,18 @@ class GearHarness:
         )
 
     async def send_batch(
-        self, bodies: Iterable[Mapping[str, Any]], port: str = "in", *, flush: bool = True
+        self, bodies: Iterable[Mapping[str, Any]], port: str = "in", *, flush: bool = True,
+        ids: Sequence[str] | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
         """Hand several messages to `handle_batch()` at once, as a wire does (then `flush()`);
-        returns the bodies emitted, per port. If the gear raises, `failed_at` is the index of the
-        message it was handling (the runtime retries that one alone) and the exception propagates."""
-        batch = _HarnessBatch([self._message(b) for b in bodies], self.ctx)
+        returns the bodies emitted, per port. `ids`: the messages' ids (a redelivery repeats
+        them), one per body. If the gear raises, `failed_at` is the index of the message it was
+        handling (the runtime retries that one alone) and the exception propagates."""
+        listed = list(bodies)
+        if ids is not None and len(ids) != len(listed):
+            raise ValueError(f"send_batch: {len(ids)} ids for {len(listed)} bodies")
+        messages = [self._message(b, id=None if ids is None else ids[i]) for i, b in enumerate(listed)]
+        batch = _HarnessBatch(messages, self.ctx)
         before = {p: len(ms) for p, ms in self.ctx.emitted.items()}
         self.failed_at = None
         try:
