@@ -186,18 +186,19 @@ class GearCtx:
     def is_wired(self, port: str) -> bool:
         return bool(self._outputs.get(port))
 
-    def _parent_index(self, port: str) -> int | None:
-        """The index of this emit among those on `port` derived from the message in hand, or
-        None when there is none. Only emits made by the handling task itself derive from it: a
-        gear's own background task (a timer, a run() loop beside its inputs) must not borrow it."""
+    def _parent_index(self, port: str, count: int = 1) -> int | None:
+        """The index of this emit (the first of `count`) among those on `port` derived from the
+        message in hand, or None when there is none. Only emits made by the handling task itself
+        derive from it: a gear's own background task (a timer, a run() loop beside its inputs)
+        must not borrow it."""
         runner = self._runner
         if runner.parent is not None and running_task(self._loop) is runner.parent_task:
             emitted = runner.parent_emitted
             if emitted is None:
-                runner.parent_emitted = {port: 1}
+                runner.parent_emitted = {port: count}
                 return 0
             index = emitted.get(port, 0)
-            emitted[port] = index + 1
+            emitted[port] = index + count
             return index
         return None
 
@@ -254,6 +255,58 @@ class GearCtx:
         runner.counters.emitted += 1
         if runner.buffered >= BUFFER_MAX:
             await runner.send_buffered()
+
+    async def emit_many(
+        self,
+        port: str,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        headers: Mapping[str, str] | None = None,
+        positions: Sequence[int | str] | None = None,
+    ) -> int:
+        # emit() for each body, in order, with the per-emit work done once per batch: one
+        # port lookup, one timestamp, one send_batch per wire (or one buffer extend while
+        # handling). Every body is frozen before any is sent: a body that cannot be carried
+        # fails the call with nothing emitted.
+        n = len(bodies)
+        if positions is not None and len(positions) != n:
+            raise ValueError(f"emit_many: {len(positions)} positions for {n} bodies")
+        runner = self._runner
+        wires, origin = self._port(port)
+        index = None if positions is not None else self._parent_index(port, n)
+        if wires is None or not n:
+            return n
+        gear, scenario_hash = self.gear_name, self.scenario_hash
+        frozen = [b if type(b) is FrozenDict else freeze_body(b, gear, port) for b in bodies]
+        hdrs = freeze_headers(headers) if headers else NO_HEADERS
+        ts = time.time()
+        ids: list[str] | None = None
+        if positions is not None:
+            scenario_name = self.scenario_name
+            ids = [source_id(scenario_name, gear, position) for position in positions]
+        elif index is None:
+            ids = [uuid.uuid4().hex for _ in range(n)]
+        buffer = runner.buffer if index is not None else None  # only the handling task's own emits
+        for wire in wires:
+            if ids is not None:
+                messages = [Message(i, b, origin, scenario_hash, ts, hdrs) for i, b in zip(ids, frozen)]
+            else:
+                derived, parent = Message.derived, runner.parent
+                messages = [derived(parent, gear, port, index + k, b, origin, scenario_hash, ts, hdrs)  # type: ignore[arg-type,operator]
+                            for k, b in enumerate(frozen)]
+            if buffer is not None and not wire.durable:
+                pending = buffer.get(wire)
+                if pending is None:
+                    buffer[wire] = messages
+                else:
+                    pending.extend(messages)
+                runner.buffered += n
+            else:
+                await wire.send_batch(messages)
+        runner.counters.emitted += n
+        if runner.buffered >= BUFFER_MAX:
+            await runner.send_buffered()
+        return n
 
     async def load_checkpoint(self) -> Any | None:
         return await asyncio.to_thread(self._checkpoints.load_checkpoint, self.scenario_name, self.gear_name)
