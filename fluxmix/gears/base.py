@@ -7,7 +7,7 @@ for each), `flush()` before what it handled is acknowledged, and `stop()`. Messa
 read-only (fluxmix.message.FrozenDict): a fan-out shares one body, so a gear builds a new dict to
 change it. A source (a gear with no inputs) overrides
 `run()`, which loops until `ctx.stopping` is set. Gears never see transports: they `emit()`
-through their context and the runtime fans the message out to every wire on that port.
+(or `emit_many()` several bodies at once) through their context and the runtime fans the message out to every wire on that port.
 """
 
 from __future__ import annotations
@@ -55,6 +55,26 @@ class GearContext(Protocol):
         ...
 
     def is_wired(self, port: str) -> bool: ...
+    async def emit_many(
+        self,
+        port: str,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        headers: Mapping[str, str] | None = None,
+        positions: Sequence[int | str] | None = None,
+    ) -> int:
+        """`emit` each of `bodies` on `port`, in order, handed to each wire as one batch: what
+        a source producing many messages at once uses instead of one emit per message.
+
+        `positions` (sources): one per body, as `emit`'s `position`. Without them, inside
+        `handle()` the ids derive from the input message as successive emits' would. All bodies
+        are checked first: one that cannot be carried fails the call with nothing emitted.
+        Returns how many bodies were emitted, in order: all of them on a real wire; a test
+        harness stopping a source after N messages (`stop_after`) may return fewer, and the
+        source must continue from there.
+        """
+        ...
+
 
     async def load_checkpoint(self) -> Any | None:
         """The value last saved by this gear (keyed by scenario name + gear name), or None."""

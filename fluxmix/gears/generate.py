@@ -16,6 +16,8 @@ CHECKPOINT_EVERY = 1000
 # When the wires are slower than `rate`, the schedule may fall behind; after this many seconds
 # behind it restarts from now instead of bursting to catch up.
 MAX_CATCH_UP = 1.0
+# Unpaced, this many messages are emitted at once (the most a memory wire hands over at once).
+BATCH = 256
 
 
 class Generate(Gear):
@@ -73,12 +75,30 @@ class Generate(Gear):
     def _done(self) -> bool:
         return self.count is not None and self.next_seq > self.count
 
+    def _bodies(self, first: int, count: int) -> list[dict[str, Any]]:
+        """The bodies of seq `first` .. `first + count - 1`. `next_seq` is each one's seq while
+        it is made (what a subclass overriding `_copy` reads), and `first` again afterwards."""
+        bodies = []
+        try:
+            for seq in range(first, first + count):
+                self.next_seq = seq
+                body = self._copy(self.template)
+                body["seq"] = seq
+                bodies.append(body)
+        finally:
+            self.next_seq = first
+        return bodies
+
     async def run(self) -> None:
         stopping = self.ctx.stopping
         interval = 1.0 / self.rate if self.rate else 0.0
+        # Unpaced, messages go out BATCH at a time (one hand-over per wire instead of one per
+        # message); paced, one at a time, each at its due time.
+        emit_many = None if interval else getattr(self.ctx, "emit_many", None)
         started = self.clock()
         first = self.next_seq  # the schedule counts from here: message k is due at started + k*interval
         saved_seq, saved_at = self.next_seq, started
+        unyielded = 0
         try:
             while not stopping.is_set() and not self._done():
                 if interval:
@@ -90,15 +110,27 @@ class Generate(Gear):
                             break
                     elif now - due > MAX_CATCH_UP:
                         started, first = now, self.next_seq
-                body = self._copy(self.template)
-                body["seq"] = self.next_seq
-                await self.ctx.emit("out", body, position=self.next_seq)
-                self.next_seq += 1
+                # a batch never crosses a checkpoint: they stay every CHECKPOINT_EVERY messages
+                size = min(BATCH, CHECKPOINT_EVERY - (self.next_seq - saved_seq)) if emit_many is not None else 1
+                if self.count is not None:
+                    size = min(size, self.count - self.next_seq + 1)
+                if size > 1:
+                    seq = self.next_seq
+                    assert emit_many is not None
+                    self.next_seq += await emit_many("out", self._bodies(seq, size), positions=range(seq, seq + size))
+                    unyielded += size
+                else:
+                    body = self._copy(self.template)
+                    body["seq"] = self.next_seq
+                    await self.ctx.emit("out", body, position=self.next_seq)
+                    self.next_seq += 1
+                    unyielded += 1
                 if self.next_seq - saved_seq >= CHECKPOINT_EVERY or self.clock() - saved_at >= CHECKPOINT_INTERVAL:
                     await self.ctx.save_checkpoint(self.next_seq)
                     saved_seq, saved_at = self.next_seq, self.clock()
-                elif not interval and (self.next_seq & 0xFF) == 0:
+                elif not interval and unyielded >= BATCH:
                     await asyncio.sleep(0)  # unpaced and never blocked by the wires: let others run
+                    unyielded = 0
         finally:
             if self.next_seq != saved_seq:
                 await self.ctx.save_checkpoint(self.next_seq)

@@ -113,6 +113,28 @@ class RecordingContext:
             self.stopping.set()
         await asyncio.sleep(0)  # a real wire may suspend here: let other tasks run
 
+    async def emit_many(
+        self,
+        port: str,
+        bodies: Sequence[Mapping[str, Any]],
+        *,
+        headers: Mapping[str, str] | None = None,
+        positions: Sequence[int | str] | None = None,
+    ) -> int:
+        """`emit` for each body, in order; stops early once `stop_after` messages were emitted
+        (returns how many it emitted), as a source stopped between messages would."""
+        if positions is not None and len(positions) != len(bodies):
+            raise ValueError(f"emit_many: {len(positions)} positions for {len(bodies)} bodies")
+        for body in bodies:  # all checked first, as the runtime does: nothing emitted on a bad one
+            freeze_body(body, self.gear_name, port)
+        count = 0
+        for i, body in enumerate(bodies):
+            if self.stop_after is not None and self.total_emitted >= self.stop_after:
+                break
+            await self.emit(port, body, headers=headers, position=None if positions is None else positions[i])
+            count += 1
+        return count
+
     def is_wired(self, port: str) -> bool:
         return self.wired is None or port in self.wired
 
