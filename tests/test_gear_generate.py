@@ -171,3 +171,19 @@ def test_declarations() -> None:
     assert Generate.is_source()
     assert [p.name for p in Generate.input_ports({})] == []
     assert [p.name for p in Generate.output_ports({})] == ["out"]
+
+
+async def test_unpaced_batches_stop_exactly_where_the_harness_stops_them() -> None:
+    """Unpaced generate emits 256 at a time (emit_many): a stop after 300 still emits 1..300,
+    ids from seq, and checkpoints 301; a subclass reading next_seq in _copy sees each seq."""
+
+    class PerSeq(Generate):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            self._copy = lambda _template: {"twice": 2 * self.next_seq}
+
+    h = GearHarness(PerSeq, {}, name="src", stop_after=300)
+    bodies = await h.run_source()
+    assert bodies == [{"twice": 2 * n, "seq": n} for n in range(1, 301)]
+    assert [m.id for m in h.ctx.emitted["out"]][-1] == "test/src/300"
+    assert h.ctx.checkpoint == 301 and h.gear.next_seq == 301
