@@ -158,6 +158,7 @@ class EmittingGear(Protocol):
     parent_task: asyncio.Task[Any] | None
     buffer: dict[Wire, list[Message]] | None
     buffered: int
+    batch: "GearBatch | None"
     counters: _Counted
 
     async def send_buffered(self) -> None: ...
@@ -308,6 +309,83 @@ class GearCtx:
             await runner.send_buffered()
         return n
 
+    async def emit_each(self, port: str, outputs: Sequence[tuple[Message, Mapping[str, Any]]]) -> None:
+        # What a map or filter emits for a whole batch at once: one pass instead of one emit()
+        # per message. Each body derives its id from its message (its next index on `port`,
+        # counting that message's emit() calls too) and carries its headers.
+        if not outputs:
+            return
+        runner = self._runner
+        in_hand = runner.parent
+        if in_hand is None or running_task(self._loop) is not runner.parent_task:
+            raise GearError(self.gear_name, "emit_each() pairs bodies with the messages being handled: "
+                                            "call it from handle() or handle_batch()")
+        wires, origin = self._port(port)
+        if wires is None:
+            return  # nothing derives from an unwired port's emits
+        indices = self._each_indices(port, outputs, in_hand)
+        gear, scenario_hash = self.gear_name, self.scenario_hash
+        ts = time.time()
+        derived, n = Message.derived, len(outputs)
+        # built (every body frozen) before anything is sent: a body that cannot be carried fails
+        # the call with nothing emitted; further wires reuse the frozen bodies and headers
+        first = [derived(parent, gear, port, index,
+                         body if type(body) is FrozenDict else freeze_body(body, gear, port), origin, scenario_hash,
+                         ts, parent.headers if type(parent.headers) is FrozenDict else freeze_headers(parent.headers))
+                 for (parent, body), index in zip(outputs, indices)]
+        buffer = runner.buffer
+        for w, wire in enumerate(wires):
+            messages = first if w == 0 else [
+                derived(parent, gear, port, index, m.body, origin, scenario_hash, ts, m.headers)
+                for (parent, _), index, m in zip(outputs, indices, first)]
+            if buffer is not None and not wire.durable:
+                pending = buffer.get(wire)
+                if pending is None:
+                    buffer[wire] = messages
+                else:
+                    pending.extend(messages)
+                runner.buffered += n
+            else:
+                await wire.send_batch(messages)
+        runner.counters.emitted += n
+        if runner.buffered >= BUFFER_MAX:
+            await runner.send_buffered()
+
+    def _each_indices(self, port: str, outputs: Sequence[tuple[Message, Any]], in_hand: Message) -> list[int]:
+        """Each output's index on `port` among its message's emits; refuses a message that is not
+        one of the batch's, in order, up to the one in hand (a later one has not started: what it
+        emits now would go out even if it failed)."""
+        runner = self._runner
+        batch = runner.batch
+        indices: list[int] = []
+        if batch is None:  # handle(): the message in hand only
+            for parent, _ in outputs:
+                if parent is not in_hand:
+                    raise GearError(self.gear_name, "emit_each() got a message other than the one being handled")
+            first = self._parent_index(port, len(outputs))
+            assert first is not None
+            return list(range(first, first + len(outputs)))
+        messages, saved = batch._messages, batch.emitted
+        j, last = 0, min(batch.pos, len(messages) - 1)
+        for parent, _ in outputs:
+            while j <= last and messages[j] is not parent:
+                j += 1
+            if j > last:
+                raise GearError(self.gear_name, "emit_each() got a message that is not one of the batch handled so "
+                                                "far, or not in the batch's order")
+            if j == batch.held:  # the message in hand: its count is the runner's
+                emitted = runner.parent_emitted
+                if emitted is None:
+                    emitted = runner.parent_emitted = {}
+            else:
+                emitted = saved.get(j)
+                if emitted is None:
+                    emitted = saved[j] = {}
+            index = emitted.get(port, 0)
+            emitted[port] = index + 1
+            indices.append(index)
+        return indices
+
     async def load_checkpoint(self) -> Any | None:
         return await asyncio.to_thread(self._checkpoints.load_checkpoint, self.scenario_name, self.gear_name)
 
@@ -322,7 +400,7 @@ class GearBatch(Sequence[Message]):
     message is in hand: what the gear emits derives its id from it, a failure is its failure,
     and the wire counts the messages not yet taken as still queued (backpressure)."""
 
-    __slots__ = ("_messages", "_runner", "_cursor", "_started", "_handled", "pos")
+    __slots__ = ("_messages", "_runner", "_cursor", "_started", "_handled", "pos", "emitted", "held")
 
     def __init__(self, messages: Sequence[Message], runner: "EmittingGear", cursor: BatchCursor) -> None:
         self._messages = messages
@@ -331,6 +409,10 @@ class GearBatch(Sequence[Message]):
         self._started = cursor.started  # the wire's count before this batch (a retry resumes mid-way)
         self._handled = runner.counters.handled
         self.pos = 0  # index of the message in hand; len() once the iteration ran past the end
+        # per message left behind (by index): what it emitted per port, for emit_each's ids and
+        # for a gear that iterates again; `held` is the index of the message in hand
+        self.emitted: dict[int, dict[str, int]] = {}
+        self.held = 0
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -342,10 +424,13 @@ class GearBatch(Sequence[Message]):
         # Assignments, not increments: a gear that iterates twice still counts each message once.
         runner, cursor, counters = self._runner, self._cursor, self._runner.counters
         started, handled = self._started, self._handled
+        emitted = self.emitted
         for i, message in enumerate(self._messages):
             counters.handled = handled + i  # those before it are done
-            self.pos = i
-            runner.parent, runner.parent_emitted = message, None
+            if runner.parent_emitted is not None:  # the message left behind emitted: keep its counts
+                emitted[self.held] = runner.parent_emitted
+            self.pos = self.held = i
+            runner.parent, runner.parent_emitted = message, emitted.pop(i, None)
             cursor.started = started + i + 1
             yield message
         self.pos = len(self._messages)

@@ -86,6 +86,7 @@ class GearRunner:
         # order; put on the wires as one batch each when the gear returns (or every BUFFER_MAX).
         self.buffer: dict[Wire, list[Message]] | None = None
         self.buffered = 0
+        self.batch: GearBatch | None = None  # the batch being handled (None: one message, or none)
         self.counters = GearCounters()
         self.carried = carried or GearCounters()
         self.state = "built"
@@ -215,7 +216,8 @@ class GearRunner:
         # buffer) is set inside the lock, or a batch waiting for it would overwrite the state of
         # the one being handled and its emits would lose their derived ids.
         async with self.lock if len(self.inputs) > 1 else _NO_LOCK:
-            self.parent_task = asyncio.current_task()
+            self.parent_task, self.parent_emitted = asyncio.current_task(), None
+            self.batch = batch
             try:
                 self.buffer = {}
                 await gear_code(self, "handle_batch", gear.handle_batch(port, batch))
@@ -228,7 +230,7 @@ class GearRunner:
                     log.error("gear %s: sending what a failed batch emitted failed: %s", self.name, send_exc,
                               extra={"gear": self.name})
             finally:
-                self.parent = self.parent_task = None
+                self.parent = self.parent_task = self.batch = None
                 self.buffer = None
                 self.buffered = 0
         n = len(messages)
