@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Sequence
+
 import pytest
 
-from fluxmix.errors import TransportError, ValidationError
+from fluxmix.errors import GearError, TransportError, ValidationError
+from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.expressions import ExpressionEvalError
 from fluxmix.gears.testing import GearHarness, RecordingContext
-from fluxmix.message import derived_id, source_id
+from fluxmix.message import Message, derived_id, source_id
 
 
 def test_bad_config_raises_validation_error_with_every_problem() -> None:
@@ -73,3 +76,45 @@ async def test_harness_send_batch_drives_handle_batch_with_per_message_ids() -> 
             await h.send_batch([{"amount": 500}, {"nope": 1}, {"amount": 700}])
         assert h.failed_at == 1  # the message in hand when it raised; the first went out
         assert h.ctx.bodies()[-1] == {"amount": 500}
+
+
+class _EmitThenEach(Gear):
+    """Per message: emit() one body while in hand; after the loop, emit_each() one more per
+    message (its second emit on `out`). `early` makes it pair a message not yet handed over."""
+
+    type = "t-emit-each"
+    inputs = (Port("in", required=True),)
+    outputs = (Port("out"),)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
+        for message in messages:
+            if self.config.get("early"):
+                await self.ctx.emit_each("out", [(messages[len(messages) - 1], {"early": True})])
+            await self.ctx.emit("out", {"n": message.body["n"], "k": 0})
+        await self.ctx.emit_each("out", [(m, {"n": m.body["n"], "k": 1}) for m in messages])
+
+
+async def test_harness_emit_each_derives_ids_from_each_paired_message() -> None:
+    async with GearHarness(_EmitThenEach, {}, name="g") as h:
+        out = await h.send_batch([{"n": 1}, {"n": 2}], ids=["a", "b"])
+    assert out == {"out": [{"n": 1, "k": 0}, {"n": 2, "k": 0}, {"n": 1, "k": 1}, {"n": 2, "k": 1}]}
+    ids = [m.id for m in h.ctx.emitted["out"]]
+    assert ids == [derived_id("a", "g", "out", 0), derived_id("b", "g", "out", 0),
+                   derived_id("a", "g", "out", 1), derived_id("b", "g", "out", 1)]
+
+
+async def test_harness_emit_each_refuses_a_message_not_yet_handed_over() -> None:
+    async with GearHarness(_EmitThenEach, {"early": True}, name="g") as h:
+        with pytest.raises(GearError, match="not one of the batch handled so far"):
+            await h.send_batch([{"n": 1}, {"n": 2}])
+        assert h.failed_at == 0 and not h.ctx.emitted.get("out")
+
+
+async def test_map_batch_emits_those_before_a_failing_expression() -> None:
+    async with GearHarness("map", {"set": {"half": {"expr": "n / d"}}}, name="m") as h:
+        with pytest.raises(ExpressionEvalError):
+            await h.send_batch([{"n": 4, "d": 2}, {"n": 1, "d": 0}, {"n": 9, "d": 3}], ids=["a", "b", "c"])
+        assert h.failed_at == 1
+        assert h.ctx.bodies() == [{"n": 4, "d": 2, "half": 2.0}]
+        assert h.ctx.emitted["out"][0].id == derived_id("a", "m", "out", 0)

@@ -636,3 +636,64 @@ async def test_a_batching_source_is_held_back_by_a_slow_sink_and_drained_on_stop
     assert seqs("sink") == list(range(1, emitted + 1))
     assert checkpoints.load_checkpoint("bpmany", "src") == emitted + 1
     assert not report.timed_out
+
+
+class EmitThenEach(Gear):
+    """Per message: emit() while in hand, then emit_each() for the whole batch after the loop."""
+
+    type = "t-emit-each"
+    inputs = (Port("in", required=True),)
+    outputs = (Port("out"),)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    async def handle_batch(self, port: str, messages: Any) -> None:
+        await asyncio.sleep(0.001)  # slower than the source: batches form
+        for message in messages:
+            await self.ctx.emit("out", {"seq": message.body["seq"], "k": 0})
+        await self.ctx.emit_each("out", [(m, {"seq": m.body["seq"], "k": 1}) for m in messages])
+
+
+async def test_emit_each_ids_continue_each_messages_count_and_order_holds() -> None:
+    cat = h.catalog()
+    cat.register("t-emit-each", EmitThenEach)
+    scen = h.scenario("each", [("src", "t-counter", {"count": 200}), ("mid", "t-emit-each", {}),
+                               ("sink", "t-collect", {})],
+                      [("src.out", "mid.in"), ("mid.out", "sink.in")])
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 400)
+    await rt.stop()
+    got = h.SEEN["sink"]
+    assert sorted((b["seq"], b["k"]) for b in got) == [(s, k) for s in range(1, 201) for k in (0, 1)]
+    for k in (0, 1):  # per kind, in the wire's order
+        assert [b["seq"] for b in got if b["k"] == k] == list(range(1, 201))
+    for body in got:
+        assert body["_id"] == derived_id(source_id("each", "src", body["seq"]), "mid", "out", body["k"])
+
+
+async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> None:
+    """map's and filter's batch paths emit what they computed at once; a message whose
+    expression fails is retried and dead-lettered alone, its neighbours pass once, in order."""
+    cat = h.catalog()
+    from fluxmix.gears.transform import Filter, Map
+
+    cat.register("map", Map)
+    cat.register("filter", Filter)
+    scen = h.scenario(
+        "mfdl",
+        [("src", "t-counter", {"count": 300}), ("slow", "t-collect", {}),
+         ("ratio", "map", {"set": {"r": {"expr": "100 / (seq - 77)"}}}),
+         ("odd", "filter", {"where": "seq % 2 == 1"}),
+         ("sink", "t-collect", {}), ("errors", "t-collect", {})],
+        [("src.out", "ratio.in", {"max_deliver": 2, "retry_delay": 0}), ("ratio.out", "odd.in"),
+         ("odd.out", "sink.in"), ("ratio.error", "errors.in")],
+    )
+    rt = make(scen, catalog=cat)
+    expected = [n for n in range(1, 301) if n != 77 and n % 2 == 1]
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == len(expected) and len(h.SEEN["errors"]) == 1)
+    await rt.stop()
+    assert seqs("sink") == expected
+    assert h.SEEN["errors"][0]["seq"] == 77
+    ratio = rt.status()["gears"]["ratio"]
+    assert (ratio["handled"], ratio["errors"], ratio["dead_lettered"]) == (299, 2, 1)
+    first = h.SEEN["sink"][0]
+    assert first["_id"] == derived_id(derived_id(source_id("mfdl", "src", 1), "ratio", "out", 0), "odd", "out", 0)

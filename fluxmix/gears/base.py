@@ -55,6 +55,15 @@ class GearContext(Protocol):
         ...
 
     def is_wired(self, port: str) -> bool: ...
+    async def emit_each(self, port: str, outputs: Sequence[tuple[Message, Mapping[str, Any]]]) -> None:
+        """Emit each `(message, body)` of `outputs` on `port`, in order, as `message` would with
+        `emit(port, body, headers=message.headers)` while in hand: its id derives from that
+        message (continuing its count on `port`). For a `handle_batch` that computes a batch's
+        outputs first and emits them at once (map, filter). Each message must be one of the
+        batch at or before the message in hand, in the batch's order (GearError otherwise).
+        """
+        ...
+
     async def emit_many(
         self,
         port: str,

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jsonschema
 
-from fluxmix.errors import Problem, ValidationError
+from fluxmix.errors import GearError, Problem, ValidationError
 from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
 from fluxmix.message import Message, derived_id, freeze_body, freeze_headers, source_id
@@ -79,6 +79,7 @@ class RecordingContext:
         self.total_emitted = 0
         self.parent: Message | None = None  # the message being handled, for derived ids
         self._index: dict[str, int] = defaultdict(int)
+        self._batch: _HarnessBatch | None = None  # the batch being handled, for emit_each
 
     async def emit(
         self,
@@ -135,6 +136,29 @@ class RecordingContext:
             count += 1
         return count
 
+    async def emit_each(self, port: str, outputs: Sequence[tuple[Message, Mapping[str, Any]]]) -> None:
+        """`emit` of each body as its message would while in hand (id derived from it, its
+        headers); the messages are checked first, as the runtime does."""
+        if self.parent is None:
+            raise GearError(self.gear_name, "emit_each() pairs bodies with the messages being handled: "
+                                            "call it from handle() or handle_batch()")
+        counts = []
+        for message, body in outputs:
+            if self._batch is None:
+                if message is not self.parent:
+                    raise GearError(self.gear_name, "emit_each() got a message other than the one being handled")
+                counts.append(self._index)
+            else:
+                counts.append(self._batch.counts_of(message, self.gear_name))
+            freeze_body(body, self.gear_name, port)
+        in_hand = (self.parent, self._index)
+        try:
+            for (message, body), index in zip(outputs, counts):
+                self.parent, self._index = message, index
+                await self.emit(port, body, headers=message.headers)
+        finally:
+            self.parent, self._index = in_hand
+
     def is_wired(self, port: str) -> bool:
         return self.wired is None or port in self.wired
 
@@ -158,6 +182,14 @@ class _HarnessBatch(Sequence[Message]):
 
     def __init__(self, messages: list[Message], ctx: RecordingContext) -> None:
         self._messages, self._ctx, self.pos = messages, ctx, 0
+        self.counts: dict[int, dict[str, int]] = {}  # per message index: its emits per port
+
+    def counts_of(self, message: Message, gear: str) -> dict[str, int]:
+        """The emit counts of `message`, which must be one of the batch up to the one in hand."""
+        for j in range(min(self.pos, len(self._messages) - 1) + 1):
+            if self._messages[j] is message:
+                return self.counts.setdefault(j, defaultdict(int))
+        raise GearError(gear, "emit_each() got a message that is not one of the batch handled so far")
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -168,7 +200,7 @@ class _HarnessBatch(Sequence[Message]):
     def __iter__(self) -> Iterator[Message]:
         for i, message in enumerate(self._messages):
             self.pos = i
-            self._ctx.parent, self._ctx._index = message, defaultdict(int)
+            self._ctx.parent, self._ctx._index = message, self.counts.setdefault(i, defaultdict(int))
             yield message
         self.pos = len(self._messages)
 
@@ -263,13 +295,14 @@ class GearHarness:
         batch = _HarnessBatch(messages, self.ctx)
         before = {p: len(ms) for p, ms in self.ctx.emitted.items()}
         self.failed_at = None
+        self.ctx._batch = batch
         try:
             await self.gear.handle_batch(port, batch)
         except Exception:
             self.failed_at = min(batch.pos, len(batch) - 1)
             raise
         finally:
-            self.ctx.parent = None
+            self.ctx.parent, self.ctx._batch = None, None
         if flush:
             await self.gear.flush()
         return self._emitted_since(before)

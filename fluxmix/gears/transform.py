@@ -166,9 +166,22 @@ class Map(Gear):
         await self.ctx.emit("out", self.apply(message.body), headers=message.headers)
 
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
-        emit, apply = self.ctx.emit, self.apply
-        for message in messages:
-            await emit("out", apply(message.body), headers=message.headers)
+        """Reshape the batch, then emit it at once (emit_each): a message whose expression fails
+        stops the loop there, and what those before it produced still goes out."""
+        apply = self.apply
+        emit_each = getattr(self.ctx, "emit_each", None)
+        if emit_each is None:  # a context from before emit_each
+            for message in messages:
+                await self.ctx.emit("out", apply(message.body), headers=message.headers)
+            return
+        outputs = []
+        try:
+            for message in messages:
+                outputs.append((message, apply(message.body)))
+        except Exception:
+            await emit_each("out", outputs)
+            raise
+        await emit_each("out", outputs)
 
 
 # ---------------------------------------------------------------- filter
@@ -211,14 +224,30 @@ class Filter(Gear):
         await self.ctx.emit(target, message.body, headers=message.headers)
 
     async def handle_batch(self, port: str, messages: Sequence[Message]) -> None:
-        emit, where, test = self.ctx.emit, self.where, self.where.fn
-        for message in messages:
-            body = message.body
-            try:
-                passed = test(body)
-            except Exception:
-                passed = _evaluate("where", where, body)  # raises the message-level error
-            await emit("out" if passed else "rejected", body, headers=message.headers)
+        """Test the batch, then emit each side at once (emit_each), as Map does."""
+        where, test = self.where, self.where.fn
+        emit_each = getattr(self.ctx, "emit_each", None)
+        if emit_each is None:  # a context from before emit_each
+            for message in messages:
+                target = "out" if _evaluate("where", where, message.body) else "rejected"
+                await self.ctx.emit(target, message.body, headers=message.headers)
+            return
+        passed: list[tuple[Message, Mapping[str, Any]]] = []
+        rejected: list[tuple[Message, Mapping[str, Any]]] = []
+        try:
+            for message in messages:
+                body = message.body
+                try:
+                    keep = test(body)
+                except Exception:
+                    keep = _evaluate("where", where, body)  # raises the message-level error
+                (passed if keep else rejected).append((message, body))
+        except Exception:
+            await emit_each("out", passed)
+            await emit_each("rejected", rejected)
+            raise
+        await emit_each("out", passed)
+        await emit_each("rejected", rejected)
 
 
 # ---------------------------------------------------------------- route
