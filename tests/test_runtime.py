@@ -697,3 +697,19 @@ async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> N
     assert (ratio["handled"], ratio["errors"], ratio["dead_lettered"]) == (299, 2, 1)
     first = h.SEEN["sink"][0]
     assert first["_id"] == derived_id(derived_id(source_id("mfdl", "src", 1), "ratio", "out", 0), "odd", "out", 0)
+
+
+async def test_emit_each_fans_out_one_frozen_body_with_the_same_ids_to_every_wire() -> None:
+    from fluxmix.gears.transform import Map
+
+    cat = h.catalog()
+    cat.register("map", Map)
+    scen = h.scenario("eachfan", [("src", "t-counter", {"count": 300}), ("m", "map", {"set": {"x": 1}}),
+                                  ("a", "t-collect", {}), ("b", "t-collect", {})],
+                      [("src.out", "m.in"), ("m.out", "a.in"), ("m.out", "b.in")])
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["a"]) == 300 and len(h.SEEN["b"]) == 300)
+    await rt.stop()
+    assert seqs("a") == seqs("b") == list(range(1, 301))
+    assert [x["_id"] for x in h.SEEN["a"]] == [x["_id"] for x in h.SEEN["b"]]
+    assert h.SEEN["a"][0]["_id"] == derived_id(source_id("eachfan", "src", 1), "m", "out", 0)
