@@ -613,7 +613,7 @@ async def test_emit_many_keeps_order_and_derives_ids_like_successive_emits() -> 
     for body in h.SEEN["sink"][:9] + h.SEEN["sink"][-3:]:
         parent = source_id("split", "src", body["seq"])  # generate's emit_many: ids from positions
         assert body["_id"] == derived_id(parent, "mid", "out", body["part"])
-    st = rt.status()
+    st = rt.status().to_json()
     assert st["gears"]["src"]["emitted"] == 300 and st["gears"]["mid"]["emitted"] == 900
 
 
@@ -628,11 +628,11 @@ async def test_a_batching_source_is_held_back_by_a_slow_sink_and_drained_on_stop
                       [("src.out", "sink.in", {"queue_size": 4})])
     rt = make(scen, catalog=cat, checkpoints=checkpoints)
     Sampling.samples = []
-    Sampling.probe = lambda: (rt.status()["wires"]["src.out->sink.in"]["in_queue"], 0)
+    Sampling.probe = lambda: (rt.status().to_json()["wires"]["src.out->sink.in"]["in_queue"], 0)
     await run_until(rt, lambda: len(h.SEEN["sink"]) >= 100)
     report = await rt.stop()
     assert max(d for d, _ in Sampling.samples) <= 4
-    emitted = rt.status()["gears"]["src"]["emitted"]
+    emitted = rt.status().to_json()["gears"]["src"]["emitted"]
     assert seqs("sink") == list(range(1, emitted + 1))
     assert checkpoints.load_checkpoint("bpmany", "src") == emitted + 1
     assert not report.timed_out
@@ -693,7 +693,7 @@ async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> N
     await rt.stop()
     assert seqs("sink") == expected
     assert h.SEEN["errors"][0]["seq"] == 77
-    ratio = rt.status()["gears"]["ratio"]
+    ratio = rt.status().to_json()["gears"]["ratio"]
     assert (ratio["handled"], ratio["errors"], ratio["dead_lettered"]) == (299, 2, 1)
     first = h.SEEN["sink"][0]
     assert first["_id"] == derived_id(derived_id(source_id("mfdl", "src", 1), "ratio", "out", 0), "odd", "out", 0)
