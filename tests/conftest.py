@@ -30,9 +30,12 @@ def scenarios_dir() -> Path:
 
 
 # Real nats-server fixtures (nats_url / nats_server, nats_embedded, nats_cluster, unique_name).
-# Imported, not listed in pytest_plugins, so it works whether or not tests/ is a package and
-# whether pytest runs as `python -m pytest` (cwd on sys.path) or as the `pytest` script.
-try:
-    from tests.nats_fixtures import nats_cluster, nats_embedded, nats_server, nats_url, unique_name  # noqa: E402,F401
-except ModuleNotFoundError:
-    from nats_fixtures import nats_cluster, nats_embedded, nats_server, nats_url, unique_name  # type: ignore[no-redef]  # noqa: E402,F401
+from tests.support.nats import (  # noqa: E402,F401
+    nats_cluster,
+    nats_embedded,
+    nats_server,
+    nats_url,
+    unique_name,
+)
+# A real `fluxmix-mixer` per test (home, start_mixer).
+from tests.support.mixer import home, start_mixer  # noqa: E402,F401

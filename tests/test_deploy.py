@@ -23,8 +23,7 @@ import yaml
 
 from fluxmix.cli.mixerd import main as mixerd_main
 from fluxmix.transports.embedded import find_nats_server
-from test_mixer_daemon import MixerProcess
-from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+from tests.support.mixer import MixerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -4,10 +4,7 @@ slowing anything (the bus over a real aiohttp server and a socket that never rea
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import socket
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,58 +14,9 @@ from aiohttp import web
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.mixer import events
 from fluxmix.transports.embedded import EmbeddedNats
-from test_mixer_daemon import MixerProcess, atomic_write, read_lines, scenario_yaml, wait_until
-from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
-
-try:
-    from tests.nats_fixtures import nats_unavailable
-except ModuleNotFoundError:
-    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
-
-
-class EventReader:
-    """Reads an SSE stream in a thread: (id, event, data) tuples as they arrive."""
-
-    def __init__(self, host: str, port: int, path: str = "/events") -> None:
-        self.events: list[tuple[int, str, Any]] = []
-        self.closed = threading.Event()
-        self.conn = http.client.HTTPConnection(host, port, timeout=60)
-        self.conn.request("GET", path, headers={"Accept": "text/event-stream"})
-        self.response = self.conn.getresponse()
-        assert self.response.status == 200
-        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        fields: dict[str, str] = {}
-        try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if not line:
-                    if "event" in fields:
-                        self.events.append((int(fields["id"]), fields["event"], json.loads(fields["data"])))
-                    fields = {}
-                elif not line.startswith(":"):
-                    key, _, value = line.partition(": ")
-                    fields[key] = value
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
-        finally:
-            self.closed.set()
-
-    def kinds(self) -> list[str]:
-        return [kind for _, kind, _ in self.events]
-
-    def close(self) -> None:
-        """Hang up, let the reader thread see the end, then release the connection."""
-        if self.conn.sock is not None:
-            try:
-                self.conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.thread.join(10)
-        self.conn.close()
+from tests.support.mixer import EventReader, MixerProcess, atomic_write, read_lines, scenario_yaml
+from tests.support.polling import block_until
+from tests.support.nats import nats_unavailable
 
 
 def test_stream_says_hello_reports_a_reload_in_order_and_ticks_counters(
@@ -81,7 +29,7 @@ def test_stream_says_hello_reports_a_reload_in_order_and_ticks_counters(
     mixer.wait_ready()
     reader = EventReader("127.0.0.1", mixer.port)
     try:
-        wait_until(lambda: reader.kinds().count("counters") >= 2, "two counters events", proc=mixer)
+        block_until(lambda: reader.kinds().count("counters") >= 2, "two counters events", proc=mixer)
         first = reader.events[0]
         assert first[1] == "hello"
         assert set(first[2]["layout"]["nodes"][i]["name"] for i in range(4)) == {"source", "stamp", "keep", "sink"}
@@ -91,7 +39,7 @@ def test_stream_says_hello_reports_a_reload_in_order_and_ticks_counters(
         assert {"state", "ready", "paused", "gears", "wires"} <= set(ticks[0])
 
         atomic_write(path, scenario_yaml(out, rate=100, version="v2"))
-        wait_until(lambda: "activation-finished" in reader.kinds(), "activation-finished", proc=mixer)
+        block_until(lambda: "activation-finished" in reader.kinds(), "activation-finished", proc=mixer)
         kinds = reader.kinds()
         started, finished = kinds.index("activation-started"), kinds.index("activation-finished")
         assert started < finished
@@ -104,10 +52,10 @@ def test_stream_says_hello_reports_a_reload_in_order_and_ticks_counters(
 
         # Gear state changes are reported too: pause makes the source `paused`.
         assert mixer.post("/pause")[0] == 200
-        wait_until(lambda: any(k == "gear-state" and d["gear"] == "source" and d["state"] == "paused"
+        block_until(lambda: any(k == "gear-state" and d["gear"] == "source" and d["state"] == "paused"
                                for _, k, d in reader.events), "gear-state paused", proc=mixer)
         assert "paused" in reader.kinds()
-        wait_until(lambda: read_lines(out) and mixer.status()["gears"]["sink"]["handled"]
+        block_until(lambda: read_lines(out) and mixer.status()["gears"]["sink"]["handled"]
                    == mixer.status()["gears"]["source"]["emitted"], "drained", proc=mixer)
     finally:
         reader.close()
@@ -210,16 +158,16 @@ async def test_nats_disconnect_and_reconnect_are_events(
         mixer = start_mixer("-s", str(path), "--nats-url", url)
         mixer.wait_ready()
         reader = EventReader("127.0.0.1", mixer.port)
-        wait_until(lambda: "counters" in reader.kinds(), "a counters event", proc=mixer)
+        block_until(lambda: "counters" in reader.kinds(), "a counters event", proc=mixer)
         assert reader.events[0][2]["status"]["brokers"]["standard"]["state"] == "connected"
 
         def nats_states() -> list[str]:
             return [data["state"] for _, kind, data in reader.events if kind == "nats"]
 
         await server.stop()
-        wait_until(lambda: "disconnected" in nats_states(), "a nats disconnected event", proc=mixer)
+        block_until(lambda: "disconnected" in nats_states(), "a nats disconnected event", proc=mixer)
         await server.start()
-        wait_until(lambda: nats_states()[-1:] == ["connected"], "a nats connected event", proc=mixer)
+        block_until(lambda: nats_states()[-1:] == ["connected"], "a nats connected event", proc=mixer)
         assert nats_states() == ["disconnected", "connected"]
         assert mixer.stop() == 0
     finally:

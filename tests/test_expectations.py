@@ -14,7 +14,8 @@ from fluxmix.checks.expect import ExpectationSyntaxError, ExpectationTracker, pa
 from fluxmix.gears.catalog import Catalog
 from fluxmix.scenario_yaml import load_yaml
 from fluxmix.validation import validate_scenario
-from test_mixer_daemon import MixerProcess, home, run_fluxmix, start_mixer, wait_until  # noqa: F401
+from tests.support.mixer import MixerProcess, generate_scenario, run_fluxmix
+from tests.support.polling import block_until
 
 # ---------------------------------------------------------------- grammar
 
@@ -199,7 +200,7 @@ def test_expectations_pass_fail_and_recover_on_a_running_mixer(
         assert states(proc)[count] == "pending"
         assert check().returncode == 1  # not all passing yet
         feeder.on.set()
-        wait_until(lambda: set(states(proc).values()) == {"passing"}, "every expectation passing", proc=proc)
+        block_until(lambda: set(states(proc).values()) == {"passing"}, "every expectation passing", proc=proc)
         ok = check()
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "live: 3 of 3 expectations passing" in ok.stdout
@@ -207,7 +208,7 @@ def test_expectations_pass_fail_and_recover_on_a_running_mixer(
         assert f'fluxmix_expectation_passing{{expectation="{rate}"}} 1.0' in metrics
 
         feeder.on.clear()  # traffic stops: the rate falls to zero
-        wait_until(lambda: states(proc)[rate] == "failing", "the rate to fail", proc=proc)
+        block_until(lambda: states(proc)[rate] == "failing", "the rate to fail", proc=proc)
         failed = check()
         assert failed.returncode == 1
         line = next(line for line in failed.stdout.splitlines() if rate in line)
@@ -223,27 +224,11 @@ def test_expectations_pass_fail_and_recover_on_a_running_mixer(
 
         with (tmp_path / "in.jsonl").open("a") as handle:  # no amount: the filter fails, dead-lettered
             handle.write(json.dumps({"n": "bad"}) + "\n")
-        wait_until(lambda: states(proc)[dead] == "failing", "dead_letters to fail", proc=proc)
+        block_until(lambda: states(proc)[dead] == "failing", "dead_letters to fail", proc=proc)
         assert "dead_letters = 1, needs == 0" in check().stdout
     finally:
         feeder.stop()
     assert proc.stop() == 0
-
-
-def generate_scenario(name: str, where: str, expect: str) -> str:
-    return f"""\
-name: {name}
-gears:
-  - {{name: source, type: generate, config: {{rate: 50}}}}
-  - {{name: keep, type: filter, config: {{where: '{where}'}}}}
-  - {{name: sink, type: file-out, config: {{path: out/{name}.jsonl}}}}
-wires:
-  - {{from: source.out, to: keep.in, transport: memory}}
-  - {{from: keep.out, to: sink.in, transport: memory}}
-expect:
-  - {expect}
-  - dead_letters == 0
-"""
 
 
 def test_verify_within_rolls_back_a_silent_sink_and_keeps_one_that_delivers(
@@ -297,7 +282,7 @@ def test_verify_within_at_startup_without_a_known_good_leaves_the_mixer_idle_and
     silent = tmp_path / "silent.yaml"
     silent.write_text(generate_scenario("silent", "seq < 0", "sink.handled >= 1 within 20s"))
     proc = start_mixer("-s", str(silent), "--verify-within", "1s", "--no-watch")
-    wait_until(lambda: proc.try_get("/healthz"), "the API to answer", proc=proc)
+    block_until(lambda: proc.try_get("/healthz"), "the API to answer", proc=proc)
     entry = proc.wait_journal(lambda e: e["trigger"] == "startup", "the startup activation")
     assert entry["outcome"] == "failed"
     assert "expectations did not pass within 1s" in entry["reason"]

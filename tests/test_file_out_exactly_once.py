@@ -1,5 +1,5 @@
 """file-out is exactly once by default across kill -9 + resume: real mixer processes, a real
-nats-server (tests/nats_fixtures.py), durable wires, and a sink with neither `envelope` nor
+nats-server (tests/support/nats.py), durable wires, and a sink with neither `envelope` nor
 `dedupe` (and one with envelope), so the ack log alone must keep every line exactly once.
 
 The server outlives the killed mixer, so the batch the sink had in hand stays unacked in
@@ -15,14 +15,8 @@ from typing import Callable
 
 import pytest
 
-try:
-    from tests.test_mixer_daemon import (  # noqa: F401 (fixtures)
-        MixerProcess, home, read_lines, scenario_yaml, start_mixer, wait_until,
-    )
-except ModuleNotFoundError:
-    from test_mixer_daemon import (  # type: ignore[no-redef]  # noqa: F401
-        MixerProcess, home, read_lines, scenario_yaml, start_mixer, wait_until,
-    )
+from tests.support.mixer import MixerProcess, read_lines, scenario_yaml
+from tests.support.polling import block_until
 
 from fluxmix.gears.files import ack_log_path
 
@@ -43,12 +37,12 @@ def kill_mid_stream_and_resume(start_mixer: Callable[..., MixerProcess], nats_ur
     args = ("--nats-url", nats_url, "--nats-ack-wait", ACK_WAIT)
     first = start_mixer("-s", ref, *args)
     first.wait_ready()
-    wait_until(lambda: written() >= at_least, f"{at_least} lines before the crash", proc=first)
+    block_until(lambda: written() >= at_least, f"{at_least} lines before the crash", proc=first)
     first.kill()  # SIGKILL: no drain, no ack of the batch in hand, no last record
     second = start_mixer("-s", "", *args)  # resume the last active scenario
     second.wait_ready()
-    wait_until(done, "every message after the resume", proc=second, timeout=90)
-    wait_until(lambda: settled(second), "every wire settled", proc=second, timeout=60)
+    block_until(done, "every message after the resume", proc=second, timeout=90)
+    block_until(lambda: settled(second), "every wire settled", proc=second, timeout=60)
     assert second.stop() == 0
     return second
 

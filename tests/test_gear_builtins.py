@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from fluxmix.gears.catalog import BUILTINS, Catalog
 from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.scenario import Endpoint, GearSpec, Scenario, WireSpec
 from fluxmix.transports.memory import MemoryBroker
+from tests.support.polling import wait_until
 
 CATALOG = Catalog.default()
 
@@ -54,11 +54,7 @@ async def run_until_written(scen: Scenario, checkpoints: MemoryCheckpoints, done
     await rt.build()
     await rt.start()
     try:
-        async def poll() -> None:
-            while not done():
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(poll(), 30)
+        await wait_until(done, "the sinks to be written")
     finally:
         await rt.stop()
 

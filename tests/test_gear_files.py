@@ -13,6 +13,7 @@ import pytest
 from fluxmix.errors import GearError
 from fluxmix.gears.files import FileIn, FileOut
 from fluxmix.gears.testing import GearHarness, config_problems
+from tests.support.polling import wait_until
 
 # ---------------------------------------------------------------- file-out
 
@@ -232,14 +233,6 @@ async def test_file_in_missing_file_without_follow_fails_start(tmp_path: Path) -
         await h.start()
 
 
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 async def test_file_in_follow_reads_appends_and_waits_for_partial_lines(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     write(path, '{"n":1}\n', "w")
@@ -247,14 +240,14 @@ async def test_file_in_follow_reads_appends_and_waits_for_partial_lines(tmp_path
     await h.start()
     task = asyncio.create_task(h.gear.run())
     try:
-        await wait_for(lambda: len(h.ctx.bodies()) == 1)
+        await wait_until(lambda: len(h.ctx.bodies()) == 1)
         write(path, '{"n":2}\n{"n":')  # a writer mid-line
-        await wait_for(lambda: len(h.ctx.bodies()) == 2)
-        await wait_for(lambda: h.ctx.checkpoint == 16)  # only complete lines count
+        await wait_until(lambda: len(h.ctx.bodies()) == 2)
+        await wait_until(lambda: h.ctx.checkpoint == 16)  # only complete lines count
         await asyncio.sleep(0.05)
         assert len(h.ctx.bodies()) == 2
         write(path, "3}\n")
-        await wait_for(lambda: len(h.ctx.bodies()) == 3)
+        await wait_until(lambda: len(h.ctx.bodies()) == 3)
     finally:
         h.ctx.stopping.set()
         await asyncio.wait_for(task, 10)
@@ -272,7 +265,7 @@ async def test_file_in_follow_waits_for_the_file_to_appear(tmp_path: Path) -> No
     try:
         await asyncio.sleep(0.05)
         write(path, '{"n":1}\n', "w")
-        await wait_for(lambda: h.ctx.bodies() == [{"n": 1}])
+        await wait_until(lambda: h.ctx.bodies() == [{"n": 1}])
     finally:
         h.ctx.stopping.set()
         await asyncio.wait_for(task, 10)
@@ -286,12 +279,12 @@ async def test_file_in_follow_rereads_a_rotated_or_truncated_file(tmp_path: Path
     await h.start()
     task = asyncio.create_task(h.gear.run())
     try:
-        await wait_for(lambda: len(h.ctx.bodies()) == 2)
+        await wait_until(lambda: len(h.ctx.bodies()) == 2)
         os.rename(path, tmp_path / "in.jsonl.1")  # rotation: a new file under the same name
         write(path, '{"n":3}\n{"n":4}\n', "w")
-        await wait_for(lambda: len(h.ctx.bodies()) == 4)
+        await wait_until(lambda: len(h.ctx.bodies()) == 4)
         write(path, '{"t":1}\n', "w")  # truncated in place, shorter than what was read
-        await wait_for(lambda: len(h.ctx.bodies()) == 5)
+        await wait_until(lambda: len(h.ctx.bodies()) == 5)
     finally:
         h.ctx.stopping.set()
         await asyncio.wait_for(task, 10)
@@ -344,9 +337,9 @@ async def test_file_in_read_from_end_records_where_it_started(tmp_path: Path) ->
     await h.start()
     task = asyncio.create_task(h.gear.run())
     try:
-        await wait_for(lambda: h.ctx.checkpoint == 10)  # saved before any new line: a restart won't reread
+        await wait_until(lambda: h.ctx.checkpoint == 10)  # saved before any new line: a restart won't reread
         write(path, '{"new":1}\n')
-        await wait_for(lambda: h.ctx.bodies() == [{"new": 1}])
+        await wait_until(lambda: h.ctx.bodies() == [{"new": 1}])
     finally:
         h.ctx.stopping.set()
         await asyncio.wait_for(task, 10)

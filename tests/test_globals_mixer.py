@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from test_events import EventReader
-from test_mixer_daemon import MixerProcess, home, read_lines, run_fluxmix, start_mixer, wait_until  # noqa: F401
+from tests.support.mixer import EventReader, MixerProcess, read_lines, run_fluxmix
+from tests.support.polling import block_until
 
 THRESHOLD_SCENARIO = """\
 name: gated
@@ -57,7 +57,7 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     mixer = start_mixer("-s", str(path), "--no-watch")
     mixer.wait_ready()
     assert mixer.get("/state/threshold")["value"] == 5  # the declared initial value
-    wait_until(lambda: _residues_after(out, 0) == {0, 1, 2, 3, 4}, "the initial threshold (5) to gate", proc=mixer)
+    block_until(lambda: _residues_after(out, 0) == {0, 1, 2, 3, 4}, "the initial threshold (5) to gate", proc=mixer)
     activations = _activations(mixer)
 
     # The CLI lowers it: only residues 0 and 1 pass from then on; no activation happens.
@@ -65,13 +65,13 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     assert done.returncode == 0, done.stderr
     assert "threshold = 2 (was 5)" in done.stdout
     mark = len(read_lines(out))
-    wait_until(lambda: _residues_after(out, mark) == {0, 1}, "the CLI's threshold (2) to gate", proc=mixer)
+    block_until(lambda: _residues_after(out, mark) == {0, 1}, "the CLI's threshold (2) to gate", proc=mixer)
 
     # The API raises it.
     status, body = mixer.request("PUT", "/state/threshold", 8, token=mixer.auth_token())
     assert status == 200 and body["old_value"] == 2, body
     mark = len(read_lines(out))
-    wait_until(lambda: _residues_after(out, mark) == set(range(8)), "the API's threshold (8) to gate", proc=mixer)
+    block_until(lambda: _residues_after(out, mark) == set(range(8)), "the API's threshold (8) to gate", proc=mixer)
     assert _activations(mixer) == activations  # neither change reloaded anything
 
     # A schema violation (CLI and API) is refused with one line, and nothing changes.
@@ -97,7 +97,7 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     assert status == 200 and entry["outcome"] == "activated", entry
     assert mixer.get("/state/threshold")["value"] == 8
     mark = len(read_lines(out))
-    wait_until(lambda: _residues_after(out, mark) == set(range(8)), "threshold 8 after the reload", proc=mixer)
+    block_until(lambda: _residues_after(out, mark) == set(range(8)), "threshold 8 after the reload", proc=mixer)
 
     # And a restart (resume from the store).
     assert mixer.stop() == 0
@@ -107,13 +107,13 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     listed = run_fluxmix(home, tmp_path, "state", "list", "--url", again.url)
     assert listed.returncode == 0 and "threshold" in listed.stdout and "8" in listed.stdout
     mark = len(read_lines(out))
-    wait_until(lambda: _residues_after(out, mark) == set(range(8)), "threshold 8 after the restart", proc=again)
+    block_until(lambda: _residues_after(out, mark) == set(range(8)), "threshold 8 after the restart", proc=again)
 
     # delete: expressions see their default (10: everything passes); clear empties the scenario.
     done = run_fluxmix(home, tmp_path, "state", "delete", "threshold", "--url", again.url)
     assert done.returncode == 0, done.stderr
     mark = len(read_lines(out))
-    wait_until(lambda: _residues_after(out, mark) == set(range(10)), "the default after delete", proc=again)
+    block_until(lambda: _residues_after(out, mark) == set(range(10)), "the default after delete", proc=again)
     missing = run_fluxmix(home, tmp_path, "state", "get", "threshold", "--url", again.url)
     assert missing.returncode == 2 and "no value" in missing.stderr
     again.request("PUT", "/state/other", {"a": [1]}, token=again.auth_token())
@@ -180,7 +180,7 @@ def test_concurrent_writers_lose_no_update_for_distinct_keys_and_last_writer_win
         values = mixer.get("/state")["values"]
         return values if len(values) == 2 * count + api_writes + 1 else None
 
-    values = wait_until(complete, "every distinct key to be written", proc=mixer)
+    values = block_until(complete, "every distinct key to be written", proc=mixer)
     for side in ("left", "right"):
         assert {k: v for k, v in values.items() if k.startswith(side)} == {f"{side}-{s}": s for s in range(1, count + 1)}
     assert {k: v for k, v in values.items() if k.startswith("api-")} == {f"api-{i}": i for i in range(api_writes)}
@@ -191,14 +191,14 @@ def test_concurrent_writers_lose_no_update_for_distinct_keys_and_last_writer_win
         found = [c for c in changes if c["key"] == "last"]
         return found if len(found) >= 2 * count + api_writes else None
 
-    last_changes = wait_until(writes_of_last, "every write of 'last' to be journaled", proc=mixer)
+    last_changes = block_until(writes_of_last, "every write of 'last' to be journaled", proc=mixer)
     assert len(last_changes) == 2 * count + api_writes  # each journaled once
     assert mixer.get("/state/last")["value"] == last_changes[0]["new_value"]
 
     # Watchers (GET /events) hear of operators' changes one by one, and of gears' writes coalesced.
     try:
-        wait_until(lambda: "globals" in events.kinds(), "a globals event", proc=mixer)
-        wait_until(lambda: events.kinds().count("global-changed") >= 2 * api_writes, "every operator change as an event",
+        block_until(lambda: "globals" in events.kinds(), "a globals event", proc=mixer)
+        block_until(lambda: events.kinds().count("global-changed") >= 2 * api_writes, "every operator change as an event",
                    proc=mixer)
         changed = [data for _, kind, data in events.events if kind == "global-changed"]
         assert len(changed) == 2 * api_writes

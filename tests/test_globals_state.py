@@ -251,7 +251,7 @@ def test_retention_of_global_changes_keeps_each_keys_newest_change(store) -> Non
 
 
 def test_scenario_tests_run_against_the_declared_initial_values(tmp_path: Path) -> None:
-    from test_mixer_daemon import run_fluxmix
+    from tests.support.mixer import run_fluxmix
 
     path = tmp_path / "gated.yaml"
     path.write_text("""\

@@ -10,7 +10,8 @@ from typing import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from test_mixer_daemon import FLUXMIX, MixerProcess, read_lines, scenario_yaml, start_mixer, home, wait_until  # noqa: F401
+from tests.support.mixer import FLUXMIX, MixerProcess, read_lines, scenario_yaml
+from tests.support.polling import block_until
 
 TOKEN = "s3cret-token"
 
@@ -21,7 +22,7 @@ def _running(tmp_path: Path, start_mixer: Callable[..., MixerProcess], **kwargs:
     path.write_text(scenario_yaml(out, rate=100))
     mixer = start_mixer("-s", str(path), **kwargs)
     mixer.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=mixer)
     return mixer, path
 
 

@@ -11,7 +11,7 @@ from fluxmix.message import Message
 from fluxmix.scenario import Endpoint, Scenario, WireSpec
 from fluxmix.transports.base import Delivery
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
-from test_runtime_helpers import wait_until
+from tests.support.polling import wait_until
 
 
 def _spec(**options: object) -> WireSpec:

@@ -11,253 +11,24 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
-try:
-    from tests.nats_fixtures import pid_alive
-except ModuleNotFoundError:
-    from nats_fixtures import pid_alive  # type: ignore[no-redef]
-
-BIN = Path(sys.executable).parent
-MIXERD = BIN / "fluxmix-mixer"
-FLUXMIX = BIN / "fluxmix"
-WAIT = 30.0  # upper bound of every poll; a healthy run needs a fraction of it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT, proc: "MixerProcess | None" = None) -> Any:
-    """Poll `predicate` until it returns something truthy; fail with `what` (and the log) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.proc.poll() is not None:
-            pytest.fail(f"mixer exited ({proc.proc.returncode}) while waiting for {what}\n{proc.output()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}" + (f"\n{proc.output()}" if proc else ""))
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-
-
-def scenario_yaml(
-    out: Path,
-    *,
-    name: str = "hello",
-    version: str = "v1",
-    rate: int | None = 200,
-    count: int | None = None,
-    sink_path: str | None = None,
-    extra_gear: str = "",
-) -> str:
-    """generate -> map -> filter -> file-out on memory wires. `version` tags each output line."""
-    gen_config = {"body": {"kind": "demo"}}
-    if rate is not None:
-        gen_config["rate"] = rate
-    if count is not None:
-        gen_config["count"] = count
-    return f"""\
-name: {name}
-description: test pipeline
-gears:
-  - name: source
-    type: generate
-    config: {json.dumps(gen_config)}
-  - name: stamp
-    type: map
-    config:
-      set:
-        version: {version}
-        double: {{expr: seq * 2}}
-  - name: keep
-    type: filter
-    config:
-      where: seq > 0
-  - name: sink
-    type: file-out
-    config:
-      path: {json.dumps(sink_path or str(out))}
-{extra_gear}wires:
-  - {{from: source.out, to: stamp.in, transport: memory}}
-  - {{from: stamp.out, to: keep.in, transport: memory}}
-  - {{from: keep.out, to: sink.in, transport: memory}}
-"""
-
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines written so far (a line still being written is ignored)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    lines = text.split("\n")
-    return [json.loads(line) for line in lines[:-1] if line.strip()]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Save like an editor does: temp file + rename (the watcher must survive it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-class MixerProcess:
-    def __init__(self, cwd: Path, home: Path, args: list[str], *, token: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = token
-        self.home = home
-        self.log_path = cwd / f"mixer-{self.port}.log"
-        cmd = [str(MIXERD), *args, "--http", f"127.0.0.1:{self.port}", "--stop-timeout", "20"]
-        if token:
-            cmd += ["--api-token", token]
-        full_env = {**os.environ, "FLUXMIX_HOME": str(home), **(env or {})}
-        full_env.pop("FLUXMIX_NATS_URL", None)
-        full_env.pop("FLUXMIX_API_TOKEN", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text()
-        except FileNotFoundError:
-            return ""
-
-    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None, raw: bytes | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        if method == "POST" and data is None:
-            data = b""
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                payload = resp.read()
-                status, ctype = resp.status, resp.headers.get_content_type()
-        except urllib.error.HTTPError as error:
-            payload, status, ctype = error.read(), error.code, error.headers.get_content_type()
-        if ctype == "application/json":
-            return status, json.loads(payload)
-        return status, payload.decode()
-
-    def get(self, path: str) -> Any:
-        status, body = self.request("GET", path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        """POST with the token the mixer was given, else the one it generated in its home."""
-        return self.request("POST", path, body, token=self.auth_token())
-
-    def auth_token(self) -> str:
-        """What a write needs: the token the mixer was given, else the one it generated in its home."""
-        return self.token or self.home_token()
-
-    def home_token(self) -> str:
-        return (self.home / "api-token").read_text().strip()
-
-    def try_get(self, path: str) -> tuple[int, Any] | None:
-        try:
-            return self.request("GET", path)
-        except (urllib.error.URLError, ConnectionError, OSError):
-            return None
-
-    def wait_ready(self) -> dict[str, Any]:
-        def ready() -> Any:
-            answer = self.try_get("/readyz")
-            return answer if answer and answer[0] == 200 else None
-
-        wait_until(ready, "/readyz to answer 200", proc=self)
-        return self.get("/status")
-
-    def status(self) -> dict[str, Any]:
-        return self.get("/status")
-
-    def journal(self) -> list[dict[str, Any]]:
-        return self.get("/journal?limit=100")["entries"]
-
-    def wait_journal(self, predicate: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-        seen: list[dict[str, Any]] = []
-
-        def found() -> dict[str, Any] | None:
-            seen[:] = self.journal()
-            return next((e for e in seen if predicate(e)), None)
-
-        try:
-            return wait_until(found, what, proc=self)
-        except pytest.fail.Exception as failure:  # say what the journal did hold
-            rows = [(e["trigger"], e["outcome"], e["ref"], e["reason"]) for e in seen]
-            pytest.fail(f"{failure.msg}\njournal, newest first: {rows}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=WAIT + 20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            pytest.fail(f"mixer did not stop after {signal.Signals(sig).name}\n{self.output()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def start_mixer(tmp_path: Path, home: Path) -> Iterator[Callable[..., MixerProcess]]:
-    started: list[MixerProcess] = []
-
-    def start(*args: str, token: str | None = None) -> MixerProcess:
-        proc = MixerProcess(tmp_path, home, list(args), token=token)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.kill()
-
-
-def run_fluxmix(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLUXMIX_HOME": str(home)}
-    return subprocess.run([str(FLUXMIX), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-
-
-def seqs(lines: list[dict[str, Any]]) -> list[int]:
-    return [line["seq"] for line in lines]
-
-
-def assert_exactly_once(values: list[int]) -> None:
-    """Every seq from 1 to the highest exactly once: nothing lost, nothing duplicated."""
-    assert values, "nothing was written"
-    duplicates = sorted({v for v in values if values.count(v) > 1}) if len(set(values)) != len(values) else []
-    missing = sorted(set(range(1, max(values) + 1)) - set(values))
-    assert not duplicates and not missing, f"duplicates {duplicates[:20]}, missing {missing[:20]}"
+from tests.support.nats import pid_alive
+from tests.support.mixer import (
+    MIXERD,
+    MixerProcess,
+    assert_exactly_once,
+    atomic_write,
+    free_port,
+    read_lines,
+    run_fluxmix,
+    scenario_yaml,
+    seqs,
+)
+from tests.support.polling import block_until
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +77,7 @@ def test_start_from_path_runs_the_pipeline_exactly(tmp_path: Path, start_mixer: 
     assert status["scenario"]["name"] == "hello"
     assert status["following"] == str(path.resolve())
     assert status["watching"] == str(path.resolve())
-    lines = wait_until(lambda: (ls := read_lines(out)) and len(ls) >= 20 and ls, "20 lines", proc=mixer)
+    lines = block_until(lambda: (ls := read_lines(out)) and len(ls) >= 20 and ls, "20 lines", proc=mixer)
     assert [(l["seq"], l["double"], l["version"], l["kind"]) for l in lines] == [
         (seq, seq * 2, "v1", "demo") for seq in range(2, 41, 2)
     ]
@@ -332,7 +103,7 @@ def test_idle_without_scenario_then_activate_by_api(
     path.write_text(scenario_yaml(out, count=5, rate=None))
     code, entry = mixer.post("/activate", {"ref": str(path)})
     assert code == 200 and entry["outcome"] == "activated" and entry["trigger"] == "api"
-    wait_until(lambda: len(read_lines(out)) == 5, "5 lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) == 5, "5 lines", proc=mixer)
     assert mixer.status()["following"] == str(path.resolve())
     assert mixer.stop() == 0
 
@@ -350,7 +121,7 @@ def test_start_from_name_tag_then_resume_from_empty(
     status = first.wait_ready()
     assert (status["scenario"]["name"], status["scenario"]["tag"]) == ("hello", "v1.0.0")
     assert status["watching"] is None
-    wait_until(lambda: len(read_lines(out)) >= 5, "first lines", proc=first)
+    block_until(lambda: len(read_lines(out)) >= 5, "first lines", proc=first)
     assert first.stop() == 0
     written = len(read_lines(out))
 
@@ -358,7 +129,7 @@ def test_start_from_name_tag_then_resume_from_empty(
     status = second.wait_ready()
     assert status["scenario"]["hash"] == first_hash(home, "hello", "v1.0.0")
     assert status["following"] == "hello:v1.0.0"  # SIGHUP would re-resolve what the first run was given
-    wait_until(lambda: len(read_lines(out)) >= written + 5, "lines after resume", proc=second)
+    block_until(lambda: len(read_lines(out)) >= written + 5, "lines after resume", proc=second)
     assert second.stop() == 0
     assert_exactly_once(seqs(read_lines(out)))
     assert any(e["trigger"] == "resume" and e["outcome"] == "activated" for e in second_journal(home))
@@ -394,18 +165,18 @@ def test_editing_the_file_reloads_and_output_changes(tmp_path: Path, start_mixer
     path.write_text(scenario_yaml(out, version="v1", rate=100))
     mixer = start_mixer("-s", str(path))
     before = mixer.wait_ready()["scenario"]["hash"]
-    wait_until(lambda: len(read_lines(out)) >= 3, "v1 lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 3, "v1 lines", proc=mixer)
 
     path.write_text(scenario_yaml(out, version="v2", rate=100))  # in-place write
-    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines after an edit", proc=mixer)
+    block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines after an edit", proc=mixer)
     atomic_write(path, scenario_yaml(out, version="v3", rate=100))  # editor-style save
-    wait_until(lambda: any(l["version"] == "v3" for l in read_lines(out)), "v3 lines after an atomic save", proc=mixer)
+    block_until(lambda: any(l["version"] == "v3" for l in read_lines(out)), "v3 lines after an atomic save", proc=mixer)
 
     status = mixer.status()
     assert status["scenario"]["hash"] != before
     assert status["watching"] == str(path.resolve())
     # the journal row is written when the activation returns, which may be after the first new line
-    wait_until(
+    block_until(
         lambda: len([e for e in mixer.journal() if e["trigger"] == "watch" and e["outcome"] == "activated"]) >= 2,
         "two journaled watch reloads",
         proc=mixer,
@@ -425,14 +196,14 @@ def test_broken_file_and_failing_start_keep_the_old_scenario(
     path.write_text(scenario_yaml(out, rate=100))
     mixer = start_mixer("-s", str(path))
     good = mixer.wait_ready()["scenario"]["hash"]
-    wait_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=mixer)
 
     # 1. a file that does not validate: rejected, the old scenario never stops
     atomic_write(path, scenario_yaml(out, rate=100).replace("type: filter", "type: no-such-gear"))
     rejected = mixer.wait_journal(lambda e: e["trigger"] == "watch" and e["outcome"] == "rejected", "a rejected reload")
     assert any("no-such-gear" in p for p in rejected["problems"]) or "no-such-gear" in rejected["reason"]
     count = len(read_lines(out))
-    wait_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the rejection", proc=mixer)
+    block_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the rejection", proc=mixer)
     assert mixer.status()["scenario"]["hash"] == good
 
     # 2. a file that validates but whose sink cannot start: rolled back to the good one
@@ -442,9 +213,9 @@ def test_broken_file_and_failing_start_keep_the_old_scenario(
         "a failed start",
     )
     assert "sink" in failed["reason"], failed
-    wait_until(lambda: mixer.status()["scenario"] and mixer.status()["scenario"]["hash"] == good, "the good scenario back", proc=mixer)
+    block_until(lambda: mixer.status()["scenario"] and mixer.status()["scenario"]["hash"] == good, "the good scenario back", proc=mixer)
     count = len(read_lines(out))
-    wait_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the failed start", proc=mixer)
+    block_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the failed start", proc=mixer)
     assert mixer.request("GET", "/readyz")[0] == 200
     assert mixer.stop() == 0
     lines = read_lines(out)
@@ -463,14 +234,14 @@ def test_sighup_reresolves_latest_after_a_new_import(
 
     mixer = start_mixer("-s", "hello:latest")
     assert mixer.wait_ready()["scenario"]["tag"] == "v1.0.0"
-    wait_until(lambda: len(read_lines(out)) >= 3, "v1 lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 3, "v1 lines", proc=mixer)
     imported = run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0")
     assert imported.returncode == 0, imported.stderr
     mixer.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: (mixer.status()["scenario"] or {}).get("tag") == "v1.1.0", "v1.1.0 active after SIGHUP", proc=mixer)
-    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
+    block_until(lambda: (mixer.status()["scenario"] or {}).get("tag") == "v1.1.0", "v1.1.0 active after SIGHUP", proc=mixer)
+    block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
     mixer.wait_journal(lambda e: e["trigger"] == "signal" and e["outcome"] == "activated", "the SIGHUP reload journaled")
-    wait_until(lambda: mixer.status()["following"] == "hello:latest", "following hello:latest", proc=mixer)
+    block_until(lambda: mixer.status()["following"] == "hello:latest", "following hello:latest", proc=mixer)
     assert mixer.stop() == 0
     assert_exactly_once(seqs(read_lines(out)))
 
@@ -516,17 +287,17 @@ def test_sighup_while_starting_reloads_once_startup_is_done(
         answer = mixer.try_get("/readyz")
         return answer if answer and answer[0] == 503 and answer[1]["reason"] == "starting" else None
 
-    wait_until(starting, "/readyz to say starting", proc=mixer)  # the gate holds startup here
+    block_until(starting, "/readyz to say starting", proc=mixer)  # the gate holds startup here
     imported = run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0")
     assert imported.returncode == 0, imported.stderr
     mixer.proc.send_signal(signal.SIGHUP)
-    wait_until(lambda: "SIGHUP received while starting" in mixer.output(), "the SIGHUP noted", proc=mixer)
+    block_until(lambda: "SIGHUP received while starting" in mixer.output(), "the SIGHUP noted", proc=mixer)
     gate.touch()
-    wait_until(lambda: (mixer.status()["scenario"] or {}).get("tag") == "v1.1.0", "v1.1.0 after the SIGHUP", proc=mixer)
+    block_until(lambda: (mixer.status()["scenario"] or {}).get("tag") == "v1.1.0", "v1.1.0 after the SIGHUP", proc=mixer)
     entry = mixer.wait_journal(lambda e: e["trigger"] == "signal", "the SIGHUP reload journaled")
     assert entry["outcome"] == "activated", entry
     assert [e["trigger"] for e in mixer.journal()] == ["signal", "startup"]
-    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
+    block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
     assert mixer.stop() == 0
     assert_exactly_once(seqs(read_lines(out)))
 
@@ -560,7 +331,7 @@ def test_sigterm_exits_0_and_loses_nothing_on_memory_wires(
     path.write_text(scenario_yaml(out, rate=None))  # as fast as the wires take: queues are full
     mixer = start_mixer("-s", str(path), "--memory-queue-size", "64")
     mixer.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 500, "500 lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 500, "500 lines", proc=mixer)
     emitted = mixer.status()["gears"]["source"]["emitted"]
     assert mixer.stop(signal.SIGTERM) == 0
     lines = read_lines(out)
@@ -580,7 +351,7 @@ def test_twenty_reloads_while_producing_keep_every_seq_exactly_once(
     b.write_text(scenario_yaml(out, version="b", rate=500))
     mixer = start_mixer("-s", str(a), "--no-watch")
     mixer.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 10, "first lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 10, "first lines", proc=mixer)
     outcomes = []
     for i in range(20):
         target = b if i % 2 == 0 else a
@@ -588,7 +359,7 @@ def test_twenty_reloads_while_producing_keep_every_seq_exactly_once(
         assert code == 200, entry
         outcomes.append(entry["outcome"])
         count = len(read_lines(out))
-        wait_until(lambda: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
+        block_until(lambda: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
     assert outcomes == ["activated"] * 20
     assert mixer.stop() == 0
     lines = read_lines(out)
@@ -613,7 +384,7 @@ def test_follow_latest_activates_a_new_tag(tmp_path: Path, home: Path, start_mix
     assert mixer.wait_ready()["scenario"]["tag"] == "v1.0.0"
     assert run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0").returncode == 0
     mixer.wait_journal(lambda e: e["trigger"] == "tag" and e["outcome"] == "activated", "a tag-triggered activation")
-    wait_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
+    block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
     assert mixer.stop() == 0
     assert_exactly_once(seqs(read_lines(out)))
 
@@ -656,7 +427,7 @@ def test_standard_wires_with_the_embedded_server(tmp_path: Path, home: Path, sta
     assert status["brokers"]["standard"]["state"] == "connected"
     servers = _embedded_server_pids(mixer.proc.pid)
     assert len(servers) == 1, f"expected one embedded nats-server child, found {servers}"
-    wait_until(lambda: len(read_lines(out)) == 200, "200 lines over JetStream", proc=mixer)
+    block_until(lambda: len(read_lines(out)) == 200, "200 lines over JetStream", proc=mixer)
     code, text = mixer.request("GET", "/metrics")
     assert "fluxmix_nats_connected 1.0" in text
     from prometheus_client.parser import text_string_to_metric_families  # its parser: no format wording
@@ -666,7 +437,7 @@ def test_standard_wires_with_the_embedded_server(tmp_path: Path, home: Path, sta
         assert types.get(f"fluxmix_nats_{count}") == "counter", (count, types.get(f"fluxmix_nats_{count}"))
     assert mixer.stop() == 0
     assert sorted(seqs(read_lines(out))) == list(range(1, 201))
-    wait_until(lambda: not any(pid_alive(pid) for pid in servers), "the embedded nats-server to stop with the mixer")
+    block_until(lambda: not any(pid_alive(pid) for pid in servers), "the embedded nats-server to stop with the mixer")
 
 
 @pytest.mark.nats
@@ -679,7 +450,7 @@ async def test_standard_wires_with_nats_url(
     mixer = start_mixer("-s", str(path), "--nats-url", nats_url)
     status = mixer.wait_ready()
     assert status["brokers"]["standard"]["connected_url"] is not None
-    wait_until(lambda: len(read_lines(out)) == 50, "50 lines over JetStream", proc=mixer)
+    block_until(lambda: len(read_lines(out)) == 50, "50 lines over JetStream", proc=mixer)
     assert mixer.stop() == 0
     assert sorted(seqs(read_lines(out))) == list(range(1, 51))
 
@@ -696,12 +467,12 @@ def test_failed_start_at_startup_keeps_the_mixer_up_and_a_fixed_file_recovers(
         answer = mixer.try_get("/readyz")
         return answer if answer and answer[0] == 503 and "failed" in answer[1]["reason"] else None
 
-    code, body = wait_until(not_ready, "/readyz to report the failed start", proc=mixer)
+    code, body = block_until(not_ready, "/readyz to report the failed start", proc=mixer)
     assert "sink" in body["reason"]
     assert mixer.status()["scenario"] is None and mixer.status()["watching"] == str(path.resolve())
 
     atomic_write(path, scenario_yaml(out, rate=100))
-    wait_until(lambda: len(read_lines(out)) >= 3, "output once the file is fixed", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 3, "output once the file is fixed", proc=mixer)
     assert mixer.request("GET", "/readyz")[0] == 200
     assert mixer.stop() == 0
 
@@ -714,7 +485,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
             sock.settimeout(0.5)
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_until(accepting, f"nats-server on port {port}")
+    block_until(accepting, f"nats-server on port {port}")
 
 
 @pytest.mark.nats
@@ -745,7 +516,7 @@ def test_readyz_says_why_while_nats_is_down_and_recovers(
         path.write_text(_standard_scenario(out, "outage", 20))
         mixer = start_mixer("-s", str(path), "--nats-url", f"nats://127.0.0.1:{port}")
         mixer.wait_ready()
-        wait_until(lambda: len(read_lines(out)) == 20, "20 lines", proc=mixer)
+        block_until(lambda: len(read_lines(out)) == 20, "20 lines", proc=mixer)
 
         server.terminate()
         server.wait(timeout=30)
@@ -754,7 +525,7 @@ def test_readyz_says_why_while_nats_is_down_and_recovers(
             answer = mixer.try_get("/readyz")
             return answer if answer and answer[0] == 503 else None
 
-        _, body = wait_until(down, "/readyz 503 while NATS is down", proc=mixer)
+        _, body = block_until(down, "/readyz 503 while NATS is down", proc=mixer)
         assert "NATS" in body["reason"] and "standard" in body["reason"]
         assert "fluxmix_nats_connected 0.0" in mixer.request("GET", "/metrics")[1]
         assert mixer.request("GET", "/healthz")[0] == 200  # alive, just not ready

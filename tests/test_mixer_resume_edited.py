@@ -11,14 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import Callable
 
-try:
-    from tests.test_mixer_daemon import (  # noqa: F401 (fixtures)
-        MixerProcess, assert_exactly_once, home, read_lines, scenario_yaml, seqs, start_mixer, wait_until,
-    )
-except ModuleNotFoundError:
-    from test_mixer_daemon import (  # type: ignore[no-redef]  # noqa: F401
-        MixerProcess, assert_exactly_once, home, read_lines, scenario_yaml, seqs, start_mixer, wait_until,
-    )
+from tests.support.mixer import MixerProcess, assert_exactly_once, read_lines, scenario_yaml, seqs
+from tests.support.polling import block_until
 
 
 def sha256(path: Path) -> str:
@@ -29,7 +23,7 @@ def run_then_stop(start_mixer: Callable[..., MixerProcess], path: Path, out: Pat
     """A first mixer runs `path` and stops gracefully; returns the hash it ran."""
     first = start_mixer("-s", str(path))
     ran = first.wait_ready()["scenario"]["hash"]
-    wait_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=first)
+    block_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=first)
     assert first.stop() == 0
     return ran
 
@@ -55,7 +49,7 @@ def test_resume_then_activate_the_file_edited_while_down(
     status = second.status()
     assert status["scenario"]["hash"] == edited
     assert status["watching"] == str(path.resolve())
-    wait_until(lambda: any(line["version"] == "v2" for line in read_lines(out)), "v2 lines", proc=second)
+    block_until(lambda: any(line["version"] == "v2" for line in read_lines(out)), "v2 lines", proc=second)
     log = second.output()
     assert stored in log and edited in log, log[-3000:]  # both hashes, in full
     assert second.stop() == 0
@@ -81,13 +75,13 @@ def test_an_invalid_edit_while_down_is_rejected_and_the_resumed_scenario_keeps_r
     assert status["scenario"]["hash"] == stored and status["state"] == "running"
     assert status["watching"] == str(path.resolve())  # still watching: fixing the file is enough
     count = len(read_lines(out))
-    wait_until(lambda: len(read_lines(out)) >= count + 3, "the resumed scenario still writing", proc=second)
+    block_until(lambda: len(read_lines(out)) >= count + 3, "the resumed scenario still writing", proc=second)
     log = second.output()
     assert stored in log and edited in log, log[-3000:]
 
     path.write_text(scenario_yaml(out, version="v3", rate=100))  # the fix, seen by the watcher
     second.wait_journal(lambda e: e["trigger"] == "watch" and e["outcome"] == "activated", "the fixed file activated")
-    wait_until(lambda: any(line["version"] == "v3" for line in read_lines(out)), "v3 lines", proc=second)
+    block_until(lambda: any(line["version"] == "v3" for line in read_lines(out)), "v3 lines", proc=second)
     assert second.stop() == 0
     assert_exactly_once(seqs(read_lines(out)))
 
@@ -100,7 +94,7 @@ def test_an_unchanged_file_is_only_resumed(tmp_path: Path, start_mixer: Callable
     second = start_mixer()
     assert second.wait_ready()["scenario"]["hash"] == stored
     count = len(read_lines(out))
-    wait_until(lambda: len(read_lines(out)) >= count + 3, "lines after the resume", proc=second)
+    block_until(lambda: len(read_lines(out)) >= count + 3, "lines after the resume", proc=second)
     assert [e["trigger"] for e in second.journal()][:1] == ["resume"]  # newest first: nothing after it
     assert second.stop() == 0
 
@@ -116,7 +110,7 @@ def test_with_no_watch_the_difference_is_logged_not_activated(
     edited = sha256(path)
     second = start_mixer("--no-watch")
     assert second.wait_ready()["scenario"]["hash"] == stored
-    wait_until(lambda: edited in second.output(), "the difference logged", proc=second)
+    block_until(lambda: edited in second.output(), "the difference logged", proc=second)
     assert "--no-watch: not activating it" in second.output()
     assert [e["trigger"] for e in second.journal()][:1] == ["resume"]
     assert second.stop() == 0
@@ -141,6 +135,6 @@ def test_a_resume_that_cannot_start_is_followed_by_the_fixed_file(
     entries = second.journal()
     assert entries[0]["trigger"] == "watch" and entries[0]["outcome"] == "activated", entries[:2]
     assert entries[1]["trigger"] == "resume" and entries[1]["outcome"] in ("failed", "rolled-back"), entries[:2]
-    wait_until(lambda: len(read_lines(fixed_out)) >= 3, "lines from the fixed file", proc=second)
+    block_until(lambda: len(read_lines(fixed_out)) >= 3, "lines from the fixed file", proc=second)
     assert status["watching"] == str(path.resolve())
     assert second.stop() == 0

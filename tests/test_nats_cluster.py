@@ -7,26 +7,9 @@ import asyncio
 import nats.errors
 import pytest
 
-try:
-    from tests.nats_fixtures import NatsCluster
-    from tests.test_nats_wire import (
-        Collector,
-        broker_for,
-        make_scenario,
-        make_wire,
-        messages,
-        wait_for,
-    )
-except ModuleNotFoundError:
-    from nats_fixtures import NatsCluster  # type: ignore[no-redef]
-    from test_nats_wire import (  # type: ignore[no-redef]
-        Collector,
-        broker_for,
-        make_scenario,
-        make_wire,
-        messages,
-        wait_for,
-    )
+from tests.support.nats import NatsCluster
+from tests.support.polling import wait_until
+from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
 
 from fluxmix.transports.nats import stream_name
 
@@ -80,10 +63,10 @@ async def test_killing_the_stream_leader_mid_stream_loses_nothing(nats_cluster: 
 
         consumer = asyncio.create_task(wire.consume(collector.delivery()))
         producer = asyncio.create_task(produce())
-        await wait_for(lambda: len(collector.handled) >= 300)
+        await wait_until(lambda: len(collector.handled) >= 300)
         await asyncio.to_thread(nats_cluster.kill, victim)  # SIGKILL the stream leader
         await asyncio.wait_for(producer, 90)
-        await wait_for(lambda: len({m.id for m in collector.handled}) >= total, timeout=90)
+        await wait_until(lambda: len({m.id for m in collector.handled}) >= total, timeout=90)
         assert sorted(set(collector.seqs)) == list(range(total))
 
         # the node comes back and catches up. Acks that were in flight to the killed leader may be

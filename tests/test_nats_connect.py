@@ -10,10 +10,7 @@ from fluxmix.errors import NatsUnavailableError, TransportError
 from fluxmix.transports.embedded import EmbeddedNats
 from fluxmix.transports.nats import CONNECT_OPTION_KEYS, NatsBroker, _connect_kwargs
 
-try:
-    from tests.nats_fixtures import nats_unavailable
-except ModuleNotFoundError:
-    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
+from tests.support.nats import nats_unavailable
 
 pytestmark = pytest.mark.nats
 

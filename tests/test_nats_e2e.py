@@ -22,30 +22,9 @@ from typing import Any
 
 import pytest
 
-try:
-    from tests.nats_fixtures import pid_alive
-    from tests.test_mixer_daemon import (
-        MixerProcess,
-        assert_exactly_once,
-        home,
-        read_lines,
-        scenario_yaml,
-        seqs,
-        start_mixer,
-        wait_until,
-    )
-except ModuleNotFoundError:
-    from nats_fixtures import pid_alive  # type: ignore[no-redef]
-    from test_mixer_daemon import (  # type: ignore[no-redef]  # noqa: F401
-        MixerProcess,
-        assert_exactly_once,
-        home,
-        read_lines,
-        scenario_yaml,
-        seqs,
-        start_mixer,
-        wait_until,
-    )
+from tests.support.mixer import MixerProcess, assert_exactly_once, read_lines, scenario_yaml, seqs
+from tests.support.nats import pid_alive
+from tests.support.polling import block_until
 
 from fluxmix.transports.embedded import find_nats_server
 
@@ -101,7 +80,7 @@ def test_generate_map_file_out_delivers_exactly_what_was_generated(
     mixer = start_mixer("-s", str(path))
     status = mixer.wait_ready()
     assert status["brokers"]["standard"]["state"] == "connected"
-    wait_until(lambda: len(read_lines(out)) >= 1000, "1000 lines over JetStream", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 1000, "1000 lines over JetStream", proc=mixer)
     wires = mixer.status()["wires"]
     assert all(w["transport"] == "standard" for w in wires.values())
     assert mixer.stop() == 0
@@ -122,7 +101,7 @@ def test_kill_9_mid_stream_then_resume_writes_every_seq_exactly_once(
     path.write_text(exactly_once_sink(standard(scenario_yaml(out, name="crashy", count=total, rate=1000))))
     first = start_mixer("-s", str(path), "--nats-ack-wait", KILL_ACK_WAIT)
     first.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 500, "500 lines before the crash", proc=first)
+    block_until(lambda: len(read_lines(out)) >= 500, "500 lines before the crash", proc=first)
     server = embedded_state(home)
     assert server is not None
     first.kill()  # SIGKILL: no drain, no ack of the batch in hand, no checkpoint flush
@@ -131,13 +110,13 @@ def test_kill_9_mid_stream_then_resume_writes_every_seq_exactly_once(
     second = start_mixer("-s", "", "--nats-ack-wait", KILL_ACK_WAIT)  # resume the last active scenario
     second.wait_ready()
     assert not pid_alive(server["pid"]) or server["pid"] != embedded_state(home)["pid"]  # type: ignore[index]
-    wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs after resume", proc=second, timeout=90)
+    block_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs after resume", proc=second, timeout=90)
 
     def settled() -> bool:  # every redelivery still owed has come (it must have been skipped)
         wires = second.status()["wires"].values()
         return all(w.get("pending") == 0 and w.get("ack_pending") == 0 for w in wires)
 
-    wait_until(settled, "every wire settled: nothing pending, nothing unacked", proc=second, timeout=60)
+    block_until(settled, "every wire settled: nothing pending, nothing unacked", proc=second, timeout=60)
     assert second.stop() == 0
     assert at_crash < total
     values = body_seqs(out)
@@ -156,14 +135,14 @@ def test_twenty_reloads_on_standard_wires_keep_every_seq_exactly_once(
     b.write_text(exactly_once_sink(standard(scenario_yaml(out, name="reloads", version="b", rate=300))))
     mixer = start_mixer("-s", str(a), "--no-watch")
     mixer.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 10, "first lines", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 10, "first lines", proc=mixer)
     outcomes = []
     for i in range(20):
         code, entry = mixer.post("/activate", {"ref": str(b if i % 2 == 0 else a)})
         assert code == 200, entry
         outcomes.append(entry["outcome"])
         count = len(read_lines(out))
-        wait_until(lambda count=count: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
+        block_until(lambda count=count: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
     assert outcomes == ["activated"] * 20, outcomes
     assert mixer.stop() == 0
     values = body_seqs(out)
@@ -196,7 +175,7 @@ def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Call
             with socket.socket() as sock:
                 return sock.connect_ex(("127.0.0.1", port)) == 0
 
-        wait_until(accepting, f"nats-server on {port}")
+        block_until(accepting, f"nats-server on {port}")
         return proc
 
     server = run_server()
@@ -207,13 +186,13 @@ def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Call
         path.write_text(exactly_once_sink(standard(scenario_yaml(out, name="outage", count=total, rate=500))))
         mixer = start_mixer("-s", str(path), "--nats-url", f"nats://127.0.0.1:{port}")
         mixer.wait_ready()
-        wait_until(lambda: len(read_lines(out)) >= 300, "300 lines before the outage", proc=mixer)
+        block_until(lambda: len(read_lines(out)) >= 300, "300 lines before the outage", proc=mixer)
         server.send_signal(signal.SIGTERM)
         server.wait(10)
-        wait_until(lambda: (mixer.try_get("/readyz") or (200,))[0] == 503, "/readyz to report the outage", proc=mixer)
+        block_until(lambda: (mixer.try_get("/readyz") or (200,))[0] == 503, "/readyz to report the outage", proc=mixer)
         time.sleep(1.0)  # an outage of a second or so while the source keeps trying
         server = run_server()
-        wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
+        block_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
         assert mixer.stop() == 0
         values = body_seqs(out)
         assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
@@ -237,14 +216,14 @@ def test_two_mixers_with_two_homes_get_their_own_embedded_servers(tmp_path: Path
             mixer = MixerProcess(tmp_path, home, ["-s", str(path)])
             procs.append(mixer)
             mixer.wait_ready()
-            wait_until(lambda out=out: len(read_lines(out)) >= 20, "20 lines", proc=mixer)
+            block_until(lambda out=out: len(read_lines(out)) >= 20, "20 lines", proc=mixer)
             states.append(embedded_state(home))
         assert states[0] and states[1]
         assert states[0]["url"] != states[1]["url"] and states[0]["pid"] != states[1]["pid"]
         for mixer in procs:
             assert mixer.stop() == 0
         for state in states:
-            wait_until(lambda state=state: not pid_alive(state["pid"]), "the embedded server to stop with its mixer")
+            block_until(lambda state=state: not pid_alive(state["pid"]), "the embedded server to stop with its mixer")
     finally:
         for mixer in procs:
             mixer.kill()
@@ -261,15 +240,15 @@ def test_sigkill_of_the_embedded_server_is_restarted_and_every_seq_arrives_once(
     path.write_text(exactly_once_sink(standard(scenario_yaml(out, name="nats-dies", count=total, rate=500))))
     mixer = start_mixer("-s", str(path))
     mixer.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 300, "300 lines before the kill", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 300, "300 lines before the kill", proc=mixer)
     server = embedded_state(home)
     assert server is not None
     os.kill(server["pid"], signal.SIGKILL)
-    wait_until(lambda: (embedded_state(home) or {}).get("pid") not in (None, server["pid"]),
+    block_until(lambda: (embedded_state(home) or {}).get("pid") not in (None, server["pid"]),
                "the embedded server to be restarted", proc=mixer)
     restarted = embedded_state(home)
     assert restarted is not None and restarted["url"] == server["url"]  # same port
-    wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
+    block_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
     embedded = mixer.status()["brokers"]["standard"]["embedded_server"]
     assert embedded["restarts"] >= 1 and embedded["running"]
     assert not pid_alive(server["pid"])  # reaped, not a zombie
@@ -303,7 +282,7 @@ def test_stop_while_nats_is_unreachable_ends_in_bounded_time_and_loses_nothing(
             with socket.socket() as sock:
                 return sock.connect_ex(("127.0.0.1", port)) == 0
 
-        wait_until(accepting, f"nats-server on {port}")
+        block_until(accepting, f"nats-server on {port}")
         return proc
 
     stop_timeout, bound = 20.0, 10.0  # MixerProcess passes --stop-timeout 20
@@ -316,10 +295,10 @@ def test_stop_while_nats_is_unreachable_ends_in_bounded_time_and_loses_nothing(
         args = ("-s", str(a), "--no-watch", "--nats-url", f"nats://127.0.0.1:{port}", "--nats-ack-wait", KILL_ACK_WAIT)
         mixer = start_mixer(*args)
         mixer.wait_ready()
-        wait_until(lambda: len(read_lines(out)) >= 300, "300 lines before the outage", proc=mixer)
+        block_until(lambda: len(read_lines(out)) >= 300, "300 lines before the outage", proc=mixer)
         server.send_signal(signal.SIGTERM)
         server.wait(10)
-        wait_until(lambda: (mixer.try_get("/readyz") or (200,))[0] == 503, "/readyz to report the outage", proc=mixer)
+        block_until(lambda: (mixer.try_get("/readyz") or (200,))[0] == 503, "/readyz to report the outage", proc=mixer)
 
         # (a reload here is not bounded yet: the partial reload's stop of the affected gears
         # flushes their outputs without --stop-timeout, so it waits for NATS to come back)
@@ -335,7 +314,7 @@ def test_stop_while_nats_is_unreachable_ends_in_bounded_time_and_loses_nothing(
         server = run_server()
         mixer = start_mixer(*args)
         mixer.wait_ready()
-        wait_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
+        block_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
         time.sleep(float(KILL_ACK_WAIT) + 1)  # a late redelivery would show up as a repeat
         assert mixer.stop() == 0
         values = body_seqs(out)

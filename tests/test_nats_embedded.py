@@ -17,10 +17,7 @@ import pytest
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats, find_nats_server
 
-try:
-    from tests.nats_fixtures import pid_alive
-except ModuleNotFoundError:
-    from nats_fixtures import pid_alive  # type: ignore[no-redef]
+from tests.support.nats import pid_alive
 
 pytestmark = pytest.mark.nats
 

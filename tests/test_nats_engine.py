@@ -18,12 +18,9 @@ from fluxmix.message import Message, source_id
 from fluxmix.transports.embedded import EmbeddedNats
 from fluxmix.transports.nats import NatsWire, stream_name
 
-try:
-    from tests.nats_fixtures import nats_unavailable
-    from tests.test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for
-except ModuleNotFoundError:
-    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
-    from test_nats_wire import Collector, broker_for, make_scenario, make_wire, messages, wait_for  # type: ignore[no-redef]
+from tests.support.nats import nats_unavailable
+from tests.support.polling import wait_until
+from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
 
 pytestmark = pytest.mark.nats
 
@@ -63,7 +60,7 @@ async def test_a_refused_message_goes_to_the_error_port_while_later_ones_flow(na
         assert status["refused"] == 1 and "refused message" in status["last_refusal"]
         collector = Collector()
         task = asyncio.create_task(wire.consume(collector.delivery()))
-        await wait_for(lambda: len(collector.handled) == 199)
+        await wait_until(lambda: len(collector.handled) == 199)
         await wire.drain()
         await asyncio.wait_for(task, 10)
         assert sorted(collector.seqs) == [i for i in range(200) if i != 50]
@@ -148,15 +145,15 @@ async def test_a_server_restart_re_pulls_on_the_reconnect_notice(tmp_path: Path,
             for m in messages(unique_name, 100):
                 await wire.send(m)
             await wire.flush()
-            await wait_for(lambda: len(collector.handled) == 100)
+            await wait_until(lambda: len(collector.handled) == 100)
             await server.stop()
-            await wait_for(lambda: not broker.ready[0], timeout=10)
+            await wait_until(lambda: not broker.ready[0], timeout=10)
             await server.start()
-            await wait_for(lambda: broker.ready[0], timeout=30)
+            await wait_until(lambda: broker.ready[0], timeout=30)
             for m in messages(unique_name, 100, start=100):
                 await wire.send(m)
             await wire.flush()
-            await wait_for(lambda: len({m.id for m in collector.handled}) == 200, timeout=30)
+            await wait_until(lambda: len({m.id for m in collector.handled}) == 200, timeout=30)
             puller = wire._puller
             assert puller is not None
             # the old pull requests died with the server: the reconnect notice re-pulled, the
@@ -173,7 +170,7 @@ async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario
     """End to end through the runtime: the refused message is on `error`, the rest at the sink."""
     from typing import Any, ClassVar
 
-    import test_runtime_helpers as h
+    from tests.support import runtime as h
 
     from fluxmix.gears.base import Gear, Port
     from fluxmix.gears.catalog import Catalog
@@ -210,7 +207,7 @@ async def test_a_refused_emit_reaches_the_gears_error_port_in_a_running_scenario
     try:
         await rt.build()
         await rt.start()
-        await wait_for(lambda: len(h.SEEN["sink"]) == 19 and len(h.SEEN["errs"]) == 1)
+        await wait_until(lambda: len(h.SEEN["sink"]) == 19 and len(h.SEEN["errs"]) == 1)
         await rt.stop()
         assert sorted(b["seq"] for b in h.SEEN["sink"]) == [i for i in range(1, 21) if i != 5]
         refused = h.SEEN["errs"][0]
@@ -239,7 +236,7 @@ async def test_a_wire_at_its_backlog_bound_blocks_its_producer_and_resumes(nats_
             await wire.flush()
 
         producer = asyncio.create_task(produce())
-        await wait_for(lambda: wire.status().to_json()["full"] or producer.done())
+        await wait_until(lambda: wire.status().to_json()["full"] or producer.done())
         assert not producer.done()  # blocked at the bound, not dropping
         await asyncio.sleep(0.3)
         info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
@@ -247,7 +244,7 @@ async def test_a_wire_at_its_backlog_bound_blocks_its_producer_and_resumes(nats_
         collector = Collector()
         task = asyncio.create_task(wire.consume(collector.delivery()))
         await asyncio.wait_for(producer, 60)  # resumes once the consumer frees room
-        await wait_for(lambda: len(collector.handled) >= total)
+        await wait_until(lambda: len(collector.handled) >= total)
         await wire.drain()
         await asyncio.wait_for(task, 10)
         assert sorted(collector.seqs) == list(range(total))
@@ -279,7 +276,7 @@ async def test_a_wires_own_backlog_option_bounds_that_wire_only_and_survives_a_n
             return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
         producer = asyncio.create_task(produce(wire, 0, 50))
-        await wait_for(lambda: wire.status().full or producer.done())
+        await wait_until(lambda: wire.status().full or producer.done())
         assert not producer.done()  # blocked at its own bound, not dropping
         await asyncio.wait_for(produce(other, 0, 100), 30)  # the other wire of the stream flows on
         await asyncio.sleep(0.3)
@@ -294,14 +291,14 @@ async def test_a_wires_own_backlog_option_bounds_that_wire_only_and_survives_a_n
         await wire.close()
         wire = broker.wire(scenario, "h", bounded)
         producer = asyncio.create_task(produce(wire, 20, total - 20))
-        await wait_for(lambda: wire.status().backlog == 20 or producer.done())
+        await wait_until(lambda: wire.status().backlog == 20 or producer.done())
         await asyncio.sleep(0.3)
         assert not producer.done() and await in_stream(wire) == 20
 
         collector = Collector()
         task = asyncio.create_task(wire.consume(collector.delivery()))
         await asyncio.wait_for(producer, 60)  # resumes as the consumer acks
-        await wait_for(lambda: len(collector.handled) >= total)
+        await wait_until(lambda: len(collector.handled) >= total)
         await wire.drain()
         await asyncio.wait_for(task, 10)
         assert sorted(collector.seqs) == list(range(total))
@@ -366,11 +363,11 @@ async def test_a_stop_while_nats_is_unreachable_ends_within_its_timeout_and_lose
                           checkpoints=checkpoints)
         await runtime.build()
         await runtime.start()
-        await wait_for(lambda: len(lines()) >= 300, timeout=30)
+        await wait_until(lambda: len(lines()) >= 300, timeout=30)
         await server.stop()  # NATS unreachable
         standard = brokers.get("standard")
         assert standard is not None
-        await wait_for(lambda: not standard.ready[0], timeout=10)
+        await wait_until(lambda: not standard.ready[0], timeout=10)
         t0 = time.monotonic()
         await runtime.stop(timeout=stop_timeout)
         await brokers.close()
@@ -386,7 +383,7 @@ async def test_a_stop_while_nats_is_unreachable_ends_within_its_timeout_and_lose
         await runtime.build()
         await runtime.start()
         try:
-            await wait_for(lambda: len(set(lines())) >= total, timeout=60)
+            await wait_until(lambda: len(set(lines())) >= total, timeout=60)
             await asyncio.sleep(settings.ack_wait + 1)  # anything redelivered late would show up as a repeat
         finally:
             await runtime.stop(timeout=10)

@@ -11,26 +11,9 @@ import pytest
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats
 
-try:
-    from tests.nats_fixtures import nats_unavailable
-    from tests.test_nats_wire import (
-        Collector,
-        broker_for,
-        make_scenario,
-        make_wire,
-        messages,
-        wait_for,
-    )
-except ModuleNotFoundError:
-    from nats_fixtures import nats_unavailable  # type: ignore[no-redef]
-    from test_nats_wire import (  # type: ignore[no-redef]
-        Collector,
-        broker_for,
-        make_scenario,
-        make_wire,
-        messages,
-        wait_for,
-    )
+from tests.support.nats import nats_unavailable
+from tests.support.polling import wait_until
+from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -65,16 +48,16 @@ async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, un
 
             consumer = asyncio.create_task(wire.consume(collector.delivery()))
             producer = asyncio.create_task(produce())
-            await wait_for(lambda: len(collector.handled) >= 300)
+            await wait_until(lambda: len(collector.handled) >= 300)
             await server.stop()
-            await wait_for(lambda: not broker.ready[0], timeout=10)
+            await wait_until(lambda: not broker.ready[0], timeout=10)
             assert "disconnected" in broker.ready[1]
             stalled_at = wire.stats.sent
             await asyncio.sleep(1.0)
             assert not producer.done() and wire.stats.sent == stalled_at  # the publisher waits
             await server.start()
             await asyncio.wait_for(producer, 60)
-            await wait_for(lambda: len({m.id for m in collector.handled}) >= total, timeout=60)
+            await wait_until(lambda: len({m.id for m in collector.handled}) >= total, timeout=60)
             await wire.drain()
             await asyncio.wait_for(consumer, 10)
             assert sorted(set(collector.seqs)) == list(range(total))
@@ -102,7 +85,7 @@ async def test_drain_while_nats_is_down_returns(tmp_path: Path, unique_name: str
             consumer = asyncio.create_task(wire.consume(collector.delivery()))
             await asyncio.sleep(0.2)
             await server.stop()
-            await wait_for(lambda: not broker.ready[0], timeout=10)
+            await wait_until(lambda: not broker.ready[0], timeout=10)
             assert await asyncio.wait_for(wire.drain(), 10) == 0
             await asyncio.wait_for(consumer, 10)
             await wire.close()

@@ -3,114 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from fluxmix.errors import TransportError
 from fluxmix.message import Message, source_id
-from fluxmix.scenario import Endpoint, Scenario, WireSpec
-from fluxmix.transports.base import Delivery
-from fluxmix.transports.nats import (
-    NatsBroker,
-    NatsWire,
-    consumer_name,
-    stream_name,
-    wire_subject,
+from fluxmix.transports.nats import NatsBroker, consumer_name, stream_name, wire_subject
+from tests.support.wires import (
+    Collector,
+    broker_for,
+    consuming,
+    make_scenario,
+    make_wire,
+    messages,
+    settled_status,
 )
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.nats
-
-
-def make_wire(src: str = "src.out", dst: str = "dst.in", **options: Any) -> WireSpec:
-    sg, sp = src.split(".")
-    dg, dp = dst.split(".")
-    return WireSpec(Endpoint(sg, sp), Endpoint(dg, dp), "standard", options)
-
-
-def make_scenario(name: str, *wires: WireSpec) -> Scenario:
-    return Scenario(name=name, gears=(), wires=tuple(wires))
-
-
-def messages(name: str, n: int, start: int = 0, gear: str = "src") -> list[Message]:
-    return [Message(id=source_id(name, gear, i), body={"seq": i}, origin=f"{gear}.out") for i in range(start, start + n)]
-
-
-class Collector:
-    """A downstream gear stand-in: records what it handled, can fail or block on demand."""
-
-    def __init__(self, fail: Callable[[Message], bool] = lambda m: False) -> None:
-        self.handled: list[Message] = []
-        self.dead: list[tuple[Message, BaseException]] = []
-        self.attempts: Counter[str] = Counter()
-        self.fail = fail
-        self.flushes = 0
-        self.block_flush = asyncio.Event()
-        self.block_flush.set()
-        self.in_flush = asyncio.Event()
-
-    async def handle(self, msg: Message) -> None:
-        self.attempts[msg.id] += 1
-        if self.fail(msg):
-            raise ValueError(f"cannot handle {msg.id}")
-        self.handled.append(msg)
-
-    async def dead_letter(self, msg: Message, exc: BaseException) -> bool:
-        self.dead.append((msg, exc))
-        return True
-
-    async def flush_downstream(self) -> None:
-        self.in_flush.set()
-        await self.block_flush.wait()
-        self.flushes += 1
-
-    def delivery(self) -> Delivery:
-        return Delivery(self.handle, self.dead_letter, self.flush_downstream)
-
-    @property
-    def seqs(self) -> list[int]:
-        return [m.body["seq"] for m in self.handled]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
-async def settled_status(wire: NatsWire) -> dict[str, Any]:
-    """The wire's status once its cached consumer info says nothing is pending or unacked."""
-
-    def settled() -> bool:
-        status = wire.status().to_json()  # refreshes the consumer info in the background (at most 1/s)
-        return status.get("pending") == 0 and status.get("ack_pending") == 0
-
-    await wait_for(settled, timeout=30)  # each refresh is one consumer-info round trip: slow under load
-    return wire.status().to_json()
-
-
-@contextlib.asynccontextmanager
-async def broker_for(url: str | list[str], **kwargs: Any):
-    broker = NatsBroker(url, **kwargs)
-    await broker.connect()
-    try:
-        yield broker
-    finally:
-        await broker.close()
-
-
-@contextlib.asynccontextmanager
-async def consuming(wire: NatsWire, collector: Collector):
-    task = asyncio.create_task(wire.consume(collector.delivery()))
-    try:
-        yield task
-    finally:
-        if not task.done():
-            await wire.drain()
-        await asyncio.wait_for(task, 10)
 
 
 # --- naming (no server needed) -------------------------------------------------------------------
@@ -160,7 +71,7 @@ async def test_round_trip_delivers_every_message_once(nats_url: str, unique_name
         assert wire.stats.sent == 500
         collector = Collector()
         async with consuming(wire, collector):
-            await wait_for(lambda: len(collector.handled) == 500)
+            await wait_until(lambda: len(collector.handled) == 500)
         # in order as long as no publish had to be retried; content and count always
         assert sorted(m.id for m in collector.handled) == sorted(m.id for m in sent)
         assert sorted(collector.seqs) == list(range(500))
@@ -193,7 +104,7 @@ async def test_replayed_source_ids_are_deduplicated(nats_url: str, unique_name: 
         assert wire.duplicates == 50
         collector = Collector()
         async with consuming(wire, collector):
-            await wait_for(lambda: len(collector.handled) >= 150)
+            await wait_until(lambda: len(collector.handled) >= 150)
             await asyncio.sleep(0.3)
         assert sorted(collector.seqs) == list(range(150))
 
@@ -212,7 +123,7 @@ async def test_fan_out_of_one_message_to_two_wires_is_not_deduplicated(nats_url:
         assert wa.duplicates == 0 and wb.duplicates == 0
         ca, cb = Collector(), Collector()
         async with consuming(wa, ca), consuming(wb, cb):
-            await wait_for(lambda: len(ca.handled) == 20 and len(cb.handled) == 20)
+            await wait_until(lambda: len(ca.handled) == 20 and len(cb.handled) == 20)
         assert sorted(ca.seqs) == sorted(cb.seqs) == list(range(20))
 
 
@@ -229,7 +140,7 @@ async def test_unacked_messages_survive_a_restart_and_a_new_version(nats_url: st
         # half consumed and acked, then the mixer stops
         collector = Collector()
         async with consuming(wire, collector):
-            await wait_for(lambda: len(collector.handled) >= 1)
+            await wait_until(lambda: len(collector.handled) >= 1)
         consumed = len(collector.handled)
     # v2 of the scenario adds a wire; a new process, a new broker
     extra = make_wire("gen.out", "audit.in")
@@ -240,7 +151,7 @@ async def test_unacked_messages_survive_a_restart_and_a_new_version(nats_url: st
         assert (wire.stream, wire.consumer) == (stream_name(unique_name), consumer_name(spec))
         rest = Collector()
         async with consuming(wire, rest):
-            await wait_for(lambda: consumed + len(rest.handled) >= 30)
+            await wait_until(lambda: consumed + len(rest.handled) >= 30)
             await asyncio.sleep(0.3)
         assert sorted(collector.seqs + rest.seqs) == list(range(30))
 
@@ -279,7 +190,7 @@ async def test_flush_waits_for_what_was_sent_before_it_not_for_later_sends(nats_
             return i
 
         busy = asyncio.create_task(busy_sender())
-        await wait_for(lambda: wire.stats.sent > 100)
+        await wait_until(lambda: wire.stats.sent > 100)
         for m in messages(unique_name, 10, gear="quiet"):
             await wire.send(m)
         await asyncio.wait_for(wire.flush(), 20)  # returns while the busy sender keeps going
@@ -301,12 +212,12 @@ async def test_a_consumer_removed_behind_our_back_is_recreated(nats_url: str, un
             for m in messages(unique_name, 5):
                 await wire.send(m)
             await wire.flush()
-            await wait_for(lambda: len(collector.handled) == 5)
+            await wait_until(lambda: len(collector.handled) == 5)
             await broker.js.delete_consumer(stream_name(unique_name), consumer_name(spec))
             for m in messages(unique_name, 5, start=5):
                 await wire.send(m)
             await wire.flush()
-            await wait_for(lambda: len(collector.handled) == 10)
+            await wait_until(lambda: len(collector.handled) == 10)
         assert sorted(collector.seqs) == list(range(10))
 
 

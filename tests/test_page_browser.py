@@ -11,8 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from test_mixer_daemon import MixerProcess, scenario_yaml
-from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+from tests.support.mixer import MixerProcess, scenario_yaml
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

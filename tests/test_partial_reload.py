@@ -7,12 +7,12 @@ from typing import AsyncIterator
 
 import pytest
 
-import test_runtime_helpers as h
+from tests.support import runtime as h
 from fluxmix.mixer.activation import Activator
 from fluxmix.runtime.reload import plan_reload
 from fluxmix.store import Store, open_store
 from fluxmix.transports.registry import Brokers
-from test_runtime_helpers import wait_until
+from tests.support.polling import wait_until
 
 TWO = """\
 name: two

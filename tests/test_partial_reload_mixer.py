@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import pytest
 
-from test_mixer_daemon import MixerProcess, assert_exactly_once, atomic_write, read_lines, run_fluxmix, wait_until
-from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+from tests.support.mixer import MixerProcess, assert_exactly_once, atomic_write, read_lines, run_fluxmix
+from tests.support.polling import block_until
 
 
 NAME = {"name": "branches"}  # the standard-wire test sets a unique one (streams are per name)
@@ -44,7 +44,7 @@ def seqs(path: Path) -> list[int]:
 
 def grows(mixer: MixerProcess, path: Path, by: int) -> None:
     start = len(read_lines(path))
-    wait_until(lambda: len(read_lines(path)) >= start + by, f"{by} more lines in {path.name}", proc=mixer)
+    block_until(lambda: len(read_lines(path)) >= start + by, f"{by} more lines in {path.name}", proc=mixer)
 
 
 def gears(mixer: MixerProcess) -> dict[str, Any]:

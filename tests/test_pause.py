@@ -12,12 +12,12 @@ from typing import Any, Callable
 
 import pytest
 
-import test_runtime_helpers as h
+from tests.support import runtime as h
 from fluxmix.gears.catalog import Catalog
 from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.transports.memory import MemoryBroker
-from test_mixer_daemon import MixerProcess, read_lines, run_fluxmix, scenario_yaml, wait_until
-from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+from tests.support.mixer import MixerProcess, read_lines, run_fluxmix, scenario_yaml
+from tests.support.polling import block_until, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
     rt = runtime(scen, MemoryCheckpoints())
     await rt.build()
     await rt.start()
-    await h.wait_until(lambda: len(h.SEEN["sink"]) >= 100)
+    await wait_until(lambda: len(h.SEEN["sink"]) >= 100)
     paused = await rt.pause_sources()
     assert paused == ["src"]
     status = rt.status().to_json()["gears"]
@@ -47,7 +47,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
     emitted = status["src"]["emitted"]
     assert emitted < 1200, "the source was still reading when paused"
     # In flight when paused (up to a queue's worth): it still reaches the sink...
-    await h.wait_until(lambda: len(h.SEEN["sink"]) == emitted)
+    await wait_until(lambda: len(h.SEEN["sink"]) == emitted)
     # ... and nothing new is emitted while paused (the sink stays idle for a while).
     for _ in range(20):
         await asyncio.sleep(0.01)
@@ -55,7 +55,7 @@ async def test_paused_file_source_emits_nothing_while_in_flight_drains_and_resum
     assert len(h.SEEN["sink"]) == emitted
     assert await rt.pause_sources() == []  # idempotent
     assert await rt.resume_sources() == ["src"]
-    await h.wait_until(lambda: len(h.SEEN["sink"]) == 1200)
+    await wait_until(lambda: len(h.SEEN["sink"]) == 1200)
     await rt.stop()
     assert [b["seq"] for b in h.SEEN["sink"]] == list(range(1, 1201))  # each line once, in order
 
@@ -69,7 +69,7 @@ async def test_a_runtime_built_paused_starts_its_sources_only_on_resume() -> Non
     await asyncio.sleep(0.05)
     assert rt.status().to_json()["gears"]["src"]["state"] == "paused" and not h.SEEN["sink"]
     await rt.resume_sources()
-    await h.wait_until(lambda: len(h.SEEN["sink"]) == 50)
+    await wait_until(lambda: len(h.SEEN["sink"]) == 50)
     report = await rt.stop()
     assert not report.timed_out and rt.status().to_json()["gears"]["src"]["state"] == "stopped"
 
@@ -79,7 +79,7 @@ async def test_stop_while_paused_is_clean() -> None:
     rt = runtime(scen, MemoryCheckpoints())
     await rt.build()
     await rt.start()
-    await h.wait_until(lambda: len(h.SEEN["sink"]) >= 5)
+    await wait_until(lambda: len(h.SEEN["sink"]) >= 5)
     await rt.pause_sources()
     report = await rt.stop(timeout=5)
     assert not report.timed_out
@@ -102,7 +102,7 @@ def test_pause_resume_through_the_cli_survives_reload_and_restart(
     path.write_text(scenario_yaml(out, rate=200))
     mixer = start_mixer("-s", str(path))
     mixer.wait_ready()
-    wait_until(lambda: len(read_lines(out)) >= 20, "some output", proc=mixer)
+    block_until(lambda: len(read_lines(out)) >= 20, "some output", proc=mixer)
 
     done = fluxmix(mixer, home, tmp_path, "pause")
     assert done.returncode == 0, done.stderr
@@ -115,8 +115,8 @@ def test_pause_resume_through_the_cli_survives_reload_and_restart(
     ready = mixer.get("/readyz")
     assert ready["reason"] == "running, sources paused"
     # Everything emitted before the pause reaches the sink; nothing after it.
-    wait_until(lambda: len(read_lines(out)) == emitted, "in-flight messages to reach the sink", proc=mixer)
-    wait_until(lambda: mixer.status()["gears"]["sink"]["handled"] == emitted, "the sink to settle", proc=mixer)
+    block_until(lambda: len(read_lines(out)) == emitted, "in-flight messages to reach the sink", proc=mixer)
+    block_until(lambda: mixer.status()["gears"]["sink"]["handled"] == emitted, "the sink to settle", proc=mixer)
     assert mixer.status()["gears"]["source"]["emitted"] == emitted
 
     # A reload (file edit) keeps the scenario paused: the partial reload restarts only the map
@@ -138,7 +138,7 @@ def test_pause_resume_through_the_cli_survives_reload_and_restart(
 
     done = fluxmix(mixer, home, tmp_path, "resume")
     assert done.returncode == 0, done.stderr
-    wait_until(lambda: len(read_lines(out)) > count + 10, "output after resume", proc=mixer)
+    block_until(lambda: len(read_lines(out)) > count + 10, "output after resume", proc=mixer)
     seqs = [line["seq"] for line in read_lines(out)]
     assert seqs == list(range(1, len(seqs) + 1)), "a gap or a repeat across pause, reload, restart"
     outcomes = [(e["trigger"], e["outcome"]) for e in mixer.journal()]
@@ -180,10 +180,7 @@ def test_a_paused_mixer_activates_without_verifying_expectations(
 ) -> None:
     """Paused sources emit nothing, so `--verify-within` would roll back a good scenario: it is
     activated unverified, and the journal says why."""
-    try:
-        from test_expectations import generate_scenario
-    except ImportError:
-        from tests.test_expectations import generate_scenario  # type: ignore[no-redef]
+    from tests.support.mixer import generate_scenario
     mixer = start_mixer("--verify-within", "2s", "--no-watch", "--scenario-dir", str(tmp_path))
     mixer.wait_ready()
     assert mixer.post("/pause")[0] == 200

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-import test_runtime_helpers as h
+from tests.support import runtime as h
 from fluxmix.errors import ActivationError, GearError, ReadOnlyBodyError
 from fluxmix.gears.base import Gear, Port
 from fluxmix.gears.generate import Generate
@@ -17,7 +17,8 @@ from fluxmix.runtime import Runtime, topological_order
 from fluxmix.scenario import Scenario, WireSpec
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
 from fluxmix.runtime import MemoryCheckpoints
-from test_runtime_helpers import Collect, wait_until
+from tests.support.polling import wait_until
+from tests.support.runtime import Collect
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer.activation import Activator
 from fluxmix.store import open_store
 from fluxmix.transports.registry import Brokers
-from test_runtime_helpers import wait_until
+from tests.support.polling import wait_until
 
 SCENARIO = """\
 name: pipeline

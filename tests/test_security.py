@@ -30,7 +30,8 @@ from fluxmix.mixer.logs import JsonFormatter, TextFormatter
 from fluxmix.mixer.settings import MixerSettings
 from fluxmix.store import open_store
 from fluxmix.transports.registry import Brokers
-from test_mixer_daemon import FLUXMIX, MixerProcess, read_lines, run_fluxmix, scenario_yaml, start_mixer, home, wait_until  # noqa: F401
+from tests.support.mixer import FLUXMIX, MixerProcess, run_fluxmix
+from tests.support.polling import block_until
 
 TOKEN = "tok-3f9a1c77e2b44d0c9b1f"
 LONG = 900_000  # characters of the hostile name
@@ -378,7 +379,7 @@ def test_no_scenario_ends_the_mixer(tmp_path: Path, home: Path, start_mixer: Cal
         )
         code, entry = mixer.post("/activate", {"ref": str(tmp_path / "handle.yaml")})
         assert code == 200 and entry["outcome"] == "activated", entry
-        wait_until(lambda: (mixer.status()["gears"]["g"].get("errors") or 0) >= 1, "the gear's failure", proc=mixer)
+        block_until(lambda: (mixer.status()["gears"]["g"].get("errors") or 0) >= 1, "the gear's failure", proc=mixer)
         assert mixer.proc.poll() is None and mixer.get("/healthz") == {"status": "ok"}
         (tmp_path / "flush.yaml").write_text(  # flush() runs after each message from a memory wire
             "name: flush\ngears:\n  - {name: source, type: generate, config: {count: 2}}\n"
@@ -387,7 +388,7 @@ def test_no_scenario_ends_the_mixer(tmp_path: Path, home: Path, start_mixer: Cal
         )
         code, entry = mixer.post("/activate", {"ref": str(tmp_path / "flush.yaml")})
         assert code == 200 and entry["outcome"] == "activated", entry
-        wait_until(lambda: (mixer.status()["gears"]["g"].get("errors") or 0) >= 1, "the flush failure", proc=mixer)
+        block_until(lambda: (mixer.status()["gears"]["g"].get("errors") or 0) >= 1, "the flush failure", proc=mixer)
         assert mixer.proc.poll() is None and mixer.get("/healthz") == {"status": "ok"}
         assert TOKEN not in mixer.output()
     finally:

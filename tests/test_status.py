@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-import test_runtime_helpers as h
+from tests.support import runtime as h
 from fluxmix.runtime import MemoryCheckpoints, Runtime
 from fluxmix.status import (
     DurableWireStatus,
@@ -22,7 +22,7 @@ from fluxmix.status import (
     WireStatus,
 )
 from fluxmix.transports.memory import MemoryBroker
-from test_runtime_helpers import wait_until
+from tests.support.polling import wait_until
 
 COUNTERS = ["sent", "received", "failed", "redelivered", "dead_lettered", "dropped"]
 # The JSON keys /status served before the typed model, in their order (clients depend on them).

@@ -16,8 +16,8 @@ from typing import Callable
 import pytest
 
 from fluxmix.cli.top import Sampler, frame_data
-from test_mixer_daemon import FLUXMIX, MixerProcess, run_fluxmix, scenario_yaml, wait_until
-from test_mixer_daemon import home, start_mixer  # noqa: F401 - fixtures
+from tests.support.mixer import FLUXMIX, MixerProcess, run_fluxmix, scenario_yaml
+from tests.support.polling import block_until
 
 
 def test_once_prints_one_frame_with_every_gear_wire_and_rates(
@@ -73,7 +73,7 @@ def test_live_view_redraws_and_quits_on_q_or_ctrl_c(
                     pass
             return seen.count(b"keep.out->sink.in") >= 2  # at least two frames drawn
 
-        wait_until(read_some, "two frames of top", proc=mixer)
+        block_until(read_some, "two frames of top", proc=mixer)
         os.write(leader, key)  # the pty turns Ctrl-C into SIGINT, as a terminal does
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:

@@ -23,7 +23,8 @@ from fluxmix.status import DurableWireStatus
 from fluxmix.transports.base import Broker, Delivery, Wire
 from fluxmix.transports.memory import MemoryBroker, MemoryWire
 from fluxmix.transports.nats import NatsBroker, NatsWire
-from test_runtime_helpers import wait_until
+from tests.support.polling import wait_until
+from tests.support.wires import consuming
 
 # Polls for work on a real server on a busy machine: a correctness wait, never a timing assertion.
 SERVER_WAIT = 30.0
@@ -188,18 +189,6 @@ async def standard_transport(nats_url: str, unique_name: str) -> AsyncIterator[T
 @pytest.fixture(params=["memory", pytest.param("standard", marks=pytest.mark.nats)])
 def transport(request: pytest.FixtureRequest) -> Transport:
     return request.getfixturevalue(f"{request.param}_transport")
-
-
-@contextlib.asynccontextmanager
-async def consuming(wire: Wire, downstream: Downstream) -> AsyncIterator[asyncio.Task[None]]:
-    """A consumer for the block; drained (unless the test stopped it) on the way out."""
-    task = asyncio.create_task(wire.consume(downstream.delivery()))
-    try:
-        yield task
-    finally:
-        if not task.done():
-            await wire.drain()
-        await asyncio.wait_for(task, SERVER_WAIT)
 
 
 async def send_all(wire: Wire, messages: list[Message]) -> None:

@@ -13,6 +13,7 @@ never pass by silently skipping the NATS tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -31,7 +32,7 @@ import pytest
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats, find_nats_server
 
-DEPLOY_NATS = Path(__file__).resolve().parent.parent / "deploy" / "nats"
+DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 
 
 def nats_unavailable(reason: str) -> NoReturn:
@@ -58,17 +59,24 @@ def unique_name() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-async def nats_embedded(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+@contextlib.asynccontextmanager
+async def embedded_server(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, str]]:
+    """Our own EmbeddedNats under tmp_path and its URL, stopped on the way out."""
     server = EmbeddedNats(tmp_path / "nats")
     try:
-        await server.start()
+        url = await server.start()
     except NatsUnavailableError as exc:
         nats_unavailable(str(exc))
     try:
-        yield server
+        yield server, url
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def nats_embedded(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    async with embedded_server(tmp_path) as (server, _):
+        yield server
 
 
 @pytest.fixture
@@ -77,15 +85,8 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
     if external:
         yield external
         return
-    server = EmbeddedNats(tmp_path / "nats")
-    try:
-        url = await server.start()
-    except NatsUnavailableError as exc:
-        nats_unavailable(str(exc))
-    try:
+    async with embedded_server(tmp_path) as (_, url):
         yield url
-    finally:
-        await server.stop()
 
 
 # the brief's name for it

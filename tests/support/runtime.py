@@ -167,8 +167,3 @@ def scenario(name: str, gears: list[tuple[str, str, dict[str, Any]]], wires: lis
     return Scenario(name=name, gears=tuple(GearSpec(n, t, c) for n, t, c in gears), wires=tuple(wire_specs))
 
 
-async def wait_until(predicate: Any, *, timeout: float = 10.0) -> None:
-    """Poll a condition (correctness wait, not a timing assertion)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)

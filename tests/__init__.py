@@ -1,0 +1,1 @@
+"""fluxmix's tests; shared fixtures and helpers live in tests.support."""
