@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from fluxmix.diff import ScenarioDiff, diff_scenarios
 from fluxmix.errors import ActivationError, FluxmixError
@@ -149,10 +149,6 @@ class PreparedReload:
     wires: dict[str, Wire]  # added and changed wires (new objects)
     retired: dict[str, Wire] = field(default_factory=dict)  # removed and changed wires (old objects)
 
-    async def discard(self) -> None:
-        """Not applied after all: release what was created."""
-        await close_all(self.wires.values())
-
 
 def _succession(before: GearRunner | None, gear_type: str) -> dict[str, Any]:
     """A restarted gear's instance number and the totals it goes on from. A gear whose type
@@ -209,7 +205,6 @@ async def apply(runtime: Runtime, prepared: PreparedReload, *, on_stopped: Calla
             await runtime.in_context(runtime.start_runners(started))
         except Exception as exc:
             await _restore(runtime, prepared, started, old_scenario, old_hash, old_runners, exc)
-            raise AssertionError("unreachable")  # _restore always raises
         await close_all(prepared.retired.values())
     finally:
         runtime.reloading = False
@@ -280,7 +275,7 @@ def _carry_stats(old: Wire, new: Wire, *, undo: bool) -> None:
 
 
 async def _restore(runtime: Runtime, prepared: PreparedReload, started: list[GearRunner], old_scenario: Scenario,
-                   old_hash: str, old_runners: list[GearRunner], exc: Exception) -> None:
+                   old_hash: str, old_runners: list[GearRunner], exc: Exception) -> NoReturn:
     """The flipped diff: stop the new gears, put fresh instances of the previous ones back on the
     previous wires and start them. Always raises."""
     reason = str(exc) if isinstance(exc, FluxmixError) else f"{type(exc).__name__}: {exc}"
