@@ -221,3 +221,27 @@ async def test_the_gap_of_a_restarted_sink_is_measured(tmp_path: Path, activator
     assert entry.outcome == "activated" and entry.reload["gears_restarted"] == ["sink_b"], entry.reason
     assert entry.gap_seconds is not None and entry.gap_seconds >= 0
     await stop_and_check_exactly_once(activator)
+
+
+async def test_a_stuck_stop_is_bounded_by_the_stop_timeout(tmp_path: Path, store: Store) -> None:
+    """A restarted gear that never finishes the message in hand (here: blocked; in life: NATS away)
+    costs --stop-timeout, not the activation lock forever; the rest keeps flowing."""
+    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=1.0)
+    try:
+        path = write(tmp_path, two())
+        await act.activate(path, trigger="startup")
+        await flowing("sink_b", 20)
+        import asyncio
+
+        h.GATES["sink_b"] = asyncio.Event()  # the old sink_b blocks on its next message
+        await wait_until(lambda: act.current.runners["sink_b"].gear.active > 0)
+        entry = await asyncio.wait_for(act.activate(write(tmp_path, two(sink_b=", config: {note: x}")),
+                                                    trigger="reload"), 30)
+        assert entry.outcome == "activated", entry.reason
+        assert "timed out after 1s" in entry.reason and entry.reload["gears_restarted"] == ["sink_b"]
+        h.GATES["sink_b"].set()
+        await flowing("sink_a", 20)
+        await flowing("sink_b", 20)
+    finally:
+        h.GATES.clear()
+        await act.shutdown()

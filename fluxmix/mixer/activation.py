@@ -343,7 +343,7 @@ class Activator:
                 if stopwatch is not None:
                     stopwatch.resume()
 
-            await apply_reload(runtime, prepared, on_stopped=stopped)
+            timed_out = await apply_reload(runtime, prepared, on_stopped=stopped, stop_timeout=self.stop_timeout)
         except ReloadRolledBack as exc:
             attempt.lap("start")
             if stopwatch is not None:
@@ -388,6 +388,8 @@ class Activator:
             if plan.reasons:
                 reason += "; " + "; ".join(plan.reasons)
             gap = None
+        if timed_out:
+            reason += f"; stopping the restarted gears timed out after {self.stop_timeout:g}s (what they had in hand was abandoned)"
         reason += verified_note
         self._set_current(runtime, loaded, active_ref, attempt.entry("activated", reason))
         await self._remember_active(loaded.hash, active_ref)
@@ -405,7 +407,7 @@ class Activator:
             try:
                 back = await prepare_reload(runtime, previous.scenario, previous.hash,
                                             plan_reload(failed.scenario, previous.scenario))
-                await apply_reload(runtime, back)
+                await apply_reload(runtime, back, stop_timeout=self.stop_timeout)
             except Exception as exc:
                 log.error("undoing the partial reload of %s failed: %s", failed.ref, _describe(exc))
             else:

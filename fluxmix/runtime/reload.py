@@ -182,19 +182,22 @@ async def prepare(runtime: Runtime, scenario: Scenario, scenario_hash: str, plan
     return PreparedReload(scenario, scenario_hash, plan, runners, wires)
 
 
-async def apply(runtime: Runtime, prepared: PreparedReload, *, on_stopped: Callable[[], None] | None = None) -> None:
+async def apply(runtime: Runtime, prepared: PreparedReload, *, on_stopped: Callable[[], None] | None = None,
+                stop_timeout: float | None = None) -> bool:
     """Stop the affected gears, connect the new ones and start them; everything else runs on.
 
-    Raises ReloadRolledBack (the previous gears run again, on the same wires) or ReloadFailed
-    (they could not be restored either: the caller stops the runtime). `on_stopped` is called
-    once the affected gears stopped, before the new ones start (the reload stopwatch)."""
+    Returns True when stopping the affected gears did not finish within `stop_timeout` (NATS
+    away, a gear stuck in its code) and what they still had in hand was abandoned, as a full stop
+    does past its timeout. Raises ReloadRolledBack (the previous gears run again, on the same
+    wires) or ReloadFailed (they could not be restored either: the caller stops the runtime).
+    `on_stopped` is called once the affected gears stopped, before the new ones start."""
     plan = prepared.plan
     old_scenario, old_hash = runtime.scenario, runtime.scenario_hash
     old_runners = [r for r in runtime.order if r.name in plan.affected]
     gone = set(plan.wires_removed) | set(plan.wires_changed)
     runtime.reloading = True
     try:
-        await _stop(runtime, old_runners, gone)
+        timed_out = await _stop_within(runtime, old_runners, gone, stop_timeout)
         if on_stopped is not None:
             on_stopped()
         prepared.retired = {key: runtime.wires[key] for key in gone if key in runtime.wires}
@@ -204,10 +207,28 @@ async def apply(runtime: Runtime, prepared: PreparedReload, *, on_stopped: Calla
         try:
             await runtime.in_context(runtime.start_runners(started))
         except Exception as exc:
-            await _restore(runtime, prepared, started, old_scenario, old_hash, old_runners, exc)
+            await _restore(runtime, prepared, started, old_scenario, old_hash, old_runners, exc, stop_timeout)
         await close_all(prepared.retired.values())
     finally:
         runtime.reloading = False
+    return timed_out
+
+
+async def _stop_within(runtime: Runtime, runners: list[GearRunner], gone: set[str], timeout: float | None) -> bool:
+    """_stop, bounded: past `timeout` the runners' tasks are cancelled and their gears stopped
+    without waiting for what they had in hand (True)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await _stop(runtime, runners, gone)
+        return False
+    except TimeoutError:
+        log.error("scenario %s: stopping %s did not finish within %gs; abandoning what they had in hand",
+                  runtime.scenario.name, ", ".join(r.name for r in runners), timeout,
+                  extra={"scenario": runtime.scenario.name})
+        for runner in runners:
+            await runner.cancel_tasks()
+            await runner.force_stop()
+        return True
 
 
 async def _stop(runtime: Runtime, runners: list[GearRunner], gone: set[str]) -> None:
@@ -275,12 +296,13 @@ def _carry_stats(old: Wire, new: Wire, *, undo: bool) -> None:
 
 
 async def _restore(runtime: Runtime, prepared: PreparedReload, started: list[GearRunner], old_scenario: Scenario,
-                   old_hash: str, old_runners: list[GearRunner], exc: Exception) -> NoReturn:
+                   old_hash: str, old_runners: list[GearRunner], exc: Exception,
+                   stop_timeout: float | None = None) -> NoReturn:
     """The flipped diff: stop the new gears, put fresh instances of the previous ones back on the
     previous wires and start them. Always raises."""
     reason = str(exc) if isinstance(exc, FluxmixError) else f"{type(exc).__name__}: {exc}"
     failed = [r for r in runtime.order if r.name in prepared.runners]
-    await _stop(runtime, failed, set(prepared.wires))
+    await _stop_within(runtime, failed, set(prepared.wires), stop_timeout)
     for runner in started:
         await runner.cancel_tasks()
     try:

@@ -9,6 +9,7 @@ drain (an abandoned activation or a stop that timed out), and those are counted 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Any, ClassVar, Sequence
@@ -209,6 +210,12 @@ class MemoryWire(Wire):
         if self._consumer is not None and not self._consumer.done():
             raise TransportError(f"memory wire {self.spec.key} already has a consumer")
         self._consumer = asyncio.current_task()
+        if self._in_hand:
+            # The previous consumer was cancelled mid-batch (a stop abandoned past its timeout):
+            # what it had not finished goes first to this one instead of being lost unseen.
+            self._items.extendleft(reversed(self._in_hand[self._finished:]))
+            self._in_hand, self._finished = [], 0
+            self._cursor = _Cursor(self)
         while True:
             batch = await self._take()
             if batch is None:
@@ -324,9 +331,11 @@ class MemoryWire(Wire):
             return
         self._items.appendleft(_DETACH)
         self._wake_getter()
-        await asyncio.wait({consumer})
-        if self._items and self._items[0] is _DETACH:  # the consumer ended otherwise (close)
-            self._items.popleft()
+        try:
+            await asyncio.wait({consumer})
+        finally:  # the consumer ended otherwise (close, or cancelled by an abandoned stop)
+            with contextlib.suppress(ValueError):
+                self._items.remove(_DETACH)
 
     async def close(self) -> None:
         """Stop at once; whatever is still queued or in hand is counted (and logged) as dropped."""
