@@ -51,6 +51,26 @@ class Duration(click.ParamType):
         return seconds
 
 
+def _fleet_settings(name: str | None, member: str | None, member_ttl: float, lease_ttl: float, claim_ttl: float,
+                    nats_urls: tuple[str, ...]) -> object:
+    """FleetSettings for --fleet (None without it); checked here, so a bad flag exits 2 at once."""
+    from fluxmix.errors import UserError
+
+    if not name:
+        if member:
+            raise UserError("--fleet-member needs --fleet NAME")
+        return None
+    from fluxmix.fleet.member import FleetSettings
+    from fluxmix.fleet.naming import check_fleet_name, check_member_id
+
+    check_fleet_name(name)
+    if member:
+        check_member_id(member)
+    if not nats_urls:
+        raise UserError("--fleet needs --nats-url: the members meet on a NATS cluster, not an embedded server")
+    return FleetSettings(name=name, member=member, member_ttl=member_ttl, lease_ttl=lease_ttl, claim_ttl=claim_ttl)
+
+
 @click.command(cls=FluxmixCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "-s",
@@ -123,6 +143,18 @@ class Duration(click.ParamType):
 @click.option("--gears-path", "gears_path", metavar="DIR", multiple=True,
               help="Directory python gears may import their module from (repeat, or separate with ':'; "
               "default $FLUXMIX_GEARS_PATH). Other modules must come from an installed fluxmix.gears plugin.")
+@click.option("--fleet", "fleet", metavar="NAME", default=None, envvar="FLUXMIX_FLEET",
+              help="Join the fleet NAME on --nats-url: sources run on one member at a time (leases), durable "
+              "wires are shared, one desired scenario for all (see README: Scaling out).")
+@click.option("--fleet-member", metavar="ID", default=None, envvar="FLUXMIX_FLEET_MEMBER",
+              help="This member's id (stable across restarts; default: generated once into <store>/fleet-member).")
+@click.option("--fleet-member-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True, metavar="SECONDS",
+              help="How long a member's registration outlives its last heartbeat (a kill -9'd member is gone after it).")
+@click.option("--fleet-lease-ttl", type=click.FloatRange(min=1.0), default=10.0, show_default=True, metavar="SECONDS",
+              help="How long a source lease outlives its last renewal: a dead holder's sources move within it.")
+@click.option("--fleet-claim-ttl", type=click.FloatRange(min=60.0), default=3600.0, show_default=True,
+              metavar="SECONDS", help="How long a sink's fleet-wide claim on a message id is kept (must exceed any "
+              "redelivery: --nats-ack-wait x max_deliver plus retry delays).")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
               envvar="FLUXMIX_LOG_FORMAT", help="text for people, json for log collectors (one object per line).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True,
@@ -159,6 +191,11 @@ def main(
     no_auth: bool,
     scenario_dirs: tuple[Path, ...],
     gears_path: tuple[str, ...],
+    fleet: str | None,
+    fleet_member: str | None,
+    fleet_member_ttl: float,
+    fleet_lease_ttl: float,
+    fleet_claim_ttl: float,
     log_format: str,
     log_level: str,
     debug: bool,
@@ -210,6 +247,7 @@ def main(
         scenario_dirs=tuple(Path(d).expanduser().resolve() for d in scenario_dirs),
         log_format=log_format,
         log_level=log_level.lower(),
+        fleet=_fleet_settings(fleet, fleet_member, fleet_member_ttl, fleet_lease_ttl, fleet_claim_ttl, nats_urls),
     )
     configure_logging(settings.log_format, settings.log_level)
     try:

@@ -23,6 +23,8 @@
      │    └── NatsUnavailableError  no NATS server could be reached or started
      ├── ActivationError            a scenario could not be brought up (the old one keeps running)
      │    └── NothingToReload       a reload asked for while the mixer follows no reference
+     ├── FleetError                 a fleet member could not coordinate through NATS KV
+     │    └── LeaseLostError        a source's lease is gone: its emits and checkpoints are refused
      └── MixerApiError              the mixer's HTTP API refused or could not be reached
 
 The CLI maps UserError to exit status 2 and every other FluxmixError to 1, printing
@@ -207,6 +209,14 @@ class ActivationError(FluxmixError):
 
 class NothingToReload(ActivationError):
     """POST /reload or SIGHUP while the mixer follows no reference."""
+
+
+class FleetError(FluxmixError):
+    """A fleet member could not coordinate through NATS (join, lease, claim, desired scenario)."""
+
+
+class LeaseLostError(FleetError):
+    """A source's lease is no longer held by this member: its emits and checkpoints are refused."""
 
 
 class MixerApiError(FluxmixError):

@@ -279,3 +279,4 @@ class MixerStatus(_Status):
     store: str
     pid: int
     version: str
+    fleet: dict[str, Any] | None = None  # with --fleet: fluxmix.fleet.FleetMember.status()

@@ -342,6 +342,12 @@ class FileOut(Gear):
         self.cut_bytes = 0  # unacknowledged tail removed at start
         self._skipped_logged = 0
         self._summary_at = time.monotonic()
+        # In a fleet (fluxmix.fleet.claims): one claim per message id across the members, and the
+        # lines written since the last record, so a line whose claim was taken over can be removed.
+        fleet = getattr(ctx, "claims", None)
+        self._claims = fleet.for_gear(ctx.scenario_name, name) if fleet is not None else None
+        self._tail: list[tuple[str, bytes]] = []
+        self._fleet_lock = asyncio.Lock()
 
     async def start(self) -> None:
         try:
@@ -357,6 +363,11 @@ class FileOut(Gear):
             raise GearError(self.name, f"{str(self.path)!r} is already written by another file-out (in this "
                                        "mixer or another process): one file-out per file") from None
         self._fd = fd
+        if self._claims is not None and not self.envelope:
+            self._close()
+            raise GearError(self.name, "in a fleet, file-out needs envelope: true (a restarted member finds "
+                                       "which lines of its unacknowledged tail it committed by their ids)")
+        tail = await asyncio.to_thread(self._read_tail) if self._claims is not None else []
         try:
             await asyncio.to_thread(self._recover)
         except OSError as exc:
@@ -366,6 +377,8 @@ class FileOut(Gear):
         except BaseException:
             self._close()
             raise
+        if tail and self.cut_bytes:
+            await self._restore_committed(tail)
         if self.dedupe:  # after the cut: ids of lines that were cut are not written
             ids = await asyncio.to_thread(tail_ids, self.path, self.dedupe)
             self._recent = RecentIds(self.dedupe, ids)
@@ -395,6 +408,103 @@ class FileOut(Gear):
                     self.ctx.log.warning("gear %s: %s ended with a partial line; closing it with a newline", self.name, self.path)
                     self._write(b"\n")
         self._rewrite_ack_log(self._record(carried=True))
+
+    def _read_tail(self) -> list[tuple[str, bytes]]:
+        """Fleet: the complete lines after the last record's offset, with their ids (blocking)."""
+        record = read_ack_log(self.ack_path)
+        if record is None:
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(record.offset)
+                data = f.read()
+        except OSError:
+            return []
+        lines = []
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn: never committed
+            try:
+                message_id = json.loads(line).get("id")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(message_id, str):
+                lines.append((message_id, line))
+        return lines
+
+    async def _restore_committed(self, tail: list[tuple[str, bytes]]) -> None:
+        """Fleet: the cut tail held lines this member committed fleet-wide and was killed before
+        recording locally: they are written back (in order), the rest stays cut."""
+        assert self._claims is not None
+        try:
+            keep = await self._claims.committed_here(i for i, _ in tail)
+        except Exception as exc:
+            self._close()
+            raise GearError(self.name, f"cannot reconcile {str(self.path)!r} with the fleet's claims: {exc}") from None
+        kept = [(i, line) for i, line in tail if i in keep]
+        if not kept:
+            return
+        for message_id, line in kept:
+            self._write(line)
+            self._handled.add(message_id)
+        await asyncio.to_thread(self._rewrite_ack_log, self._record(carried=True))
+        self.ctx.log.info("gear %s: kept %d line(s) of the cut tail of %s: committed by this member before the "
+                          "crash", self.name, len(kept), self.path)
+
+    async def _handle_fleet(self, port: str, messages: Sequence[Message]) -> None:
+        """Claim the batch fleet-wide, then write only what this member won (see fleet.claims).
+
+        Claimed before the batch is iterated (indexing does not move the runtime's cursor), so a
+        claim failure fails the first message and the batch is handed over again."""
+        assert self._claims is not None and self._fd is not None
+        async with self._fleet_lock:
+            fresh = [messages[i].id for i in range(len(messages)) if not self._is_duplicate(messages[i].id)]
+            mine = await self._claims.claim(fresh) if fresh else set()
+            task = asyncio.current_task()
+            for message in messages:
+                if self._is_duplicate(message.id):
+                    await self.handle(port, message, local=True)  # the local duplicate path
+                    continue
+                if message.id not in mine:
+                    self.skipped += 1  # another member committed it: its line is in that member's file
+                    self._handled.add(message.id)
+                    continue
+                line = encode_json_line(self.record(message))
+                try:
+                    self._write(line)
+                    if self.fsync:
+                        await asyncio.to_thread(os.fsync, self._fd)
+                except OSError as exc:
+                    raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
+                self._tail.append((message.id, line))
+                self._unflushed.setdefault(task, []).append(message.id)
+                self._handled.add(message.id)
+                self.written += 1
+                if self._recent is not None:
+                    self._recent.add(message.id)
+
+    async def _commit_fleet(self) -> None:
+        """Fleet: mark this member's claims done before the local record; a line whose claim was
+        taken over meanwhile is removed from the tail first (it is another member's now)."""
+        assert self._claims is not None
+        if not self._tail:
+            return
+        lost = await self._claims.commit(i for i, _ in self._tail)
+        if lost:
+            await asyncio.to_thread(self._drop_from_tail, lost)
+        self._tail.clear()
+
+    def _drop_from_tail(self, lost: set[str]) -> None:
+        assert self._fd is not None
+        start = self._end - sum(len(line) for _, line in self._tail)
+        os.ftruncate(self._fd, start)
+        self._end = start
+        for message_id, line in self._tail:
+            if message_id not in lost:
+                self._write(line)
+        for ids in self._unflushed.values():
+            ids[:] = [i for i in ids if i not in lost]
+        self.written -= len(lost)
 
     def _record(self, *, carried: bool = False) -> AckRecord:
         """What is true now: the file's size and the ids whose ack may be outstanding: this run's,
@@ -464,9 +574,12 @@ class FileOut(Gear):
             return True
         return self._recent is not None and message_id in self._recent
 
-    async def handle(self, port: str, message: Message) -> None:
+    async def handle(self, port: str, message: Message, *, local: bool = False) -> None:
         if self._fd is None:
             raise GearError(self.name, "not started")
+        if self._claims is not None and not local:
+            await self._handle_fleet(port, [message])
+            return
         task = asyncio.current_task()
         if self._is_duplicate(message.id):
             self.skipped += 1
@@ -496,6 +609,16 @@ class FileOut(Gear):
         if self._fd is None:
             return
         task = asyncio.current_task()
+        if self._claims is not None:  # fleet: claims committed first; no write can slip in between
+            async with self._fleet_lock:
+                await self._commit_fleet()
+                write = self._pending_write()
+                if write is not None:
+                    if self.fsync:
+                        await asyncio.to_thread(self._run, functools.partial(os.fsync, self._fd))
+                    await asyncio.to_thread(self._run, write)
+                self._recorded(task)
+            return
         if not self.fsync:  # no await on this path: nothing can slip in between, no lock needed
             write = self._pending_write()
             if write is not None:
@@ -552,6 +675,9 @@ class FileOut(Gear):
         written twice). A message that cannot be encoded, or a duplicate, ends the run: the lines
         before it are written, then it and the rest go through the per-message path, so it fails
         (or is skipped) alone. With `fsync` every line goes through `handle`, synced in turn."""
+        if self._claims is not None and self._fd is not None:
+            await self._handle_fleet(port, messages)
+            return
         if self.fsync or self._fd is None:
             for message in messages:
                 await self.handle(port, message)

@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from fluxmix.errors import FluxmixError, GearError, UserError, ValidationError, bound_message
 from fluxmix.gears.catalog import Catalog
@@ -159,6 +160,11 @@ class Activator:
         self.known_good: LoadedScenario | None = None  # the rollback target
         self._known_good_ref: str | None = None
         self.paused = False  # every runtime this builds starts with its sources paused (POST /pause)
+        # A fleet member (fluxmix.fleet) sets these: checkpoints in KV, sources under leases,
+        # sinks claiming message ids fleet-wide. None: the local store, no leases, no claims.
+        self.checkpoints: Any = None
+        self.source_guard: Any = None
+        self.claims: Any = None
         self._lock = asyncio.Lock()
         self._gap: GapWatch | None = None  # the running scenario's pending gap, if any
         self._fresh_gap: GapWatch | None = None  # ... created by the attempt in progress
@@ -431,8 +437,9 @@ class Activator:
         await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{short_hash(loaded.hash)}",
                                 declared=loaded.scenario.globals)
         runtime = Runtime(
-            loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers, checkpoints=self.store,
-            globals_=scenario_globals,
+            loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers,
+            checkpoints=self.checkpoints or self.store, globals_=scenario_globals,
+            source_guard=self.source_guard, claims=self.claims,
         )
         runtime.sources_paused = self.paused
         try:

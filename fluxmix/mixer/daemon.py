@@ -89,6 +89,7 @@ class Mixer:
         self._interrupts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hup_while_starting = False
+        self.fleet: Any = None  # a fluxmix.fleet.FleetMember with --fleet
 
     def stop(self, why: str = "stop requested") -> None:
         """Drain and stop (idempotent); run() returns once the scenario has drained."""
@@ -148,6 +149,9 @@ class Mixer:
             if self.handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
+            if self.fleet is not None:  # after the drain: what is left released, deregistered
+                await self.fleet.leave()
+                self.fleet = None
             if self.http is not None:
                 await self.http.cleanup()
                 self.http = None
@@ -186,6 +190,16 @@ class Mixer:
         self.service = MixerService(settings, store, catalog, brokers, activator)
         return self.service
 
+    async def _join_fleet(self, service: MixerService) -> None:
+        """--fleet: join before the first activation, so it already runs as a member."""
+        from fluxmix.fleet import FleetMember
+
+        settings = self.settings
+        self.fleet = FleetMember(settings.fleet, settings.nats.servers, settings.nats.connect_options,
+                                 replicas=settings.nats.replicas, home=service.store.home, store=service.store)
+        await self.fleet.join()
+        self.fleet.attach(service)
+
     async def _serve(self, service: MixerService) -> int:
         settings = self.settings
         t0 = time.monotonic()
@@ -204,6 +218,8 @@ class Mixer:
                 )
             self.http = await start_http(service, settings.http_host, settings.http_port)
 
+        if settings.fleet is not None:
+            await self._join_fleet(service)
         started = time.monotonic()
         if self._stop.is_set():  # stopped while opening the store or checking the reference
             entry = None
@@ -212,6 +228,8 @@ class Mixer:
         else:
             entry = await service.resume()
         service.phase = "serving"
+        if self.fleet is not None:
+            await self.fleet.start()
         self.started.set()
         if entry is not None and entry.outcome == "activated":
             log.debug("startup took %.3fs (activation %.3fs)", time.monotonic() - t0, time.monotonic() - started)

@@ -114,6 +114,7 @@ class MixerService:
         # GET /events; publishing never waits on a client. The poll reads what /status serves.
         self.events = events.EventBus(lambda: self.status().to_json())
         self.allowed_dirs: tuple[Path, ...] = allowed_scenario_dirs(settings, normalize_ref(settings.ref or ""))
+        self.fleet: Any = None  # a fluxmix.fleet.FleetMember with --fleet (it sets itself here)
 
     # ---- activations ----
 
@@ -138,6 +139,8 @@ class MixerService:
                 entry = await self.activator.activate(ref, trigger=trigger)
             self._record(entry, before, ref, time.monotonic() - started)
             self.events.publish("activation-finished", entry.as_dict())
+        if self.fleet is not None:
+            await self.fleet.after_activation(entry)  # the operator's activation becomes the fleet's
         await self.sync_watch()
         return entry
 
@@ -472,6 +475,7 @@ class MixerService:
             store=str(self.store.home),
             pid=os.getpid(),
             version=__version__,
+            fleet=self.fleet.status() if self.fleet is not None else None,
         )
 
     def expectations(self) -> list[dict[str, Any]]:

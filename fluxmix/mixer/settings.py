@@ -49,6 +49,7 @@ class MixerSettings:
     journal_keep_seconds: float = 30 * 86400.0
     log_format: str = "text"
     log_level: str = "info"
+    fleet: Any = None  # fluxmix.fleet.FleetSettings with --fleet NAME; None: a lone mixer
 
 
 def parse_listen(text: str) -> tuple[str, int]:

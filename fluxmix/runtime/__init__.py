@@ -7,7 +7,7 @@
     reload    a partial reload: replace only the gears and wires a scenario change touches
 """
 
-from fluxmix.runtime.context import BUFFER_MAX, CheckpointStore, MemoryCheckpoints, runtime_loop
+from fluxmix.runtime.context import BUFFER_MAX, CheckpointStore, MemoryCheckpoints, SourceGuard, runtime_loop
 from fluxmix.runtime.core import (
     DEFAULT_START_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
@@ -29,6 +29,7 @@ from fluxmix.status import GearCounters
 __all__ = [
     "BUFFER_MAX",
     "CheckpointStore",
+    "SourceGuard",
     "DEFAULT_START_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
     "GEAR_STATES",

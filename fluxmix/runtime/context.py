@@ -13,9 +13,9 @@ import logging
 import time
 import uuid
 from asyncio import current_task
-from typing import Any, Awaitable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Protocol, Sequence
 
-from fluxmix.errors import FluxmixError, GearError
+from fluxmix.errors import FluxmixError, GearError, LeaseLostError
 from fluxmix.message import NO_HEADERS, FrozenDict, Message, freeze_body, freeze_headers, source_id
 from fluxmix.transports.base import BatchCursor, Wire
 
@@ -30,6 +30,20 @@ class CheckpointStore(Protocol):
     def load_checkpoint(self, scenario_name: str, gear: str) -> Any | None: ...
 
     def save_checkpoint(self, scenario_name: str, gear: str, value: Any) -> None: ...
+
+
+class SourceGuard(Protocol):
+    """Where a source may run (a fleet's lease, fluxmix.fleet.leases): `acquire` waits until
+    this process may run it (False: stopping was set first), `valid` is checked before every
+    emit (fencing), `lost` is set when that right ends, `release` gives it up."""
+
+    async def acquire(self, scenario: str, gear: str, stopping: asyncio.Event) -> bool: ...
+
+    def valid(self, scenario: str, gear: str) -> bool: ...
+
+    def lost(self, scenario: str, gear: str) -> asyncio.Event: ...
+
+    async def release(self, scenario: str, gear: str) -> None: ...
 
 
 class MemoryCheckpoints:
@@ -170,7 +184,7 @@ class GearCtx:
     """The GearContext a gear gets: emit through its runner's fan-out, checkpoints through the store."""
 
     def __init__(self, runner: "EmittingGear", *, scenario_name: str, scenario_hash: str, globals_: Any,
-                 checkpoints: CheckpointStore) -> None:
+                 checkpoints: CheckpointStore, claims: Any = None) -> None:
         self._runner = runner
         self._outputs = runner.outputs
         self._checkpoints = checkpoints
@@ -178,6 +192,9 @@ class GearCtx:
         self.scenario_hash = scenario_hash  # switched by a partial reload that keeps this gear
         self.gear_name = runner.name
         self.globals = globals_  # read: .get(key, default); write: .set(key, value, who=...)
+        self.claims = claims  # a fleet's sink claims (fluxmix.fleet.claims), else None
+        # A fleet's source lease: a source's emits check it first (None: no fleet, no check).
+        self.fence: Callable[[], bool] | None = None
         self.log = logging.getLogger(f"fluxmix.gear.{runner.name}")
         self.stopping = asyncio.Event()
         self._ports: dict[str, tuple[tuple[Wire, ...] | None, str]] = {}
@@ -223,6 +240,8 @@ class GearCtx:
         # The hot path of every gear: freeze once (free for a body passed on), one Message per
         # wire sharing body and headers, a derived id hashed only if someone reads it.
         runner = self._runner
+        if self.fence is not None and not self.fence():
+            raise LeaseLostError(f"source {self.gear_name}: emit refused, this member no longer holds its lease")
         wires, origin = self._port(port)
         if position is not None:
             if wires is None:
@@ -272,6 +291,8 @@ class GearCtx:
         n = len(bodies)
         if positions is not None and len(positions) != n:
             raise ValueError(f"emit_many: {len(positions)} positions for {n} bodies")
+        if self.fence is not None and not self.fence():
+            raise LeaseLostError(f"source {self.gear_name}: emit refused, this member no longer holds its lease")
         runner = self._runner
         wires, origin = self._port(port)
         index = None if positions is not None else self._parent_index(port, n)

@@ -28,7 +28,7 @@ from fluxmix.errors import ActivationError, GearError
 from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import MemoryBackend, ScenarioGlobals, use as use_globals
-from fluxmix.runtime.context import CheckpointStore, detail
+from fluxmix.runtime.context import CheckpointStore, SourceGuard, detail
 from fluxmix.runtime.runner import GearRunner, SinkObserver, drain_wire
 from fluxmix.runtime.wiring import Wiring
 from fluxmix.scenario import GearSpec, Scenario
@@ -41,7 +41,8 @@ log = logging.getLogger("fluxmix.runtime")
 # partial reload happens while running (`reloading` is True meanwhile). Gear states add "finished":
 # a source whose run() returned on its own (e.g. `count` reached); "paused": a source stopped by
 # pause_sources() until resume_sources().
-GEAR_STATES = ("built", "starting", "running", "finished", "paused", "stopping", "stopped", "failed")
+# "standby": a source waiting for its fleet lease (another member runs it).
+GEAR_STATES = ("built", "starting", "standby", "running", "finished", "paused", "stopping", "stopped", "failed")
 
 DEFAULT_START_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -105,6 +106,8 @@ class Runtime:
         checkpoints: CheckpointStore,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         globals_: ScenarioGlobals | None = None,
+        source_guard: SourceGuard | None = None,
+        claims: Any | None = None,
     ) -> None:
         self.scenario = scenario
         if globals_ is None:  # no store (tests, harnesses): the declared initial values, in memory
@@ -115,6 +118,8 @@ class Runtime:
         self.catalog = catalog
         self.brokers = brokers
         self.checkpoints = checkpoints
+        self.source_guard = source_guard  # fleet: sources run only where their lease is held
+        self.claims = claims  # fleet: sinks claim message ids fleet-wide (fluxmix.fleet.claims)
         self.start_timeout = start_timeout
         self.state = "created"
         self.started_at: float | None = None

@@ -21,7 +21,17 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 from fluxmix.errors import GearError
 from fluxmix.gears.base import ERROR_PORT, Gear
 from fluxmix.message import Message, derived_id
-from fluxmix.runtime.context import CheckpointStore, GearBatch, GearCtx, Outputs, Throttle, detail, gear_code, send_to_all
+from fluxmix.runtime.context import (
+    CheckpointStore,
+    GearBatch,
+    GearCtx,
+    Outputs,
+    SourceGuard,
+    Throttle,
+    detail,
+    gear_code,
+    send_to_all,
+)
 from fluxmix.scenario import GearSpec, Scenario
 from fluxmix.status import GEAR_COUNTER_FIELDS, GearCounters, GearStatus
 from fluxmix.transports.base import BatchCursor, Delivery, Wire
@@ -53,8 +63,11 @@ class RunnerHost(Protocol):
     scenario_hash: str
     globals: Any
     checkpoints: CheckpointStore
+    source_guard: SourceGuard | None
+    claims: Any
     start_timeout: float
     state: str
+    sources_paused: bool
 
 
 def _sum(a: GearCounters, b: GearCounters) -> GearCounters:
@@ -112,13 +125,17 @@ class GearRunner:
         """Instantiate the gear; raises GearError when its constructor refuses the config."""
         runtime = self.runtime
         self.ctx = GearCtx(self, scenario_name=runtime.scenario.name, scenario_hash=runtime.scenario_hash,
-                           globals_=runtime.globals, checkpoints=runtime.checkpoints)
+                           globals_=runtime.globals, checkpoints=runtime.checkpoints,
+                           claims=getattr(runtime, "claims", None))
         try:
             self.gear = self.cls(self.name, self.spec.config, self.ctx)
             self.is_source = self.gear.is_source()  # the instance decides: `python` wraps sources or not
             self.flushes = self.gear.flushes()
         except (Exception, SystemExit) as exc:  # a gear's sys.exit() must not end the mixer
             raise GearError(self.name, f"cannot be built: {detail(exc, self.name)}") from exc
+        guard = getattr(runtime, "source_guard", None)
+        if guard is not None and self.is_source:
+            self.ctx.fence = functools.partial(guard.valid, runtime.scenario.name, self.name)
 
     def note_wiring(self) -> None:
         """A sink is where a message's trip ends: reload gaps and flow are measured there."""
@@ -162,7 +179,53 @@ class GearRunner:
 
     def run_source(self) -> None:
         self.state = "running"
-        self.run_task = asyncio.create_task(self._run_source(), name=f"fluxmix source {self.name}")
+        self.run_task = asyncio.create_task(self._run_guarded(), name=f"fluxmix source {self.name}")
+
+    async def _run_guarded(self) -> None:
+        """Run the source; in a fleet, only while this member holds its lease.
+
+        Standby until the lease is acquired; then a fresh instance is started (its checkpoint is
+        the previous holder's, read now) and runs until the runtime stops it or the lease is
+        lost; a lost lease stops the source and it waits for the lease again."""
+        runtime = self.runtime
+        guard = getattr(runtime, "source_guard", None)
+        if guard is None:
+            await self._run_source()
+            return
+        scenario = runtime.scenario.name
+        try:
+            while runtime.state in ("starting", "running") and not getattr(runtime, "sources_paused", False):
+                assert self.ctx is not None
+                self.state = "standby"
+                if not await guard.acquire(scenario, self.name, self.ctx.stopping):
+                    return
+                # The instance start() began read its checkpoint before the lease was ours: a fresh
+                # one reads the previous holder's.
+                if self.started:
+                    await gear_code(self, "stop", self.gear.stop())  # type: ignore[union-attr]
+                    self.started = False
+                self.build()
+                await self.start()
+                assert self.ctx is not None
+                stopping = self.ctx.stopping
+                lost = guard.lost(scenario, self.name)
+                watch = asyncio.create_task(_stop_on(lost, stopping), name=f"fluxmix lease watch {self.name}")
+                try:
+                    await self._run_source()
+                    if self.state == "finished":  # keep the lease: nobody else need run it again
+                        await asyncio.wait({watch})
+                finally:
+                    watch.cancel()
+                if not lost.is_set() or runtime.state != "running" or getattr(runtime, "sources_paused", False):
+                    return
+                log.warning("source %s: lease lost; stopped, waiting for the lease again", self.name,
+                            extra={"gear": self.name})
+                await self.stop()
+                self.started = False
+                self.build()  # a fresh context (its stopping event unset) to wait with
+        finally:
+            if not guard.lost(scenario, self.name).is_set():
+                await guard.release(scenario, self.name)
 
     async def _consume(self, wire: Wire, delivery: Delivery) -> None:
         """Run a wire's consumer; if it crashes (a transport fault), restart it with backoff."""
@@ -451,6 +514,17 @@ class GearRunner:
                           since_start={name: getattr(counters, name) for name in GEAR_COUNTER_FIELDS},
                           up_since=self.up_since, instance=self.generation,
                           restarted_at=self.up_since if self.generation > 1 else None)
+
+
+async def _stop_on(lost: asyncio.Event, stopping: asyncio.Event) -> None:
+    """Set `stopping` when the lease is lost (the source's run() then returns)."""
+    waiters = {asyncio.ensure_future(lost.wait()), asyncio.ensure_future(stopping.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    stopping.set()
 
 
 async def drain_wire(wire: Wire) -> None:
