@@ -14,7 +14,7 @@ import click
 
 from fluxmix.cli._app import FluxmixGroup
 from fluxmix.cli.output import echo_json, human_duration, human_time, json_option, table
-from fluxmix.errors import MixerApiError, UserError
+from fluxmix.errors import FleetError, MixerApiError, UserError
 from fluxmix.mixer.client import DEFAULT_URL, MixerClient
 from fluxmix.refs import short_hash
 
@@ -44,6 +44,8 @@ STATUS_SCHEMA: dict[str, Any] = {
         "scenario": {"type": ["object", "null"], "properties": {"name": _TEXT, "tag": _TEXT, "hash": _TEXT}},
         "last_reload": {"anyOf": [{"type": "null"}, _ENTRY]},
         "gears": _OBJECTS, "wires": _OBJECTS, "brokers": _OBJECTS,
+        "fleet": {"type": ["object", "null"], "properties": {"name": _TEXT, "members": {"type": "array"},
+                                                               "leases": {"type": "array"}}},
         "expectations": {
             "type": ["array", "null"],
             "items": {"type": "object", "properties": {"state": {"type": "string"}, "since": _TEXT, "expect": _TEXT}},
@@ -93,13 +95,60 @@ def mixer() -> None:
 
 @mixer.command(name="status")
 @_api_options
-def status_cmd(url: str, token: str | None, timeout: float, as_json: bool) -> None:
+@click.option("--fleet", "fleet", is_flag=True,
+              help="Show the fleet this mixer is a member of: members, their active hash and readiness, "
+              "the desired scenario, who holds which source lease.")
+def status_cmd(url: str, token: str | None, timeout: float, as_json: bool, fleet: bool) -> None:
     """Show the active scenario, gears, wires and last reload."""
     data = _client(url, token, timeout).get("/status", STATUS_SCHEMA)
+    if fleet:
+        section = data.get("fleet")
+        if not isinstance(section, dict):
+            raise FleetError(f"{url}: this mixer is not a fleet member (it was started without --fleet)")
+        if as_json:
+            echo_json(section)
+        else:
+            click.echo(render_fleet(section))
+        return
     if as_json:
         echo_json(data)
         return
     click.echo(render_status(data))
+
+
+def render_fleet(fleet: dict[str, Any]) -> str:
+    """The fleet as the asked member sees it: desired scenario, members, leases."""
+    desired = fleet.get("desired") or {}
+    lines = [
+        f"fleet    {fleet.get('name')} (seen from {fleet.get('member')}, as of {human_time(fleet.get('as_of'))})",
+        f"desired  {short_hash(desired.get('hash'))}  {desired.get('name') or ''}  published by "
+        f"{desired.get('by') or '-'}" if desired else "desired  none published yet",
+        "",
+        table(
+            ["MEMBER", "STATE", "READY", "ACTIVE", "IN SYNC", "HANDLED", "LEASES", "LAST FLEET ACTIVATION"],
+            [
+                [m.get("member"), m.get("state"), "yes" if m.get("ready") else f"no: {m.get('reason')}",
+                 short_hash(m.get('active_hash')), "yes" if m.get("in_sync") else "NO", m.get("handled"),
+                 ", ".join(m.get("leases") or []) or "-",
+                 _fleet_sync(m.get("fleet_sync"))]
+                for m in fleet.get("members") or []
+            ],
+        ),
+    ]
+    leases = fleet.get("leases") or []
+    if leases:
+        lines += ["", table(["LEASE", "HOLDER", "REVISION"],
+                            [[lease.get("lease"), lease.get("member"), lease.get("revision")] for lease in leases])]
+    return "\n".join(lines)
+
+
+def _fleet_sync(sync: Any) -> str:
+    if not isinstance(sync, dict):
+        return "-"
+    text = f"{sync.get('outcome')} {short_hash(sync.get('hash'))}"
+    if sync.get("outcome") not in ("activated", "unchanged"):
+        text += f": {str(sync.get('reason') or '')[:120]}"
+    return text
 
 
 def render_status(data: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,10 @@ def member_id(home: Path, given: str | None) -> str:
     generated = f"{host}-{secrets.token_hex(3)}"
     path.write_text(generated + "\n")
     return generated
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
 
 
 class FleetMember:
@@ -306,5 +311,5 @@ class FleetMember:
             "claims": self.claims.status() if self.claims else None,
             "ttl": {"member": self.settings.member_ttl, "lease": self.settings.lease_ttl,
                     "claim": self.settings.claim_ttl},
-            "as_of": self.membership.viewed_at if self.membership else None,
+            "as_of": _iso(self.membership.viewed_at) if self.membership else None,
         }

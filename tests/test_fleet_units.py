@@ -1,0 +1,174 @@
+"""The fleet's building blocks against a real nats-server: leases (with fencing), KV
+checkpoints, fleet-wide sink claims, the desired scenario, member ids."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+try:
+    from tests.nats_fixtures import nats_url, unique_name  # noqa: F401
+except ModuleNotFoundError:
+    from nats_fixtures import nats_url, unique_name  # type: ignore[no-redef]  # noqa: F401
+
+from fluxmix.errors import FleetError, LeaseLostError, UserError
+from fluxmix.fleet import kvconn
+from fluxmix.fleet.checkpoints import KvCheckpoints
+from fluxmix.fleet.claims import SinkClaims
+from fluxmix.fleet.desired import DesiredScenario
+from fluxmix.fleet.leases import SourceLeases
+from fluxmix.fleet.member import member_id
+from fluxmix.fleet.membership import Membership
+from fluxmix.fleet.naming import check_fleet_name, claim_key
+
+pytestmark = pytest.mark.nats
+
+TTL = 2.0
+
+
+async def buckets(url: str, fleet: str):  # type: ignore[no-untyped-def]
+    nc = await nats.connect(url)
+    found = await kvconn.open_buckets(nc.jetstream(), fleet, member_ttl=TTL, lease_ttl=TTL, claim_ttl=600, replicas=1)
+    return nc, found
+
+
+async def test_one_holder_at_a_time_and_a_paused_holder_is_fenced_before_anyone_else_acquires(
+    nats_url: str, unique_name: str
+) -> None:
+    nc, b = await buckets(nats_url, unique_name)
+    a = SourceLeases(b.leases, "a", "a1", ttl=TTL)
+    other = SourceLeases(b.leases, "b", "b1", ttl=TTL)
+    never = asyncio.Event()
+    try:
+        assert await a.acquire("sc", "src", never)
+        assert a.valid("sc", "src")
+        waiting = asyncio.create_task(other.acquire("sc", "src", never))
+        await asyncio.sleep(TTL * 1.5)  # A renews: B keeps waiting
+        assert not waiting.done() and a.valid("sc", "src")
+        # A is "paused": no more renewals (as under SIGSTOP). Its local deadline ends first...
+        await a.close()
+        paused_at = time.monotonic()
+        while a.valid("sc", "src"):
+            await asyncio.sleep(0.02)
+        fenced_after = time.monotonic() - paused_at
+        assert not waiting.done(), "B acquired while A could still emit"
+        # ... and only then, after the key aged out, does B get it.
+        assert await asyncio.wait_for(waiting, TTL * 4)
+        assert fenced_after < time.monotonic() - paused_at
+        # A wakes up and renews with its old revision: the compare-and-set fails, A lost it for good.
+        lease = a._leases["sc.src"]
+        lease.deadline = time.monotonic() + 5  # pretend its clock had not noticed
+        await a._renew(lease)
+        assert lease.lost.is_set() and not a.valid("sc", "src")
+        assert other.valid("sc", "src")
+    finally:
+        await other.close()
+        await nc.close()
+
+
+async def test_a_released_lease_is_taken_at_once_and_checkpoints_follow_it(nats_url: str, unique_name: str) -> None:
+    nc, b = await buckets(nats_url, unique_name)
+    loop = asyncio.get_running_loop()
+    a = SourceLeases(b.leases, "a", "a1", ttl=TTL)
+    other = SourceLeases(b.leases, "b", "b1", ttl=TTL)
+    a_points, b_points = KvCheckpoints(b.checkpoints, loop, a), KvCheckpoints(b.checkpoints, loop, other)
+    never = asyncio.Event()
+    try:
+        assert await a.acquire("sc", "src", never)
+        await asyncio.to_thread(a_points.save_checkpoint, "sc", "src", 42)
+        with pytest.raises(LeaseLostError):  # B does not hold it: its save is refused
+            await asyncio.to_thread(b_points.save_checkpoint, "sc", "src", 1)
+        await a.release("sc", "src")
+        started = time.monotonic()
+        assert await other.acquire("sc", "src", never)
+        assert time.monotonic() - started < TTL / 2  # no wait for the TTL after a release
+        assert await asyncio.to_thread(b_points.load_checkpoint, "sc", "src") == 42
+        with pytest.raises(LeaseLostError):
+            await asyncio.to_thread(a_points.save_checkpoint, "sc", "src", 43)
+    finally:
+        await a.close()
+        await other.close()
+        await nc.close()
+
+
+async def test_a_restarted_member_takes_back_its_own_lease_without_waiting(nats_url: str, unique_name: str) -> None:
+    nc, b = await buckets(nats_url, unique_name)
+    old, new = SourceLeases(b.leases, "a", "old", ttl=30), SourceLeases(b.leases, "a", "new", ttl=30)
+    never = asyncio.Event()
+    try:
+        assert await old.acquire("sc", "src", never)
+        await old.close()  # killed: its key lives on for 30 s
+        assert await asyncio.wait_for(new.acquire("sc", "src", never), 5)
+    finally:
+        await new.close()
+        await nc.close()
+
+
+async def test_claims_one_writer_per_message_across_members(nats_url: str, unique_name: str) -> None:
+    nc, b = await buckets(nats_url, unique_name)
+    ma = Membership(b.members, "a", "a1", ttl=TTL, describe=dict)
+    mb = Membership(b.members, "b", "b1", ttl=TTL, describe=dict)
+    await ma.register()
+    await mb.register()
+    ca = SinkClaims(b.claims, "a", "a1", mb.alive, live_wait=10).for_gear("sc", "sink")
+    cb = SinkClaims(b.claims, "b", "b1", mb.alive, live_wait=10).for_gear("sc", "sink")
+    try:
+        assert await ca.claim(["m1", "m2", "m3"]) == {"m1", "m2", "m3"}
+        # B gets m1 redelivered while A (alive) has not committed: B waits for A's commit, then skips.
+        waiting = asyncio.create_task(cb.claim(["m1"]))
+        await asyncio.sleep(0.6)
+        assert not waiting.done()
+        assert await ca.commit(["m1"]) == set()
+        assert await asyncio.wait_for(waiting, 5) == set()
+        # A dies (its registration is gone) with m2 written but not committed: B takes it over.
+        await ma.leave()
+        assert await cb.claim(["m2"]) == {"m2"}
+        assert await cb.commit(["m2"]) == set()
+        # A was only paused: its commit of m2 fails, so A removes its line; m3 is still A's.
+        assert await ca.commit(["m2", "m3"]) == {"m2"}
+        assert await ca.committed_here(["m1", "m2", "m3"]) == {"m1", "m3"}
+        assert await cb.committed_here(["m1", "m2", "m3"]) == {"m2"}
+        entry = await b.claims.get(claim_key("sc", "sink", "m2"))
+        assert json.loads(entry.value)["m"] == "b"
+    finally:
+        await nc.close()
+
+
+async def test_the_desired_scenario_is_verified_on_arrival(nats_url: str, unique_name: str) -> None:
+    nc, b = await buckets(nats_url, unique_name)
+    desired = DesiredScenario(b.desired, b.scenarios, "a")
+    data = b"name: x\ngears: []\nwires: []\n"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        assert await desired.current() is None
+        await desired.publish(digest, data, "x")
+        current = await desired.current()
+        assert current is not None and current.hash == digest and current.by == "a"
+        assert await desired.fetch(digest) == data
+        # Bytes that do not match their name are never used.
+        await b.scenarios.put("0" * 64, data)
+        with pytest.raises(FleetError, match="do not match"):
+            await desired.fetch("0" * 64)
+        with pytest.raises(FleetError, match="not in the fleet"):
+            await desired.fetch("1" * 64)
+        with pytest.raises(FleetError):
+            await desired.publish("2" * 64, data, "x")
+    finally:
+        await nc.close()
+
+
+def test_member_id_is_kept_in_the_store_and_names_are_checked(tmp_path: Path) -> None:
+    first = member_id(tmp_path, None)
+    assert member_id(tmp_path, None) == first
+    assert member_id(tmp_path, "pod-0") == "pod-0"
+    for bad in ("", "a b", "../x", "x" * 70):
+        with pytest.raises(UserError):
+            member_id(tmp_path, bad) if bad else check_fleet_name(bad)
+    with pytest.raises(UserError):
+        check_fleet_name("Bad.Name")
