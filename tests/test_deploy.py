@@ -151,3 +151,37 @@ def test_nats_configurations_pass_nats_server_check(tmp_path: Path, source: str)
                           timeout=30, env={**os.environ, **env})
     assert done.returncode == 0, done.stdout + done.stderr
     assert shlex.split("-c /etc/nats/nats.conf") == compose()["services"]["nats-1"]["command"]
+
+
+def test_the_fleet_in_compose_and_kubernetes_is_three_members_of_one_fleet() -> None:
+    """deploy/compose/fleet.yaml and deploy/k8s/fleet.yaml: every member's command line is accepted,
+    names the same fleet and a member id of its own, and keeps its own store volume."""
+    services = yaml.safe_load((DEPLOY / "compose" / "fleet.yaml").read_text())["services"]
+    mixers = {name: s for name, s in services.items() if name.startswith("mixer-")}
+    assert len(mixers) == 3 and {"nats-1", "nats-2", "nats-3"} <= set(services)
+    members, volumes = set(), set()
+    for name, service in mixers.items():
+        args = service["command"]
+        mixerd_main.make_context("fluxmix-mixer", list(args))  # raises on an unknown flag or bad value
+        assert args[args.index("--fleet") + 1] == "demo"
+        members.add(args[args.index("--fleet-member") + 1])
+        volumes.add(next(v for v in service["volumes"] if v.endswith(":/var/lib/fluxmix")))
+        assert service["environment"]["FLUXMIX_NATS_URL"].count("nats://") == 3
+        assert service["restart"] == "unless-stopped"
+    assert members == set(mixers) and len(volumes) == 3
+
+    docs = k8s("fleet.yaml")
+    statefulset = of_kind(docs, "StatefulSet")
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 3 and spec["volumeClaimTemplates"]
+    container = spec["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--fleet-member") + 1] == "$(POD_NAME)"  # the pod name: stable across restarts
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pod_args = [a.replace("$(POD_NAME)", "fluxmix-fleet-0") for a in args]
+    context = mixerd_main.make_context("fluxmix-mixer", pod_args)
+    assert context.params["fleet"] == "demo" and context.params["fleet_member"] == "fluxmix-fleet-0"
+    # SIGTERM drains and releases the leases before Kubernetes kills the pod.
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > context.params["stop_timeout"]
+    assert of_kind(docs, "Service")["spec"]["clusterIP"] == "None"

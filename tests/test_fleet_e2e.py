@@ -11,8 +11,8 @@ one member: it reaches all three, and one member that cannot start it rolls back
 
 from __future__ import annotations
 
-import json
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +22,16 @@ import pytest
 
 try:
     from tests.nats_fixtures import NatsCluster, nats_cluster, nats_url  # noqa: F401
-    from tests.test_mixer_daemon import MixerProcess, assert_exactly_once, read_lines, wait_until
+    from tests.test_mixer_daemon import FLUXMIX, MixerProcess, assert_exactly_once, read_lines, wait_until
 except ModuleNotFoundError:
     from nats_fixtures import NatsCluster, nats_cluster, nats_url  # type: ignore[no-redef]  # noqa: F401
-    from test_mixer_daemon import MixerProcess, assert_exactly_once, read_lines, wait_until  # type: ignore[no-redef]
+    from test_mixer_daemon import (  # type: ignore[no-redef]
+        FLUXMIX,
+        MixerProcess,
+        assert_exactly_once,
+        read_lines,
+        wait_until,
+    )
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -233,5 +239,12 @@ def test_fleet_wide_activation_reaches_every_member_and_a_failing_one_rolls_back
         journal = members[index - 1].proc.journal()
         assert any(e["trigger"] == "fleet" and e["outcome"] == outcome and e["to_hash"] == new_hash for e in journal)
     # `fluxmix mixer status --fleet` shows the same from any member.
+    shown = subprocess.run([str(FLUXMIX), "mixer", "status", "--fleet", "--url", members[0].proc.url],
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("member-")}
+    assert set(rows) == {"member-1", "member-2", "member-3"}, shown.stdout
+    assert "rolled-back" in rows["member-2"] and "NO" in rows["member-2"], shown.stdout
+    assert f"desired  sha256:{new_hash[:12]}" in shown.stdout
     for member in members:
         assert member.proc.stop(signal.SIGTERM) == 0

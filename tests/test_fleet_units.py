@@ -172,3 +172,77 @@ def test_member_id_is_kept_in_the_store_and_names_are_checked(tmp_path: Path) ->
             member_id(tmp_path, bad) if bad else check_fleet_name(bad)
     with pytest.raises(UserError):
         check_fleet_name("Bad.Name")
+
+
+class _SinkContext:
+    """What file-out reads from its context, with a fleet's claims."""
+
+    def __init__(self, claims: SinkClaims) -> None:
+        import logging
+
+        self.scenario_name = "sc"
+        self.scenario_hash = "h"
+        self.gear_name = "sink"
+        self.log = logging.getLogger("test.sink")
+        self.stopping = asyncio.Event()
+        self.claims = claims
+
+
+async def test_file_out_in_a_fleet_keeps_what_it_committed_before_a_crash_and_cuts_the_rest(
+    nats_url: str, unique_name: str, tmp_path: Path
+) -> None:
+    from fluxmix.gears.files import FileOut
+    from fluxmix.message import Message
+
+    nc, b = await buckets(nats_url, unique_name)
+    members = Membership(b.members, "a", "a1", ttl=TTL, describe=dict)
+    path = tmp_path / "out.jsonl"
+    config = {"path": str(path), "envelope": True}
+    msgs = [Message(f"sc/source/{i}", {"seq": i}) for i in range(1, 5)]
+    try:
+        first = FileOut("sink", config, _SinkContext(SinkClaims(b.claims, "a", "a1", members.alive, live_wait=5)))
+        await first.start()
+        await first.handle_batch("in", msgs[:2])
+        await first.flush()  # m1, m2: committed fleet-wide, then recorded locally
+        await first.handle_batch("in", msgs[2:])
+        assert first._claims is not None
+        await first._claims.commit([msgs[2].id])  # m3 committed, then "kill -9" before the local record
+        first._close()
+        assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
+
+        # The member comes back (same member id, new process): m3 is kept, m4 (never committed) cut.
+        again = FileOut("sink", config, _SinkContext(SinkClaims(b.claims, "a", "a2", members.alive, live_wait=5)))
+        await again.start()
+        assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
+        await again.handle_batch("in", msgs)  # everything redelivered: only m4 is written again
+        await again.flush()
+        await again.stop()
+        assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
+
+        # Without envelopes a fleet sink cannot tell its lines apart: refused at start.
+        bare = FileOut("sink", {"path": str(tmp_path / "bare.jsonl")},
+                       _SinkContext(SinkClaims(b.claims, "a", "a3", members.alive, live_wait=5)))
+        with pytest.raises(Exception, match="envelope: true"):
+            await bare.start()
+    finally:
+        await nc.close()
+
+
+def test_fleet_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    mixerd = Path(sys.executable).parent / "fluxmix-mixer"
+    env = {**os.environ, "FLUXMIX_HOME": str(tmp_path)}
+    env.pop("FLUXMIX_NATS_URL", None)
+    for args, says in (
+        (["--fleet", "demo"], "--fleet needs --nats-url"),
+        (["--fleet", "Bad.Name", "--nats-url", "nats://127.0.0.1:1"], "a fleet name is"),
+        (["--fleet", "demo", "--fleet-member", "../x", "--nats-url", "nats://127.0.0.1:1"], "a member id is"),
+        (["--fleet-member", "m1"], "--fleet-member needs --fleet"),
+    ):
+        done = subprocess.run([str(mixerd), "--no-http", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr, (args, done.stderr)
