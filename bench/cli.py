@@ -23,7 +23,7 @@ from bench.harness import LoadProbe, Row, machine_info, markdown_table, table
 from bench.natsserver import nats_server_version, running_nats, server_pid
 
 GROUPS = ("memory", "durable", "reload", "store", "validation", "footprint")
-EXTRA_GROUPS = ("durable_rss",)  # long runs: only when named, never in `all`
+EXTRA_GROUPS = ("durable_rss", "fleet")  # long runs: only when named, never in `all`
 ROOT = Path(__file__).resolve().parent.parent
 
 
