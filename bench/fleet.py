@@ -73,9 +73,9 @@ def raw_rate(count: int, rounds: int) -> float:
     return count / (time.perf_counter() - t0)
 
 
-def scenario(count: int, rounds: int) -> str:
+def scenario(name: str, count: int, rounds: int) -> str:
     return f"""\
-name: fleetbench
+name: {name}
 gears:
   - name: source
     type: generate
@@ -112,8 +112,10 @@ async def fleet_rate(nats_url: str, members: int, count: int, rounds: int, log: 
         gears.mkdir()
         (gears / "fleetburn.py").write_text(BURN_MODULE)
         file = root / "fleetbench.yaml"
-        file.write_text(scenario(count, rounds))
-        fleet = f"bench{secrets.token_hex(3)}"  # a fresh fleet (and stream) per measurement
+        # A fresh fleet and scenario name (stream, consumers, message ids) per measurement: the same
+        # ids again would be dropped by JetStream's duplicate window as repeats of the last run's.
+        fleet = f"bench{secrets.token_hex(3)}"
+        file.write_text(scenario(f"fleetbench-{fleet}", count, rounds))
         sinks = []
         for i in range(members):
             cwd = root / f"m{i}"

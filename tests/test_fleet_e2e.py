@@ -153,7 +153,7 @@ def test_three_members_deliver_every_seq_exactly_once_through_kill_9_and_restart
     for m in members:
         m.status()
     victim.proc.kill()  # kill -9: nothing released, the TTL takes over
-    killed_at = time.monotonic()
+    killed_wall = time.time()
     others = [m for m in members if m is not victim]
 
     def new_holder() -> str | None:
@@ -161,10 +161,12 @@ def test_three_members_deliver_every_seq_exactly_once_through_kill_9_and_restart
         return found if found and found != holder else None
 
     moved_to = wait_until(new_holder, "the source lease to move", timeout=LEASE_TTL * 4)
-    moved_after = time.monotonic() - killed_at
-    # The key ages out LEASE_TTL after its last renewal (which came before the kill); the new
-    # holder polls every TTL/20, and the status view is refreshed every member TTL/3.
-    assert moved_after <= LEASE_TTL + MEMBER_TTL / 3 + 1.5, f"lease moved after {moved_after:.1f}s"
+    taker = next(m for m in others if f"member-{m.index}" == moved_to)
+    held = [h for h in taker.status()["fleet"]["held_here"] if h["lease"] == "fleetdemo.source"]  # type: ignore[index]
+    moved_after = held[0]["since"] - killed_wall
+    # The key ages out LEASE_TTL after its last renewal, which came before the kill; waiting
+    # members try every TTL/20. The slack is for a loaded machine's scheduling, not the protocol.
+    assert 0 < moved_after <= LEASE_TTL + 1.5, f"the lease moved {moved_after:.2f}s after the kill"
 
     # Restart another member (graceful: drains, releases, leaves) while the stream goes on.
     restarted = next(m for m in others if f"member-{m.index}" != moved_to)
