@@ -206,7 +206,8 @@ async def test_file_out_in_a_fleet_keeps_what_it_committed_before_a_crash_and_cu
         await first.flush()  # m1, m2: committed fleet-wide, then recorded locally
         await first.handle_batch("in", msgs[2:])
         assert first._claims is not None
-        await first._claims.commit([msgs[2].id])  # m3 committed, then "kill -9" before the local record
+        await first._write_claimed()  # m3, m4 claimed and written (flush's first half) ...
+        await first._claims.commit([msgs[2].id])  # ... m3 committed, then "kill -9" before the local record
         first._close()
         assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
 

@@ -347,6 +347,7 @@ class FileOut(Gear):
         fleet = getattr(ctx, "claims", None)
         self._claims = fleet.for_gear(ctx.scenario_name, name) if fleet is not None else None
         self._tail: list[tuple[str, bytes]] = []
+        self._buffered: dict[str, Message] = {}  # handed over, claimed and written at the next flush
         self._fleet_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -452,23 +453,29 @@ class FileOut(Gear):
                           "crash", self.name, len(kept), self.path)
 
     async def _handle_fleet(self, port: str, messages: Sequence[Message]) -> None:
-        """Claim the batch fleet-wide, then write only what this member won (see fleet.claims).
+        """Fleet: keep the batch until flush(), which claims, writes and commits a whole round with
+        two KV round trips (see fleet.claims). Durable wires hand messages over one at a time; a
+        round trip per message would let every other gear of the process run in between."""
+        for message in messages:
+            if self._is_duplicate(message.id):
+                await self.handle(port, message, local=True)  # the local duplicate path
+            elif message.id not in self._buffered:
+                self._buffered[message.id] = message
 
-        Claimed before the batch is iterated (indexing does not move the runtime's cursor), so a
-        claim failure fails the first message and the batch is handed over again."""
+    async def _write_claimed(self) -> None:
+        """Fleet: claim what was handed over since the last flush; write only what this member won
+        (the rest another member wrote). A failure leaves what is not written yet for the next flush."""
         assert self._claims is not None and self._fd is not None
-        async with self._fleet_lock:
-            fresh = [messages[i].id for i in range(len(messages)) if not self._is_duplicate(messages[i].id)]
-            mine = await self._claims.claim(fresh) if fresh else set()
-            task = asyncio.current_task()
-            for message in messages:
-                if self._is_duplicate(message.id):
-                    await self.handle(port, message, local=True)  # the local duplicate path
-                    continue
-                if message.id not in mine:
-                    self.skipped += 1  # another member committed it: its line is in that member's file
-                    self._handled.add(message.id)
-                    continue
+        if not self._buffered:
+            return
+        claimed = list(self._buffered)  # another input may hand more over while the claims travel
+        mine = await self._claims.claim(claimed)
+        task = asyncio.current_task()
+        for message_id in claimed:
+            message = self._buffered[message_id]
+            if message_id not in mine:
+                self.skipped += 1  # another member committed it: its line is in that member's file
+            else:
                 line = encode_json_line(self.record(message))
                 try:
                     self._write(line)
@@ -476,17 +483,20 @@ class FileOut(Gear):
                         await asyncio.to_thread(os.fsync, self._fd)
                 except OSError as exc:
                     raise GearError(self.name, f"cannot write to {str(self.path)!r}: {exc.strerror or exc}") from None
-                self._tail.append((message.id, line))
-                self._unflushed.setdefault(task, []).append(message.id)
-                self._handled.add(message.id)
+                self._tail.append((message_id, line))
+                self._unflushed.setdefault(task, []).append(message_id)
                 self.written += 1
                 if self._recent is not None:
-                    self._recent.add(message.id)
+                    self._recent.add(message_id)
+            self._handled.add(message_id)
+            del self._buffered[message_id]
 
     async def _commit_fleet(self) -> None:
-        """Fleet: mark this member's claims done before the local record; a line whose claim was
-        taken over meanwhile is removed from the tail first (it is another member's now)."""
+        """Fleet: claim and write the round, then mark this member's claims done before the local
+        record; a line whose claim was taken over meanwhile is removed from the tail first (it is
+        another member's now)."""
         assert self._claims is not None
+        await self._write_claimed()
         if not self._tail:
             return
         lost = await self._claims.commit(i for i, _ in self._tail)
