@@ -38,7 +38,7 @@ NATS_BROKER_KEYS = ["kind", "state", "servers", "connected_url", "connected_sinc
 RUNTIME_KEYS = ["scenario", "hash", "state", "started_at", "first_handled_at", "last_handled_at", "gears", "wires",
                 "reloading"]
 MIXER_KEYS = ["state", "ready", "reason", "paused", "scenario", "following", "watching", "gears", "wires",
-              "brokers", "uptime_seconds", "started_at", "last_reload", "expectations", "store", "pid", "version"]
+              "brokers", "uptime_seconds", "started_at", "last_reload", "expectations", "store", "pid", "version", "fleet"]
 
 
 def test_gear_status_json_keeps_its_keys() -> None:
