@@ -33,7 +33,6 @@ class Membership:
         self.members: dict[str, dict[str, Any]] = {}  # the last view of the fleet (refresh())
         self.viewed_at: float | None = None
         self.last_beat: float | None = None
-        self.beat_failures = 0
 
     def _record(self) -> bytes:
         return json.dumps({**self.describe(), "member": self.member, "incarnation": self.incarnation,
@@ -53,20 +52,6 @@ class Membership:
         except nats.js.errors.KeyNotFoundError:
             pass
         await self.beat()
-
-    async def run(self) -> None:
-        """Heartbeat and refresh the view until cancelled; failures are logged and retried."""
-        while True:
-            try:
-                await self.beat()
-                await self.refresh()
-                self.beat_failures = 0
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
-                self.beat_failures += 1
-                if self.beat_failures in (1, 10) or self.beat_failures % 100 == 0:
-                    log.warning("fleet member %s: heartbeat failed (%d in a row): %s", self.member,
-                                self.beat_failures, exc)
-            await asyncio.sleep(self.beat_every)
 
     async def refresh(self) -> dict[str, dict[str, Any]]:
         try:
