@@ -20,6 +20,7 @@ from nats.js.object_store import ObjectStore
 
 from fluxmix.errors import FleetError
 from fluxmix.fleet.naming import DESIRED_KEY
+from fluxmix.refs import short_hash
 
 MAX_SCENARIO_BYTES = 1 << 20  # the store's own limit for a scenario file
 
@@ -44,7 +45,7 @@ class DesiredScenario:
 
     async def publish(self, digest: str, data: bytes, name: str | None) -> None:
         if hashlib.sha256(data).hexdigest() != digest:
-            raise FleetError(f"fleet: refusing to publish bytes that are not sha256:{digest[:12]}")
+            raise FleetError(f"fleet: refusing to publish bytes that are not {short_hash(digest)}")
         await self.objects.put(digest, data)
         record = {"hash": digest, "name": name, "by": self.member, "ts": time.time()}
         await self.kv.put(DESIRED_KEY, json.dumps(record).encode())
@@ -66,14 +67,14 @@ class DesiredScenario:
         try:
             info = await self.objects.get_info(digest)
             if info.size is not None and info.size > MAX_SCENARIO_BYTES:
-                raise FleetError(f"fleet: desired scenario sha256:{digest[:12]} is {info.size} bytes (limit 1 MiB)")
+                raise FleetError(f"fleet: desired scenario {short_hash(digest)} is {info.size} bytes (limit 1 MiB)")
             result = await self.objects.get(digest)
         except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError):
-            raise FleetError(f"fleet: desired scenario sha256:{digest[:12]} is not in the fleet's object store") from None
+            raise FleetError(f"fleet: desired scenario {short_hash(digest)} is not in the fleet's object store") from None
         except nats.errors.Error as exc:
-            raise FleetError(f"fleet: cannot fetch desired scenario sha256:{digest[:12]}: {exc}") from None
+            raise FleetError(f"fleet: cannot fetch desired scenario {short_hash(digest)}: {exc}") from None
         data = bytes(result.data or b"")
         if hashlib.sha256(data).hexdigest() != digest:
-            raise FleetError(f"fleet: desired scenario sha256:{digest[:12]}: the bytes fetched do not match their "
+            raise FleetError(f"fleet: desired scenario {short_hash(digest)}: the bytes fetched do not match their "
                              "hash; not used")
         return data

@@ -34,6 +34,7 @@ from fluxmix.fleet.desired import Desired, DesiredScenario
 from fluxmix.fleet.leases import SourceLeases
 from fluxmix.fleet.membership import Membership
 from fluxmix.fleet.naming import check_fleet_name, check_member_id
+from fluxmix.refs import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +231,13 @@ class FleetMember:
             loaded = self.mixer.activator.current_loaded
             await self.desired.publish(digest, data, loaded.name if loaded is not None else None)
         except (FluxmixError, nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.error("fleet %s: could not publish sha256:%s as the desired scenario: %s", self.settings.name,
-                      digest[:12], exc)
+            log.error("fleet %s: could not publish %s as the desired scenario: %s", self.settings.name,
+                      short_hash(digest), exc)
             return
         self._applied = digest
         self.last_sync = {"hash": digest, "outcome": entry.outcome, "reason": "published by this member",
                           "ts": time.time()}
-        log.info("fleet %s: published sha256:%s as the desired scenario", self.settings.name, digest[:12],
+        log.info("fleet %s: published %s as the desired scenario", self.settings.name, short_hash(digest),
                  extra={"fleet": self.settings.name, "hash": digest})
 
     async def _sync_loop(self) -> None:
@@ -264,16 +265,16 @@ class FleetMember:
         data = await self.desired.fetch(desired.hash)
         stored = await asyncio.to_thread(self.store.put_blob, data)
         if stored != desired.hash:
-            raise FleetError(f"fleet: stored sha256:{stored[:12]} for desired sha256:{desired.hash[:12]}")
-        log.info("fleet %s: activating the desired scenario sha256:%s (published by %s)", self.settings.name,
-                 desired.hash[:12], desired.by)
+            raise FleetError(f"fleet: stored {short_hash(stored)} for desired {short_hash(desired.hash)}")
+        log.info("fleet %s: activating the desired scenario %s (published by %s)", self.settings.name,
+                 short_hash(desired.hash), desired.by)
         self._applied = desired.hash
         entry = await self.mixer.activate(f"sha256:{desired.hash}", trigger="fleet")
         self.last_sync = {"hash": desired.hash, "outcome": entry.outcome, "reason": entry.reason, "ts": time.time()}
         if entry.outcome not in ("activated", "unchanged"):
-            log.error("fleet %s: this member cannot run the desired scenario sha256:%s (%s); it keeps %s",
-                      self.settings.name, desired.hash[:12], entry.outcome,
-                      f"sha256:{loaded.hash[:12]}" if loaded is not None else "nothing running")
+            log.error("fleet %s: this member cannot run the desired scenario %s (%s); it keeps %s",
+                      self.settings.name, short_hash(desired.hash), entry.outcome,
+                      short_hash(loaded.hash) if loaded is not None else "nothing running")
 
     # ---- status ----
 
