@@ -200,7 +200,7 @@ class FleetMember:
         ready, reason = mixer.readiness()
         last = mixer.last_entry()
         runtime = mixer.activator.current
-        handled = sum(g.counters.handled for g in runtime.status().gears.values()) if runtime is not None else 0
+        handled = sum(g.handled for g in runtime.status().gears.values()) if runtime is not None else 0
         record.update({
             "api": f"{mixer.settings.http_host}:{mixer.settings.http_port}" if mixer.settings.http_enabled else None,
             "scenario": loaded.name if loaded is not None else None,
