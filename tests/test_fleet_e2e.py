@@ -20,18 +20,9 @@ from typing import Any
 
 import pytest
 
-try:
-    from tests.nats_fixtures import NatsCluster, nats_cluster, nats_url  # noqa: F401
-    from tests.test_mixer_daemon import FLUXMIX, MixerProcess, assert_exactly_once, read_lines, wait_until
-except ModuleNotFoundError:
-    from nats_fixtures import NatsCluster, nats_cluster, nats_url  # type: ignore[no-redef]  # noqa: F401
-    from test_mixer_daemon import (  # type: ignore[no-redef]
-        FLUXMIX,
-        MixerProcess,
-        assert_exactly_once,
-        read_lines,
-        wait_until,
-    )
+from tests.support.mixer import FLUXMIX, MixerProcess, assert_exactly_once, read_lines
+from tests.support.nats import NatsCluster
+from tests.support.polling import block_until as wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -149,9 +140,13 @@ def test_three_members_deliver_every_seq_exactly_once_through_kill_9_and_restart
     assert all(consumer_names[0].values())
 
     victim = next(m for m in members if f"member-{m.index}" == holder)
-    wait_until(lambda: len(set(union(members))) > 400, "some progress before the kill", timeout=60)
-    for m in members:
-        m.status()
+
+    def spread() -> bool:  # every member's map has taken a share before anyone is killed
+        for m in members:
+            m.status()
+        return len(set(union(members))) > 400 and all(m.max_handled.get("square", 0) > 0 for m in members)
+
+    wait_until(spread, "progress on every member before the kill", timeout=90)
     victim.proc.kill()  # kill -9: nothing released, the TTL takes over
     killed_wall = time.time()
     others = [m for m in members if m is not victim]

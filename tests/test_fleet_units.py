@@ -12,11 +12,6 @@ from pathlib import Path
 import nats
 import pytest
 
-try:
-    from tests.nats_fixtures import nats_url, unique_name  # noqa: F401
-except ModuleNotFoundError:
-    from nats_fixtures import nats_url, unique_name  # type: ignore[no-redef]  # noqa: F401
-
 from fluxmix.errors import FleetError, LeaseLostError, UserError
 from fluxmix.fleet import kvconn
 from fluxmix.fleet.checkpoints import KvCheckpoints
