@@ -40,6 +40,8 @@ class Downstream:
         self.attempts: Counter[str] = Counter()
         self.fail = fail  # how many first attempts of this message fail
         self.forward = forward  # dead_letter's answer: True = went to an error port
+        self.dead_letter_failures = 0  # how many first dead_letter calls raise (the error port refused)
+        self.dead_letter_calls = 0
         self.gate = asyncio.Event()
         self.gate.set()
         self.in_hand = asyncio.Event()
@@ -56,6 +58,9 @@ class Downstream:
         self.handled.append(message)
 
     async def dead_letter(self, message: Message, exc: BaseException) -> bool:
+        self.dead_letter_calls += 1
+        if self.dead_letter_calls <= self.dead_letter_failures:
+            raise RuntimeError("the error port refused it")
         self.dead.append(message)
         return self.forward
 
@@ -303,6 +308,21 @@ async def test_a_dead_letter_with_nowhere_to_go_is_counted_as_dropped(transport:
         await wait_until(lambda: len(downstream.handled) == 4 and len(downstream.dead) == 1, timeout=SERVER_WAIT)
     st = wire.stats
     assert (st.dead_lettered, st.dropped, st.received) == (1, 1, 5)
+
+
+async def test_a_dead_letter_that_raises_keeps_the_message_and_tries_it_again(transport: Transport) -> None:
+    """Settled for both transports (one retry policy): a failed dead-lettering is neither a drop nor
+    lost; the message is tried again later like a failed attempt, then dead-lettered for real."""
+    wire = await transport.wire(max_deliver=1, retry_delay=0)
+    await send_all(wire, transport.messages(5))
+    downstream = Downstream(fail=lambda m: 99 if m.body["seq"] == 2 else 0)
+    downstream.dead_letter_failures = 1
+    async with consuming(wire, downstream):
+        await wait_until(lambda: len(downstream.handled) == 4 and len(downstream.dead) == 1, timeout=SERVER_WAIT)
+    assert downstream.dead_letter_calls == 2 and downstream.dead[0].body["seq"] == 2
+    st = wire.stats
+    assert (st.failed, st.redelivered, st.dead_lettered, st.dropped, st.received) == (2, 1, 1, 0, 5)
+    await transport.settled(wire)
 
 
 async def test_drain_finishes_the_work_in_hand_and_loses_nothing(transport: Transport) -> None:

@@ -2,15 +2,17 @@
 
 The mixer keeps one Broker of each kind for its whole life (a NATS connection outlives every
 activation); each activation asks it for a Wire per scenario wire. The runtime sends on a wire
-and lets the wire drive the downstream gear through a `Delivery`, so each transport decides how
-to retry and when to acknowledge, while the contract stays the same:
+and lets the wire drive the downstream gear through a `Delivery`; each transport decides when to
+acknowledge, and every wire applies one retry / dead-letter policy (`fluxmix.retry`), while the
+contract stays the same:
 
 - `send()` waits under backpressure; it never drops and never buffers without bound.
 - `flush()` returns once everything sent is as safe as the transport makes it
   (in the queue for memory, acknowledged by JetStream for standard).
 - `consume()` calls `delivery.handle(msg)` (or `delivery.handle_batch(msgs)` for several at
-  once), then `delivery.flush_downstream()`, and only then acknowledges. A message whose
-  handling keeps failing goes to `delivery.dead_letter()`.
+  once), then `delivery.flush_downstream()`, and only then acknowledges. A message whose handling raised is reported, with its attempt number,
+  to the wire's `RetryPolicy`, which answers "again after this delay" (memory: handled again in
+  its place; durable: NAKed with the delay) or dead-letters it through `delivery.dead_letter()`.
 - `send_batch()` sends several messages in order; the default sends them one by one, so a
   wire only overrides it when it can do better (one queue operation, one encode per batch).
 - a message the transport refuses for good is handed to `on_refused` (the sending gear's
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Sequence
 
 from fluxmix.message import Message
+from fluxmix.retry import RetryPolicy
 from fluxmix.scenario import Scenario, WireSpec
 from fluxmix.status import BrokerStatus, WireStatus
 
@@ -93,6 +96,8 @@ class Wire(abc.ABC):
     def __init__(self, spec: WireSpec) -> None:
         self.spec = spec
         self.stats = WireStats()
+        # from the wire's max_deliver / retry_delay; the one place a failing message is decided on
+        self.retry = RetryPolicy.from_options(spec.options, durable=type(self).durable)
 
     @abc.abstractmethod
     async def send(self, message: Message) -> None: ...

@@ -23,11 +23,6 @@ from fluxmix.transports.base import BatchCursor, Broker, Delivery, Wire
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 1024
-DEFAULT_MAX_DELIVER = 5
-DEFAULT_RETRY_DELAY = 0.05
-# Retries back off exponentially from retry_delay up to this (or retry_delay itself when larger):
-# long enough to ride out a short outage downstream, short enough that a drain stays bounded.
-MAX_RETRY_DELAY = 5.0
 
 
 # The most a consumer takes at once ("what is there", up to this): enough to amortise the hand-
@@ -86,8 +81,6 @@ class MemoryWire(Wire):
         self.capacity = int(opts.get("queue_size") or queue_size)
         if self.capacity < 1:
             raise TransportError(f"wire {spec.key}: queue_size must be at least 1")
-        self.max_deliver = max(1, int(opts.get("max_deliver", DEFAULT_MAX_DELIVER)))
-        self.retry_delay = max(0.0, float(opts.get("retry_delay", DEFAULT_RETRY_DELAY)))
         self._items: deque[Message | _Stop | _Detach] = deque()
         self._getter: asyncio.Future[None] | None = None
         self._putters: deque[asyncio.Future[None]] = deque()
@@ -257,8 +250,8 @@ class MemoryWire(Wire):
                 self._finished += 1
 
     async def _deliver(self, message: Message, delivery: Delivery, failure: Exception | None = None) -> None:
-        """Handle with retries (`failure`: the first attempt already failed); after the last failed
-        attempt, dead-letter. Never raises."""
+        """Handle (`failure`: the first attempt already failed); a failed attempt goes to the wire's
+        retry policy, which answers with a delay before the next, or finishes it. Never raises."""
         attempt = 1
         while True:
             if failure is None:
@@ -268,28 +261,13 @@ class MemoryWire(Wire):
                     return
                 except Exception as exc:
                     failure = exc
-            self.stats.failed += 1
-            if attempt < self.max_deliver:
-                self.stats.redelivered += 1
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
-                failure = None
-                continue
-            self.stats.dead_lettered += 1
-            try:
-                forwarded = await delivery.dead_letter(message, failure)
-            except Exception as dl_exc:  # the error port itself failed: count, never crash
-                forwarded = False
-                log.error("wire %s: dead-lettering message %s failed: %s", self.spec.key, message.id,
-                          dl_exc, extra={"wire": self.spec.key})
-            if forwarded is False:
-                self.stats.dropped += 1
-            self.stats.received += 1
-            return
-
-    def _backoff(self, attempt: int) -> float:
-        cap = max(self.retry_delay, MAX_RETRY_DELAY)
-        return min(self.retry_delay * (2 ** (attempt - 1)), cap)
+            delay = await self.retry.settle_failure(delivery, message, failure, attempt, self.stats, self.spec.key)
+            if delay is None:
+                return
+            self.stats.redelivered += 1
+            await asyncio.sleep(delay)
+            attempt += 1
+            failure = None
 
     async def drain(self) -> int:
         """Wait until every queued message and those in hand are finished, then stop consuming.
@@ -363,7 +341,8 @@ class MemoryWire(Wire):
     def status(self) -> MemoryWireStatus:
         consuming = self._consumer is not None and not self._consumer.done()
         return MemoryWireStatus(**self.status_fields(), in_queue=self.depth, capacity=self.capacity,
-                                max_deliver=self.max_deliver, retry_delay=self.retry_delay, consuming=consuming)
+                                max_deliver=self.retry.max_attempts, retry_delay=self.retry.delay,
+                                consuming=consuming)
 
 
 class MemoryBroker(Broker):

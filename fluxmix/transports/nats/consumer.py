@@ -11,7 +11,9 @@ subscription as the reply subject (a "generation"):
   while a round is handled, and a slow gear gets no more than `credit` in hand;
 - a round = the messages delivered so far (at most half the credit): each is handled by the
   downstream gear, then the gear's emits are flushed, and only then the round is acked. A
-  failure is NAKed with `retry_delay`; the `max_deliver`-th failure goes to `dead_letter`;
+  failure goes to the wire's `RetryPolicy` with JetStream's delivery count as the attempt: it is
+  NAKed with the delay the policy answers, or TERMed once the policy dead-lettered it (the
+  consumer itself has no max_deliver, so the server never drops a message before the policy);
 - liveness: requests carry `expires` and `idle_heartbeat`; the broker tells us of a reconnect
   and we re-pull at once on a fresh inbox; silence for two heartbeats re-pulls as well, and a
   "consumer deleted" / "no responders" status re-creates the durable first;
@@ -46,6 +48,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from fluxmix.message import Message
+from fluxmix.retry import RetryPolicy
 from fluxmix.transports.base import BatchCursor, Delivery, WireStats
 from fluxmix.transports.nats.connection import NatsConnection
 from fluxmix.transports.nats.errors import describe
@@ -55,6 +58,11 @@ log = logging.getLogger("fluxmix.transports.nats")
 FENCE_HEADER = "Fluxmix-Fence"
 ACK, NAK, TERM, WPI = b"+ACK", b"-NAK", b"+TERM", b"+WPI"
 FENCE_TIMEOUT = 5.0
+
+
+def _nak(delay: float) -> bytes:
+    """A NAK asking JetStream to redeliver after `delay` seconds."""
+    return b'-NAK {"delay":%d}' % int(delay * 1e9)
 
 
 def delivery_count(reply: str) -> int:
@@ -88,8 +96,7 @@ class PullConsumer:
         *,
         label: str,
         credit: int,
-        max_deliver: int,
-        retry_delay: float,
+        retry: RetryPolicy,
         ack_wait: float,
         recreate: Callable[[], Awaitable[None]],
         on_consumed: Callable[[int], None] | None = None,
@@ -102,8 +109,7 @@ class PullConsumer:
         self.credit = max(1, credit)
         self.batch = max(1, self.credit // 4)
         self.round_max = max(1, self.credit // 2)
-        self.max_deliver = max_deliver
-        self.retry_delay = retry_delay
+        self.retry = retry
         self.ack_wait = ack_wait
         self.recreate = recreate
         self.on_consumed = on_consumed  # told how many messages left the stream (acked or terminated)
@@ -322,12 +328,12 @@ class PullConsumer:
             except Exception as exc:
                 log.error("wire %s: downstream flush failed (%s); %d messages will be redelivered",
                           self.label, exc, len(todo))
-                settled = [(reply, b'-NAK {"delay":%d}' % int(self.retry_delay * 1e9)) for reply, _ in settled]
+                settled = [(reply, _nak(self.retry.delay)) for reply, _ in settled]
                 for reply, verdict in settled:
                     await nc.publish(reply, verdict)
                 self._held -= len(todo)
                 todo.clear()
-                await asyncio.sleep(self.retry_delay)
+                await asyncio.sleep(self.retry.delay)
                 return
             for reply, verdict in settled:
                 await nc.publish(reply, verdict)
@@ -372,25 +378,9 @@ class PullConsumer:
 
     async def _failed(self, delivery: Delivery, message: Message, reply: str, delivered: int, exc: BaseException,
                       settled: list[tuple[str, bytes]]) -> None:
-        """One message's handling raised: NAK with delay, or after max_deliver tries, dead-letter it."""
-        stats = self.stats
-        stats.failed += 1
-        if delivered < self.max_deliver:
-            settled.append((reply, b'-NAK {"delay":%d}' % int(self.retry_delay * 1e9)))
-            return
-        try:
-            forwarded = await delivery.dead_letter(message, exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception as dl_exc:  # keep the message; try again later
-            log.error("wire %s: dead-lettering %s failed: %s", self.label, message.id, dl_exc)
-            settled.append((reply, b'-NAK {"delay":%d}' % int(max(self.retry_delay, 1.0) * 1e9)))
-            return
-        stats.dead_lettered += 1
-        if forwarded is False:  # no `error` wire: counted (and logged by the runtime)
-            stats.dropped += 1
-        stats.received += 1
-        settled.append((reply, TERM))
+        """One message's handling raised: the policy answers NAK-with-delay, or it dead-lettered it (TERM)."""
+        delay = await self.retry.settle_failure(delivery, message, exc, delivered, self.stats, self.label)
+        settled.append((reply, TERM if delay is None else _nak(delay)))
 
     async def _keep_alive(self) -> None:
         """Tell JetStream a slow message is still being worked on, so ack_wait does not redeliver it."""

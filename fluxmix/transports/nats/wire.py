@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fluxmix.transports.nats")
 
-DEFAULT_MAX_DELIVER = 5
-DEFAULT_RETRY_DELAY = 0.5
 
 
 class NatsWire(Wire):
@@ -51,8 +49,6 @@ class NatsWire(Wire):
         self.stream = stream_name(scenario_name)
         self.subject = wire_subject(scenario_name, spec)
         self.consumer = consumer_name(spec)
-        self.max_deliver = int(spec.options.get("max_deliver", DEFAULT_MAX_DELIVER))
-        self.retry_delay = float(spec.options.get("retry_delay", DEFAULT_RETRY_DELAY))
         backlog = spec.options.get("backlog")
         self.backlog_bound: int | None = int(backlog) if backlog is not None else None
         self.publisher = Publisher(
@@ -126,8 +122,7 @@ class NatsWire(Wire):
             self.stats,
             label=self.spec.key,
             credit=broker.batch_size,
-            max_deliver=self.max_deliver,
-            retry_delay=self.retry_delay,
+            retry=self.retry,
             ack_wait=broker.ack_wait,
             recreate=self._check_consumer,
             on_consumed=self.publisher.consumed,
