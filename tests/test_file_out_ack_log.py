@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fluxmix.gears import files
-from fluxmix.gears.files import AckRecord, FileOut, ack_log_path, read_ack_log, truncate_unacknowledged
+from fluxmix.gears import file_out
+from fluxmix.gears.ack_log import AckRecord, ack_log_path, read_ack_log, truncate_unacknowledged
+from fluxmix.gears.file_out import FileOut
 from fluxmix.gears.testing import GearHarness
 
 
@@ -192,7 +193,7 @@ async def test_without_an_ack_log_nothing_is_cut_and_a_torn_line_is_closed(tmp_p
 
 
 async def test_the_ack_log_is_compacted_and_recovery_still_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(files, "ACK_LOG_COMPACT_BYTES", 512)
+    monkeypatch.setattr(file_out, "ACK_LOG_COMPACT_BYTES", 512)
     path = tmp_path / "out.jsonl"
     config = {"path": str(path), "fsync": True}  # fsync: the rename path syncs the directory too
     h = GearHarness("file-out", config)

@@ -18,7 +18,7 @@ import pytest
 from tests.support.mixer import MixerProcess, read_lines, scenario_yaml
 from tests.support.polling import block_until
 
-from fluxmix.gears.files import ack_log_path
+from fluxmix.gears.ack_log import ack_log_path
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 

@@ -186,7 +186,7 @@ class _SinkContext:
 async def test_file_out_in_a_fleet_keeps_what_it_committed_before_a_crash_and_cuts_the_rest(
     nats_url: str, unique_name: str, tmp_path: Path
 ) -> None:
-    from fluxmix.gears.files import FileOut
+    from fluxmix.gears.file_out import FileOut
     from fluxmix.message import Message
 
     nc, b = await buckets(nats_url, unique_name)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from fluxmix.errors import GearError
-from fluxmix.gears.files import FileIn, FileOut
+from fluxmix.gears.file_in import FileIn
+from fluxmix.gears.file_out import FileOut
 from fluxmix.gears.testing import GearHarness, config_problems
 from tests.support.polling import wait_until
 
@@ -425,7 +426,7 @@ async def test_file_out_dedupe_ignores_a_torn_last_line_left_by_a_crash(tmp_path
 
 
 async def test_file_out_dedupe_reads_only_the_tail_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fluxmix.gears import files
+    from fluxmix.gears import jsonlines as files
 
     path = tmp_path / "out.jsonl"
     line = b'{"id":"old","origin":"x","ts":1.0,"headers":{},"body":{"pad":"' + b"x" * 900 + b'"}}\n'
@@ -456,7 +457,7 @@ async def test_file_out_dedupe_reads_only_the_tail_of_the_file(tmp_path: Path, m
 
 @pytest.mark.parametrize("block_size", [1, 7, 64, 65536])
 def test_tail_ids_any_block_size_gives_the_last_n_complete_lines(tmp_path: Path, block_size: int) -> None:
-    from fluxmix.gears.files import encode_json_line, tail_ids
+    from fluxmix.gears.jsonlines import encode_json_line, tail_ids
 
     path = tmp_path / "out.jsonl"
     envelopes = b"".join(encode_json_line({"id": f"m{n}", "origin": "x", "ts": 1.0, "headers": {}, "body": {"n": n}}) for n in range(20))

@@ -3,7 +3,7 @@
 Why: on standard wires the members are competing consumers, so a message a member wrote and
 then could not ack (killed, paused past ack_wait) is redelivered to *another* member. A sink's
 local de-duplication cannot see the other member's file; the fleet needs one record per message
-that says who writes it. The protocol (file-out drives it, see fluxmix.gears.files; it keeps what a round hands over and does
+that says who writes it. The protocol (file-out drives it, see fluxmix.gears.file_out; it keeps what a round hands over and does
 steps 1-3 in its flush, once per round, so a round costs two KV round trips whatever its size):
 
 1. claim: before writing, `create(key, pending by me)`. If the key exists:

@@ -7,7 +7,7 @@ import logging
 from typing import Any, ClassVar, Mapping
 
 from fluxmix.gears.base import Gear, Port
-from fluxmix.gears.files import _json_default
+from fluxmix.gears.jsonlines import json_default
 from fluxmix.message import Message
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -48,7 +48,7 @@ class Log(Gear):
         self.envelope: bool = bool(self.config.get("envelope", False))
 
     def line(self, message: Message) -> str:
-        body = json.dumps(message.body, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        body = json.dumps(message.body, ensure_ascii=False, separators=(",", ":"), default=json_default)
         text = f"{message.id} {message.origin} {body}" if self.envelope else body
         return f"{self.prefix} {text}" if self.prefix else text
 
