@@ -79,6 +79,15 @@ def _kind(exc: BaseException) -> str:
     return "user" if isinstance(exc, UserError) else "failure"
 
 
+def _build_rejected(attempt: "_Attempt", loaded: LoadedScenario, exc: Exception) -> JournalEntry:
+    """Building the new gears failed: nothing was touched, so the attempt is rejected."""
+    attempt.lap("build")
+    if not isinstance(exc, FluxmixError):
+        log.exception("building %s failed unexpectedly", loaded.ref)
+    return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}",
+                         error_kind=_kind(exc))
+
+
 class _Attempt:
     """Bookkeeping of one activation attempt: phase timings and the journal entry it becomes."""
 
@@ -267,11 +276,7 @@ class Activator:
         try:
             new = await self._build(loaded)
         except Exception as exc:
-            attempt.lap("build")
-            if not isinstance(exc, FluxmixError):
-                log.exception("building %s failed unexpectedly", loaded.ref)
-            return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}",
-                                 error_kind=_kind(exc))
+            return _build_rejected(attempt, loaded, exc)
         attempt.lap("build")
 
         # 3. stop the old one, draining its memory wires
@@ -330,11 +335,7 @@ class Activator:
         try:
             prepared = await prepare_reload(runtime, loaded.scenario, loaded.hash, plan)
         except Exception as exc:
-            attempt.lap("build")
-            if not isinstance(exc, FluxmixError):
-                log.exception("building %s failed unexpectedly", loaded.ref)
-            return attempt.entry("rejected", _describe(exc) if isinstance(exc, GearError) else f"build failed: {_describe(exc)}",
-                                 error_kind=_kind(exc))
+            return _build_rejected(attempt, loaded, exc)
         attempt.lap("build")
         self._cancel_gap_watch()
         stopwatch: ReloadStopwatch | None = None

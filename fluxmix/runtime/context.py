@@ -316,19 +316,28 @@ class GearCtx:
                 derived, parent = Message.derived, runner.parent
                 messages = [derived(parent, gear, port, index + k, b, origin, scenario_hash, ts, hdrs)  # type: ignore[arg-type,operator]
                             for k, b in enumerate(frozen)]
-            if buffer is not None and not wire.durable:
-                pending = buffer.get(wire)
-                if pending is None:
-                    buffer[wire] = messages
-                else:
-                    pending.extend(messages)
-                runner.buffered += n
+            await self._hand_over(buffer, wire, messages)
+        await self._emitted(n)
+        return n
+
+    async def _hand_over(self, buffer: dict[Wire, list[Message]] | None, wire: Wire, messages: list[Message]) -> None:
+        # A batch's emits to memory wires wait in the handling task's buffer (one send_batch per
+        # wire when the batch is done); durable wires and emits outside a batch go at once.
+        if buffer is not None and not wire.durable:
+            pending = buffer.get(wire)
+            if pending is None:
+                buffer[wire] = messages
             else:
-                await wire.send_batch(messages)
+                pending.extend(messages)
+            self._runner.buffered += len(messages)
+        else:
+            await wire.send_batch(messages)
+
+    async def _emitted(self, n: int) -> None:
+        runner = self._runner
         runner.counters.emitted += n
         if runner.buffered >= BUFFER_MAX:
             await runner.send_buffered()
-        return n
 
     async def emit_each(self, port: str, outputs: Sequence[tuple[Message, Mapping[str, Any]]]) -> None:
         # What a map or filter emits for a whole batch at once: one pass instead of one emit()
@@ -359,18 +368,8 @@ class GearCtx:
             messages = first if w == 0 else [
                 derived(parent, gear, port, index, m.body, origin, scenario_hash, ts, m.headers)
                 for (parent, _), index, m in zip(outputs, indices, first)]
-            if buffer is not None and not wire.durable:
-                pending = buffer.get(wire)
-                if pending is None:
-                    buffer[wire] = messages
-                else:
-                    pending.extend(messages)
-                runner.buffered += n
-            else:
-                await wire.send_batch(messages)
-        runner.counters.emitted += n
-        if runner.buffered >= BUFFER_MAX:
-            await runner.send_buffered()
+            await self._hand_over(buffer, wire, messages)
+        await self._emitted(n)
 
     def _each_indices(self, port: str, outputs: Sequence[tuple[Message, Any]], in_hand: Message) -> list[int]:
         """Each output's index on `port` among its message's emits; refuses a message that is not
