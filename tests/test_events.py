@@ -60,7 +60,7 @@ def test_stream_says_hello_reports_a_reload_in_order_and_ticks_counters(
     finally:
         reader.close()
     # The mixer stops promptly although a client was streaming (shutdown ends the streams).
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 async def test_a_stuck_client_is_dropped_and_never_slows_publishing() -> None:
@@ -169,7 +169,7 @@ async def test_nats_disconnect_and_reconnect_are_events(
         await server.start()
         block_until(lambda: nats_states()[-1:] == ["connected"], "a nats connected event", proc=mixer)
         assert nats_states() == ["disconnected", "connected"]
-        assert mixer.stop() == 0
+        assert mixer.stop() == 0, mixer.output()[-3000:]
     finally:
         if reader is not None:
             reader.close()

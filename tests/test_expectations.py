@@ -228,7 +228,7 @@ def test_expectations_pass_fail_and_recover_on_a_running_mixer(
         assert "dead_letters = 1, needs == 0" in check().stdout
     finally:
         feeder.stop()
-    assert proc.stop() == 0
+    assert proc.stop() == 0, proc.output()[-3000:]
 
 
 def test_verify_within_rolls_back_a_silent_sink_and_keeps_one_that_delivers(
@@ -263,7 +263,7 @@ def test_verify_within_rolls_back_a_silent_sink_and_keeps_one_that_delivers(
     assert kept.returncode == 0, kept.stdout + kept.stderr
     assert kept.stdout.startswith("activated: started better:v0.1.0")
     assert proc.status()["scenario"]["name"] == "better"
-    assert proc.stop() == 0
+    assert proc.stop() == 0, proc.output()[-3000:]
 
 
 def test_no_value_yet_waits_instead_of_failing() -> None:
@@ -290,4 +290,4 @@ def test_verify_within_at_startup_without_a_known_good_leaves_the_mixer_idle_and
     code, body = proc.request("GET", "/readyz")
     assert code == 503 and "expectations did not pass" in body["reason"]
     assert proc.status()["expectations"] == []
-    assert proc.stop() == 0
+    assert proc.stop() == 0, proc.output()[-3000:]

@@ -43,7 +43,7 @@ def kill_mid_stream_and_resume(start_mixer: Callable[..., MixerProcess], nats_ur
     second.wait_ready()
     block_until(done, "every message after the resume", proc=second, timeout=90)
     block_until(lambda: settled(second), "every wire settled", proc=second, timeout=60)
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
     return second
 
 

@@ -100,7 +100,7 @@ def test_threshold_in_global_state_follows_cli_and_api_without_reload_and_surviv
     block_until(lambda: _residues_after(out, mark) == set(range(8)), "threshold 8 after the reload", proc=mixer)
 
     # And a restart (resume from the store).
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     again = start_mixer("--no-watch")
     again.wait_ready()
     assert again.get("/state/threshold")["value"] == 8

@@ -67,7 +67,7 @@ def test_health_status_journal_and_metrics(tmp_path: Path, start_mixer: Callable
 
     code, body = mixer.request("GET", "/nope")
     assert code == 404 and "error" in body
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 def test_post_endpoints_need_the_token(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
@@ -87,7 +87,7 @@ def test_post_endpoints_need_the_token(tmp_path: Path, start_mixer: Callable[...
     code, entry = mixer.request("POST", "/activate", {"ref": "nosuch:v9.9.9"}, token=TOKEN)
     assert code == 422 and entry["outcome"] == "rejected", entry
     assert mixer.request("GET", "/readyz")[0] == 200  # the old scenario still runs
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 def _handled(mixer: MixerProcess, gear: str) -> float:
@@ -142,7 +142,7 @@ def test_fluxmix_mixer_commands_against_a_running_daemon(tmp_path: Path, start_m
     assert result.returncode == 2  # the operator's mistake (journal error_kind "user"), like other bad input
     assert result.stderr.startswith("error: activation rejected")
     assert "Traceback" not in result.stderr
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
     result = _cli(mixer, tmp_path, "status")
     assert result.returncode == 1

@@ -82,7 +82,7 @@ def test_start_from_path_runs_the_pipeline_exactly(tmp_path: Path, start_mixer: 
         (seq, seq * 2, "v1", "demo") for seq in range(2, 41, 2)
     ]
     assert "ready: hello:" in mixer.output()
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert len(read_lines(out)) == 20
 
 
@@ -105,7 +105,7 @@ def test_idle_without_scenario_then_activate_by_api(
     assert code == 200 and entry["outcome"] == "activated" and entry["trigger"] == "api"
     block_until(lambda: len(read_lines(out)) == 5, "5 lines", proc=mixer)
     assert mixer.status()["following"] == str(path.resolve())
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 def test_start_from_name_tag_then_resume_from_empty(
@@ -122,7 +122,7 @@ def test_start_from_name_tag_then_resume_from_empty(
     assert (status["scenario"]["name"], status["scenario"]["tag"]) == ("hello", "v1.0.0")
     assert status["watching"] is None
     block_until(lambda: len(read_lines(out)) >= 5, "first lines", proc=first)
-    assert first.stop() == 0
+    assert first.stop() == 0, first.output()[-3000:]
     written = len(read_lines(out))
 
     second = start_mixer()  # -s omitted: resume by hash
@@ -130,7 +130,7 @@ def test_start_from_name_tag_then_resume_from_empty(
     assert status["scenario"]["hash"] == first_hash(home, "hello", "v1.0.0")
     assert status["following"] == "hello:v1.0.0"  # SIGHUP would re-resolve what the first run was given
     block_until(lambda: len(read_lines(out)) >= written + 5, "lines after resume", proc=second)
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
     assert_exactly_once(seqs(read_lines(out)))
     assert any(e["trigger"] == "resume" and e["outcome"] == "activated" for e in second_journal(home))
 
@@ -181,7 +181,7 @@ def test_editing_the_file_reloads_and_output_changes(tmp_path: Path, start_mixer
         "two journaled watch reloads",
         proc=mixer,
     )
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     lines = read_lines(out)
     assert_exactly_once(seqs(lines))
     versions = [l["version"] for l in lines]
@@ -217,7 +217,7 @@ def test_broken_file_and_failing_start_keep_the_old_scenario(
     count = len(read_lines(out))
     block_until(lambda: len(read_lines(out)) > count + 3, "output to keep growing after the failed start", proc=mixer)
     assert mixer.request("GET", "/readyz")[0] == 200
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     lines = read_lines(out)
     assert all(l["version"] == "v1" for l in lines)
     assert_exactly_once(seqs(lines))
@@ -242,7 +242,7 @@ def test_sighup_reresolves_latest_after_a_new_import(
     block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
     mixer.wait_journal(lambda e: e["trigger"] == "signal" and e["outcome"] == "activated", "the SIGHUP reload journaled")
     block_until(lambda: mixer.status()["following"] == "hello:latest", "following hello:latest", proc=mixer)
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert_exactly_once(seqs(read_lines(out)))
 
 
@@ -298,7 +298,7 @@ def test_sighup_while_starting_reloads_once_startup_is_done(
     assert entry["outcome"] == "activated", entry
     assert [e["trigger"] for e in mixer.journal()] == ["signal", "startup"]
     block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert_exactly_once(seqs(read_lines(out)))
 
 
@@ -361,7 +361,7 @@ def test_twenty_reloads_while_producing_keep_every_seq_exactly_once(
         count = len(read_lines(out))
         block_until(lambda: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
     assert outcomes == ["activated"] * 20
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     lines = read_lines(out)
     assert_exactly_once(seqs(lines))
     switches = sum(1 for x, y in zip(lines, lines[1:]) if x["version"] != y["version"])
@@ -385,7 +385,7 @@ def test_follow_latest_activates_a_new_tag(tmp_path: Path, home: Path, start_mix
     assert run_fluxmix(home, tmp_path, "scenario", "import", str(v2), "--name", "hello", "--tag", "1.1.0").returncode == 0
     mixer.wait_journal(lambda e: e["trigger"] == "tag" and e["outcome"] == "activated", "a tag-triggered activation")
     block_until(lambda: any(l["version"] == "v2" for l in read_lines(out)), "v2 lines", proc=mixer)
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert_exactly_once(seqs(read_lines(out)))
 
 
@@ -395,7 +395,7 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path, start_mixer: Cal
     path.write_text(scenario_yaml(out, count=3, rate=None))
     mixer = start_mixer("-s", str(path), "--log-format", "json")
     mixer.wait_ready()
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     records = [json.loads(line) for line in mixer.output().splitlines() if line.strip()]
     assert records and all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
     ready = [r for r in records if r["msg"].startswith("ready: ")]
@@ -435,7 +435,7 @@ def test_standard_wires_with_the_embedded_server(tmp_path: Path, home: Path, sta
     types = {family.name: family.type for family in text_string_to_metric_families(text)}
     for count in ("disconnects", "reconnects", "errors", "embedded_restarts"):  # they only go up
         assert types.get(f"fluxmix_nats_{count}") == "counter", (count, types.get(f"fluxmix_nats_{count}"))
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert sorted(seqs(read_lines(out))) == list(range(1, 201))
     block_until(lambda: not any(pid_alive(pid) for pid in servers), "the embedded nats-server to stop with the mixer")
 
@@ -451,7 +451,7 @@ async def test_standard_wires_with_nats_url(
     status = mixer.wait_ready()
     assert status["brokers"]["standard"]["connected_url"] is not None
     block_until(lambda: len(read_lines(out)) == 50, "50 lines over JetStream", proc=mixer)
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert sorted(seqs(read_lines(out))) == list(range(1, 51))
 
 
@@ -474,7 +474,7 @@ def test_failed_start_at_startup_keeps_the_mixer_up_and_a_fixed_file_recovers(
     atomic_write(path, scenario_yaml(out, rate=100))
     block_until(lambda: len(read_lines(out)) >= 3, "output once the file is fixed", proc=mixer)
     assert mixer.request("GET", "/readyz")[0] == 200
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -532,7 +532,7 @@ def test_readyz_says_why_while_nats_is_down_and_recovers(
 
         server = launch()
         mixer.wait_ready()
-        assert mixer.stop() == 0
+        assert mixer.stop() == 0, mixer.output()[-3000:]
         assert sorted(seqs(read_lines(out))) == list(range(1, 21))
     finally:
         if server.poll() is None:

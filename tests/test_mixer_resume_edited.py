@@ -24,7 +24,7 @@ def run_then_stop(start_mixer: Callable[..., MixerProcess], path: Path, out: Pat
     first = start_mixer("-s", str(path))
     ran = first.wait_ready()["scenario"]["hash"]
     block_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=first)
-    assert first.stop() == 0
+    assert first.stop() == 0, first.output()[-3000:]
     return ran
 
 
@@ -52,7 +52,7 @@ def test_resume_then_activate_the_file_edited_while_down(
     block_until(lambda: any(line["version"] == "v2" for line in read_lines(out)), "v2 lines", proc=second)
     log = second.output()
     assert stored in log and edited in log, log[-3000:]  # both hashes, in full
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
     assert_exactly_once(seqs(read_lines(out)))
 
 
@@ -82,7 +82,7 @@ def test_an_invalid_edit_while_down_is_rejected_and_the_resumed_scenario_keeps_r
     path.write_text(scenario_yaml(out, version="v3", rate=100))  # the fix, seen by the watcher
     second.wait_journal(lambda e: e["trigger"] == "watch" and e["outcome"] == "activated", "the fixed file activated")
     block_until(lambda: any(line["version"] == "v3" for line in read_lines(out)), "v3 lines", proc=second)
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
     assert_exactly_once(seqs(read_lines(out)))
 
 
@@ -96,7 +96,7 @@ def test_an_unchanged_file_is_only_resumed(tmp_path: Path, start_mixer: Callable
     count = len(read_lines(out))
     block_until(lambda: len(read_lines(out)) >= count + 3, "lines after the resume", proc=second)
     assert [e["trigger"] for e in second.journal()][:1] == ["resume"]  # newest first: nothing after it
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
 
 
 def test_with_no_watch_the_difference_is_logged_not_activated(
@@ -113,7 +113,7 @@ def test_with_no_watch_the_difference_is_logged_not_activated(
     block_until(lambda: edited in second.output(), "the difference logged", proc=second)
     assert "--no-watch: not activating it" in second.output()
     assert [e["trigger"] for e in second.journal()][:1] == ["resume"]
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
 
 
 def test_a_resume_that_cannot_start_is_followed_by_the_fixed_file(
@@ -137,4 +137,4 @@ def test_a_resume_that_cannot_start_is_followed_by_the_fixed_file(
     assert entries[1]["trigger"] == "resume" and entries[1]["outcome"] in ("failed", "rolled-back"), entries[:2]
     block_until(lambda: len(read_lines(fixed_out)) >= 3, "lines from the fixed file", proc=second)
     assert status["watching"] == str(path.resolve())
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]

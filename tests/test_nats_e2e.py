@@ -83,7 +83,7 @@ def test_generate_map_file_out_delivers_exactly_what_was_generated(
     block_until(lambda: len(read_lines(out)) >= 1000, "1000 lines over JetStream", proc=mixer)
     wires = mixer.status()["wires"]
     assert all(w["transport"] == "standard" for w in wires.values())
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     lines = read_lines(out)
     assert sorted(seqs(lines)) == list(range(1, 1001))
     assert all(line["double"] == line["seq"] * 2 and line["version"] == "v1" and line["kind"] == "demo" for line in lines)
@@ -117,7 +117,7 @@ def test_kill_9_mid_stream_then_resume_writes_every_seq_exactly_once(
         return all(w.get("pending") == 0 and w.get("ack_pending") == 0 for w in wires)
 
     block_until(settled, "every wire settled: nothing pending, nothing unacked", proc=second, timeout=60)
-    assert second.stop() == 0
+    assert second.stop() == 0, second.output()[-3000:]
     assert at_crash < total
     values = body_seqs(out)
     assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
@@ -144,7 +144,7 @@ def test_twenty_reloads_on_standard_wires_keep_every_seq_exactly_once(
         count = len(read_lines(out))
         block_until(lambda count=count: len(read_lines(out)) > count, f"output after reload {i + 1}", proc=mixer)
     assert outcomes == ["activated"] * 20, outcomes
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     values = body_seqs(out)
     assert_exactly_once(values)
     # a graceful reload drains, so nothing needed skipping: the guarantee is the wires' own here
@@ -193,7 +193,7 @@ def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Call
         time.sleep(1.0)  # an outage of a second or so while the source keeps trying
         server = run_server()
         block_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
-        assert mixer.stop() == 0
+        assert mixer.stop() == 0, mixer.output()[-3000:]
         values = body_seqs(out)
         assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
         assert_exactly_once(values)
@@ -221,7 +221,7 @@ def test_two_mixers_with_two_homes_get_their_own_embedded_servers(tmp_path: Path
         assert states[0] and states[1]
         assert states[0]["url"] != states[1]["url"] and states[0]["pid"] != states[1]["pid"]
         for mixer in procs:
-            assert mixer.stop() == 0
+            assert mixer.stop() == 0, mixer.output()[-3000:]
         for state in states:
             block_until(lambda state=state: not pid_alive(state["pid"]), "the embedded server to stop with its mixer")
     finally:
@@ -252,7 +252,7 @@ def test_sigkill_of_the_embedded_server_is_restarted_and_every_seq_arrives_once(
     embedded = mixer.status()["brokers"]["standard"]["embedded_server"]
     assert embedded["restarts"] >= 1 and embedded["running"]
     assert not pid_alive(server["pid"])  # reaped, not a zombie
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     values = body_seqs(out)
     assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
     assert_exactly_once(values)
@@ -323,7 +323,7 @@ def test_reload_and_stop_while_nats_is_unreachable_end_in_bounded_time_and_lose_
         mixer.wait_ready()
         block_until(lambda: len(set(body_seqs(out))) >= total, f"all {total} seqs", proc=mixer, timeout=90)
         time.sleep(float(KILL_ACK_WAIT) + 1)  # a late redelivery would show up as a repeat
-        assert mixer.stop() == 0
+        assert mixer.stop() == 0, mixer.output()[-3000:]
         values = body_seqs(out)
         assert sorted(set(values)) == list(range(1, total + 1)), "a seq was lost"
         assert_exactly_once(values)

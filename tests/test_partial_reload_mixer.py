@@ -107,7 +107,7 @@ def check_partial_reload(tmp_path: Path, home: Path, mixer: MixerProcess, path: 
     assert entry["outcome"] == "activated", entry["reason"]
     assert sorted(entry["reload"]["gears_removed"]) == ["c", "sink_c"] and len(entry["reload"]["wires_removed"]) == 2
     grows(mixer, b, 30)
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert_exactly_once(seqs(a))
     assert_exactly_once(seqs(b))
     got_c = seqs(c)
@@ -149,6 +149,6 @@ def test_reload_full_restarts_every_gear_as_before(tmp_path: Path, home: Path,
     assert all(after[n]["up_since"] > before[n]["up_since"] for n in before)
     assert after["sink_a"]["handled"] < before["sink_a"]["handled"] + 10_000  # a new runtime: counters anew
     grows(mixer, tmp_path / "a.jsonl", 20)
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     assert_exactly_once(seqs(tmp_path / "a.jsonl"))
     assert_exactly_once(seqs(tmp_path / "b.jsonl"))

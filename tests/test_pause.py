@@ -129,7 +129,7 @@ def test_pause_resume_through_the_cli_survives_reload_and_restart(
     assert "source" in entry["reload"]["gears_kept"], entry
 
     # A restart too (no -s: resume what was active).
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     mixer = start_mixer()
     status = mixer.wait_ready()
     assert status["paused"] is True and status["gears"]["source"]["state"] == "paused"
@@ -143,7 +143,7 @@ def test_pause_resume_through_the_cli_survives_reload_and_restart(
     assert seqs == list(range(1, len(seqs) + 1)), "a gap or a repeat across pause, reload, restart"
     outcomes = [(e["trigger"], e["outcome"]) for e in mixer.journal()]
     assert ("api", "paused") in outcomes and ("api", "resumed") in outcomes
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 def test_pause_needs_the_token_like_activate(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:  # noqa: F811

@@ -476,11 +476,11 @@ def test_a_token_is_generated_by_default_and_the_cli_reads_it(tmp_path: Path, ho
     other.mkdir()
     result = _mixer_cli(other, tmp_path, mixer.url, "reload")
     assert result.returncode == 1 and "401" in result.stderr
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
     restarted = start_mixer("-s", str(path))  # the token survives a restart
     restarted.wait_ready()
     assert token_file.read_text().strip() == token
-    assert restarted.stop() == 0
+    assert restarted.stop() == 0, restarted.output()[-3000:]
 
 
 def test_no_auth_opts_out(tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]) -> None:
@@ -491,7 +491,7 @@ def test_no_auth_opts_out(tmp_path: Path, home: Path, start_mixer: Callable[...,
     assert not (home / "api-token").exists()
     assert mixer.request("POST", "/reload")[0] == 200
     assert mixer.request("POST", "/reload", raw=b"{}", token=None)[0] == 200
-    assert mixer.stop() == 0
+    assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
 class _FakeHandler(BaseHTTPRequestHandler):
