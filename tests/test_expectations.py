@@ -287,7 +287,9 @@ def test_verify_within_at_startup_without_a_known_good_leaves_the_mixer_idle_and
     assert entry["outcome"] == "failed"
     assert "expectations did not pass within 1s" in entry["reason"]
     assert "no last known good scenario to roll back to" in entry["reason"]
-    code, body = proc.request("GET", "/readyz")
+    # the journal row is written before startup finishes; until then /readyz rightly says "starting"
+    code, body = block_until(lambda: (r := proc.request("GET", "/readyz"))[1].get("reason") != "starting" and r,
+                             "startup to finish", proc=proc)
     assert code == 503 and "expectations did not pass" in body["reason"]
     assert proc.status()["expectations"] == []
     assert proc.stop() == 0, proc.output()[-3000:]
