@@ -157,7 +157,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+def _restartable_nats(tmp_path: Path) -> tuple[int, Callable[[], subprocess.Popen[bytes]]]:
+    """A nats-server on a fixed free port and store dir that a test can stop and start again:
+    (port, start), where start() returns once it accepts connections."""
     try:
         binary = find_nats_server()
     except Exception as exc:  # pragma: no cover - depends on the environment
@@ -177,6 +179,12 @@ def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Call
 
         block_until(accepting, f"nats-server on {port}")
         return proc
+
+    return port, run_server
+
+
+def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
+    port, run_server = _restartable_nats(tmp_path)
 
     server = run_server()
     try:
@@ -266,25 +274,7 @@ def test_reload_and_stop_while_nats_is_unreachable_end_in_bounded_time_and_lose_
     --stop-timeout plus a bound, and a mixer started once NATS is back writes every seq exactly
     once at a de-duplicating sink (the stopped one's unacked messages are redelivered, its
     unconfirmed publishes replayed from the source's checkpoint)."""
-    try:
-        binary = find_nats_server()
-    except Exception as exc:  # pragma: no cover - depends on the environment
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"nats-server unavailable under CI: {exc}")
-        pytest.skip(f"nats-server unavailable: {exc}")
-    port = _free_port()
-    store = tmp_path / "nats-store"
-    cmd = [str(binary), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
-
-    def run_server() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def accepting() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        block_until(accepting, f"nats-server on {port}")
-        return proc
+    port, run_server = _restartable_nats(tmp_path)
 
     stop_timeout, bound = 20.0, 10.0  # MixerProcess passes --stop-timeout 20
     server = run_server()
