@@ -124,8 +124,6 @@ async def get_state(request: web.Request) -> web.Response:
 
 
 async def put_state(request: web.Request) -> web.Response:
-    if not http_base.authorized(request):
-        return http_base.unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -144,8 +142,6 @@ async def put_state(request: web.Request) -> web.Response:
 
 
 async def delete_state(request: web.Request) -> web.Response:
-    if not http_base.authorized(request):
-        return http_base.unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
@@ -162,8 +158,6 @@ async def delete_state(request: web.Request) -> web.Response:
 
 
 async def clear_state(request: web.Request) -> web.Response:
-    if not http_base.authorized(request):
-        return http_base.unauthorized()
     found = await _resolved(request)
     if isinstance(found, web.Response):
         return found
