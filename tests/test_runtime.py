@@ -671,6 +671,55 @@ async def test_emit_each_ids_continue_each_messages_count_and_order_holds() -> N
         assert body["_id"] == derived_id(source_id("each", "src", body["seq"]), "mid", "out", body["k"])
 
 
+class EachThenMore(Gear):
+    """emit_each first (every output its message's first on the port: the lazily counted fast
+    path), on a subset too, then emit() and emit_each again: the counts the fast path skipped
+    writing must still number every later emit of each message."""
+
+    type = "t-each-then-more"
+    inputs = (Port("in", required=True),)
+    outputs = (Port("out"), Port("side"))
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    async def handle_batch(self, port: str, messages: Any) -> None:
+        await asyncio.sleep(0.001)  # slower than the source: batches form
+        count: dict[int, int] = {}
+        mine: dict[int, int] = {}  # "side": its own count
+
+        def body(m: Message, k: int, on: str = "out") -> dict[str, Any]:
+            seq = m.body["seq"]
+            table = count if on == "out" else mine
+            table[seq] = table.get(seq, 0) + 1
+            return {"seq": seq, "k": k, "i": table[seq] - 1, "on": on}
+
+        seen = [m for m in messages]  # iterate once: all in hand up to the last
+        odd = [m for m in seen if m.body["seq"] % 2]
+        await self.ctx.emit_each("side", [(m, body(m, 0, "side")) for m in odd])  # a subset, in order
+        await self.ctx.emit_each("out", [(m, body(m, 0)) for m in seen])  # the batch's prefix
+        await self.ctx.emit("out", body(seen[-1], 1))  # the message in hand, once more
+        for m in messages:  # iterate again: every message emits once more
+            await self.ctx.emit("out", body(m, 2))
+        await self.ctx.emit_each("out", [(m, body(m, 3)) for m in odd])
+        await self.ctx.emit_each("side", [(m, body(m, 3, "side")) for m in odd])
+
+
+async def test_emit_each_first_emits_counted_lazily_still_number_later_emits() -> None:
+    cat = h.catalog()
+    cat.register("t-each-then-more", EachThenMore)
+    scen = h.scenario("lazy", [("src", "t-counter", {"count": 300}), ("mid", "t-each-then-more", {}),
+                               ("sink", "t-collect", {}), ("side", "t-collect", {})],
+                      [("src.out", "mid.in"), ("mid.out", "sink.in"), ("mid.side", "side.in")])
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) >= 300 * 2 + 150 and len(h.SEEN["side"]) == 300)
+    await rt.stop()
+    for sink, port in (("sink", "out"), ("side", "side")):
+        got = h.SEEN[sink]
+        for b in got:
+            assert b["_id"] == derived_id(source_id("lazy", "src", b["seq"]), "mid", port, b["i"]), b
+        assert len({b["_id"] for b in got}) == len(got)  # no id given twice
+    assert [b["seq"] for b in h.SEEN["sink"] if b["k"] == 0] == list(range(1, 301))
+
+
 async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> None:
     """map's and filter's batch paths emit what they computed at once; a message whose
     expression fails is retried and dead-lettered alone, its neighbours pass once, in order."""

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from asyncio import current_task
+from operator import is_, itemgetter
 from typing import Any, Awaitable, Callable, Iterator, Mapping, Protocol, Sequence
 
 from fluxmix.errors import FluxmixError, GearError, LeaseLostError
@@ -22,6 +23,9 @@ from fluxmix.transports.base import BatchCursor, Wire
 # A gear handling a batch emits into a buffer sent to its memory wires when it returns; past
 # this many buffered messages they go out at once (bounds memory; backpressure applies there).
 BUFFER_MAX = 256
+
+_first = itemgetter(0)
+_new_message = Message.__new__
 
 
 class CheckpointStore(Protocol):
@@ -211,6 +215,9 @@ class GearCtx:
         must not borrow it."""
         runner = self._runner
         if runner.parent is not None and running_task(self._loop) is runner.parent_task:
+            batch = runner.batch
+            if batch is not None and batch.lazy:
+                batch.settle()
             emitted = runner.parent_emitted
             if emitted is None:
                 runner.parent_emitted = {port: count}
@@ -353,23 +360,33 @@ class GearCtx:
         wires, origin = self._port(port)
         if wires is None:
             return  # nothing derives from an unwired port's emits
-        indices = self._each_indices(port, outputs, in_hand)
+        batch = runner.batch
+        if batch is not None and batch.first_on(port, outputs):
+            indices: Sequence[int] = _ZEROS if len(outputs) <= len(_ZEROS) else [0] * len(outputs)
+        else:
+            indices = self._each_indices(port, outputs, in_hand)
         gear, scenario_hash = self.gear_name, self.scenario_hash
         ts = time.time()
-        derived, n = Message.derived, len(outputs)
         # built (every body frozen) before anything is sent: a body that cannot be carried fails
-        # the call with nothing emitted; further wires reuse the frozen bodies and headers
-        first = [derived(parent, gear, port, index,
-                         body if type(body) is FrozenDict else freeze_body(body, gear, port), origin, scenario_hash,
-                         ts, parent.headers if type(parent.headers) is FrozenDict else freeze_headers(parent.headers))
-                 for (parent, body), index in zip(outputs, indices)]
+        # the call with nothing emitted; further wires reuse the frozen bodies and headers.
+        # Message.derived inlined: this loop runs once per message per hop.
+        new, first = _new_message, []
+        append = first.append
+        for (parent, body), index in zip(outputs, indices):
+            message = new(Message)
+            message._id, message._derive = None, (parent, gear, port, index)
+            message.body = body if type(body) is FrozenDict else freeze_body(body, gear, port)
+            message.origin, message.scenario, message.ts = origin, scenario_hash, ts
+            headers = parent.headers
+            message.headers = headers if type(headers) is FrozenDict else freeze_headers(headers)
+            append(message)
         buffer = runner.buffer
         for w, wire in enumerate(wires):
             messages = first if w == 0 else [
-                derived(parent, gear, port, index, m.body, origin, scenario_hash, ts, m.headers)
+                Message.derived(parent, gear, port, index, m.body, origin, scenario_hash, ts, m.headers)
                 for (parent, _), index, m in zip(outputs, indices, first)]
             await self._hand_over(buffer, wire, messages)
-        await self._emitted(n)
+        await self._emitted(len(outputs))
 
     def _each_indices(self, port: str, outputs: Sequence[tuple[Message, Any]], in_hand: Message) -> list[int]:
         """Each output's index on `port` among its message's emits; refuses a message that is not
@@ -385,6 +402,8 @@ class GearCtx:
             first = self._parent_index(port, len(outputs))
             assert first is not None
             return list(range(first, first + len(outputs)))
+        if batch.lazy:
+            batch.settle()
         messages, saved = batch._messages, batch.emitted
         j, last = 0, min(batch.pos, len(messages) - 1)
         for parent, _ in outputs:
@@ -415,12 +434,16 @@ class GearCtx:
         await asyncio.to_thread(self._checkpoints.save_checkpoint, self.scenario_name, self.gear_name, value)
 
 
+# emit_each's indices when every output is its message's first on the port (the usual case)
+_ZEROS = (0,) * 1024
+
+
 class GearBatch(Sequence[Message]):
     """The messages a gear gets in `handle_batch`. Iterating them is how the runtime knows which
     message is in hand: what the gear emits derives its id from it, a failure is its failure,
     and the wire counts the messages not yet taken as still queued (backpressure)."""
 
-    __slots__ = ("_messages", "_runner", "_cursor", "_started", "_handled", "pos", "emitted", "held")
+    __slots__ = ("_messages", "_runner", "_cursor", "_started", "_handled", "pos", "emitted", "held", "lazy")
 
     def __init__(self, messages: Sequence[Message], runner: "EmittingGear", cursor: BatchCursor) -> None:
         self._messages = messages
@@ -433,6 +456,9 @@ class GearBatch(Sequence[Message]):
         # for a gear that iterates again; `held` is the index of the message in hand
         self.emitted: dict[int, dict[str, int]] = {}
         self.held = 0
+        # emit_each calls whose every output was its message's first on the port, by port: the
+        # per-message counts they imply are only written (settle) if something reads them
+        self.lazy: dict[str, Sequence[tuple[Message, Any]]] = {}
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -441,19 +467,62 @@ class GearBatch(Sequence[Message]):
         return self._messages[index]
 
     def __iter__(self) -> Iterator[Message]:
-        # Assignments, not increments: a gear that iterates twice still counts each message once.
+        if self.lazy:
+            self.settle()  # a gear iterating again reads the counts
         runner, cursor, counters = self._runner, self._cursor, self._runner.counters
         started, handled = self._started, self._handled
         emitted = self.emitted
         for i, message in enumerate(self._messages):
-            counters.handled = handled + i  # those before it are done
+            counters.handled = handled + i  # those before it are done (/status reads it mid-batch)
             if runner.parent_emitted is not None:  # the message left behind emitted: keep its counts
                 emitted[self.held] = runner.parent_emitted
             self.pos = self.held = i
-            runner.parent, runner.parent_emitted = message, emitted.pop(i, None)
+            runner.parent = message
+            runner.parent_emitted = emitted.pop(i, None) if emitted else None
             cursor.started = started + i + 1
             yield message
         self.pos = len(self._messages)
+
+    def first_on(self, port: str, outputs: Sequence[tuple[Message, Any]]) -> bool:
+        """True (and recorded lazily) when each output is the first emit on `port` of a distinct
+        message of this batch, in order, up to the one in hand: then every index is 0. Otherwise
+        emit_each takes the general path (which also refuses what is not allowed)."""
+        if self.emitted or self._runner.parent_emitted is not None or port in self.lazy:
+            return False
+        messages = self._messages
+        last = min(self.pos, len(messages) - 1)
+        if len(outputs) > last + 1:
+            return False
+        if not all(map(is_, map(_first, outputs), messages)):  # not the batch's prefix: a subset?
+            j = 0
+            for parent, _ in outputs:
+                while j <= last and messages[j] is not parent:
+                    j += 1
+                if j > last:
+                    return False
+                j += 1
+        self.lazy[port] = outputs
+        return True
+
+    def settle(self) -> None:
+        """Write the per-message emit counts the lazy emit_each records imply."""
+        lazy, self.lazy = self.lazy, {}
+        messages, saved, runner = self._messages, self.emitted, self._runner
+        for port, outputs in lazy.items():
+            j = 0
+            for parent, _ in outputs:
+                while messages[j] is not parent:
+                    j += 1
+                if j == self.held:  # the message in hand: its count is the runner's
+                    counts = runner.parent_emitted
+                    if counts is None:
+                        counts = runner.parent_emitted = {}
+                else:
+                    counts = saved.get(j)
+                    if counts is None:
+                        counts = saved[j] = {}
+                counts[port] = counts.get(port, 0) + 1
+                j += 1
 
     def finish(self, handled: int) -> None:
         self._runner.counters.handled = self._handled + handled
