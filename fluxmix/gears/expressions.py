@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 import time
 import warnings
 from dataclasses import dataclass
@@ -180,27 +181,29 @@ def _mult(a: Any, b: Any) -> Any:
     return a * b
 
 
+# The C functions of `operator` where Python's own operator is all there is to it (same results
+# and errors as a lambda, without a Python frame per evaluation).
 _OPERATORS: dict[type, Callable[..., Any]] = {
     ast.Add: _add,
-    ast.Sub: lambda a, b: a - b,
+    ast.Sub: operator.sub,
     ast.Mult: _mult,
-    ast.Div: lambda a, b: a / b,
-    ast.FloorDiv: lambda a, b: a // b,
-    ast.Mod: lambda a, b: a % b,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
     ast.Pow: _power,
-    ast.Eq: lambda a, b: a == b,
-    ast.NotEq: lambda a, b: a != b,
-    ast.Gt: lambda a, b: a > b,
-    ast.Lt: lambda a, b: a < b,
-    ast.GtE: lambda a, b: a >= b,
-    ast.LtE: lambda a, b: a <= b,
-    ast.Not: lambda a: not a,
-    ast.USub: lambda a: -a,
-    ast.UAdd: lambda a: +a,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Gt: operator.gt,
+    ast.Lt: operator.lt,
+    ast.GtE: operator.ge,
+    ast.LtE: operator.le,
+    ast.Not: operator.not_,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
     ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b,
-    ast.Is: lambda a, b: a is b,
-    ast.IsNot: lambda a, b: a is not b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
 }
 
 # ---------------------------------------------------------------- whitelist
@@ -314,10 +317,26 @@ def _constant(value: Any) -> _Fn:
     return lambda body: value
 
 
+_NUMBERS = frozenset({int, float})
+_NUMERIC_PLAIN: dict[Callable[..., Any], Callable[[Any, Any], Any]] = {_mult: operator.mul, _add: operator.add}
+
+
 def _binary(op: Callable[[Any, Any], Any], left: ast.expr, right: ast.expr) -> _Fn:
     """`left op right`, with the common `field op constant` shape in one closure."""
     if isinstance(right, ast.Constant) and isinstance(left, ast.Name) and left.id != "body":
         name, const = left.id, right.value
+        plain = _NUMERIC_PLAIN.get(op) if type(const) in _NUMBERS else None
+        if plain is not None:
+            # `amount * 100`: a number times a number has no length to limit, so the checked
+            # operator (for "ab" * 100 and the like) is only needed for other operand types
+            def field_op_number(body: Mapping[str, Any]) -> Any:
+                try:
+                    value = body[name]
+                except KeyError:
+                    raise _MissingField(name) from None
+                return plain(value, const) if type(value) in _NUMBERS else op(value, const)
+
+            return field_op_number
 
         def field_op_const(body: Mapping[str, Any]) -> Any:
             try:

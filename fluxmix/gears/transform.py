@@ -110,7 +110,11 @@ class Map(Gear):
         # without rename/drop, a frozen input is reshaped in place of a copy of it; constants
         # frozen once (read-only, so every message can share them)
         self._only_set = not self.rename and not self.drop
-        self._frozen_constants = list(freeze_body(self.constants).items()) if self._only_set else []
+        frozen_constants = dict(freeze_body(self.constants)) if self._only_set else {}
+        # set as keyword arguments of one FrozenDict(body, **constants) call when they can be
+        self._constant_kwargs = frozen_constants if all(type(k) is str for k in frozen_constants) else {}
+        self._constant_items = [] if self._constant_kwargs else list(frozen_constants.items())
+        self._expression_fns = [(field, expr.fn, expr) for field, expr in self.expressions.items()]
 
     def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The reshaped copy of `body` (the input is never modified: fan-out shares it).
@@ -146,13 +150,14 @@ class Map(Gear):
         return out
 
     def _set_frozen(self, body: FrozenDict) -> FrozenDict:
-        out = FrozenDict(body)
+        # Once per message per map: one C-level copy with the constants, then the expressions.
+        out = FrozenDict(body, **self._constant_kwargs)
         put = dict.__setitem__
-        for field, value in self._frozen_constants:
+        for field, value in self._constant_items:
             put(out, field, value)
-        for field, expr in self.expressions.items():
+        for field, fn, expr in self._expression_fns:
             try:
-                value = expr.fn(body)
+                value = fn(body)
             except Exception:
                 value = _evaluate(f"set.{field}", expr, body)  # raises the clear error
             kind = type(value)
@@ -174,10 +179,14 @@ class Map(Gear):
             for message in messages:
                 await self.ctx.emit("out", apply(message.body), headers=message.headers)
             return
-        outputs = []
+        outputs: list[tuple[Message, Mapping[str, Any]]] = []
+        append = outputs.append
+        set_frozen = self._set_frozen if self._only_set else None
         try:
             for message in messages:
-                outputs.append((message, apply(message.body)))
+                body = message.body
+                append((message, set_frozen(body) if set_frozen is not None and type(body) is FrozenDict
+                        else apply(body)))
         except Exception:
             await emit_each("out", outputs)
             raise
