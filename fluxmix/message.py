@@ -116,6 +116,8 @@ def _freeze_value(value: Any, strict: bool = True) -> Any:
 
 def _freeze_mapping(body: Mapping[Any, Any], strict: bool = True) -> FrozenDict:
     frozen = FrozenDict(body)  # one shallow copy at C speed; what is inside is checked below
+    if _FLAT.issuperset(map(type, frozen.values())) and _STR.issuperset(map(type, frozen)):
+        return frozen  # the usual flat body with str keys, checked at C speed (ints: see _freeze_value)
     for key, value in frozen.items():
         kind = type(value)
         if kind in _FLAT and type(key) is str:  # the usual flat field (ints: see _freeze_value)

@@ -311,14 +311,20 @@ class GearCtx:
         ts = time.time()
         ids: list[str] | None = None
         if positions is not None:
-            scenario_name = self.scenario_name
-            ids = [source_id(scenario_name, gear, position) for position in positions]
+            prefix = source_id(self.scenario_name, gear, "")  # source_id's spelling, one f-string each
+            ids = [f"{prefix}{position}" for position in positions]
         elif index is None:
             ids = [uuid.uuid4().hex for _ in range(n)]
         buffer = runner.buffer if index is not None else None  # only the handling task's own emits
         for wire in wires:
             if ids is not None:
-                messages = [Message(i, b, origin, scenario_hash, ts, hdrs) for i, b in zip(ids, frozen)]
+                messages = []
+                append, new = messages.append, _new_message
+                for msg_id, body in zip(ids, frozen):  # Message(...) inlined: once per message
+                    message = new(Message)
+                    message._id, message._derive, message.body = msg_id, None, body
+                    message.origin, message.scenario, message.ts, message.headers = origin, scenario_hash, ts, hdrs
+                    append(message)
             else:
                 derived, parent = Message.derived, runner.parent
                 messages = [derived(parent, gear, port, index + k, b, origin, scenario_hash, ts, hdrs)  # type: ignore[arg-type,operator]
