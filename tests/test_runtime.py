@@ -749,6 +749,41 @@ async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> N
     assert first["_id"] == derived_id(derived_id(source_id("mfdl", "src", 1), "ratio", "out", 0), "odd", "out", 0)
 
 
+async def test_filter_and_map_batches_fail_mid_batch_alone_with_the_expression_error() -> None:
+    """The runtime's batches let map and filter compute a whole batch before emitting
+    (GearBatch.apply_bodies): a failing expression mid-batch still fails that message alone,
+    with the message-level error naming the config key, and what the messages before it
+    produced goes out once, in order, with the ids the message in hand would give."""
+    from fluxmix.gears.transform import Filter, Map
+
+    cat = h.catalog()
+    cat.register("map", Map)
+    cat.register("filter", Filter)
+    scen = h.scenario(
+        "midfail",
+        [("src", "t-counter", {"count": 600}),
+         ("big", "filter", {"where": "100 / (seq - 130) > -1000"}),
+         ("tag", "map", {"set": {"t": {"expr": "seq * 2"}, "c": 1}}),
+         ("sink", "t-collect", {}), ("errors", "t-collect", {})],
+        [("src.out", "big.in", {"max_deliver": 3, "retry_delay": 0}), ("big.out", "tag.in"), ("tag.out", "sink.in"),
+         ("big.error", "errors.in")],
+    )
+    rt = make(scen, catalog=cat)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 599 and len(h.SEEN["errors"]) == 1)
+    await rt.stop()
+    assert seqs("sink") == [n for n in range(1, 601) if n != 130]
+    assert all(b["t"] == 2 * b["seq"] and b["c"] == 1 for b in h.SEEN["sink"])
+    error = h.SEEN["errors"][0]
+    assert error["seq"] == 130
+    assert error["_headers"]["error"].startswith("ExpressionEvalError: where: ")
+    big = rt.status().to_json()["gears"]["big"]
+    assert (big["handled"], big["errors"], big["dead_lettered"]) == (599, 3, 1)
+    first = h.SEEN["sink"][0]
+    assert first["_id"] == derived_id(derived_id(source_id("midfail", "src", 1), "big", "out", 0), "tag", "out", 0)
+    wires = rt.status().to_json()["wires"]
+    assert wires["big.out->tag.in"]["sent"] == wires["big.out->tag.in"]["received"] == 599
+
+
 async def test_emit_each_fans_out_one_frozen_body_with_the_same_ids_to_every_wire() -> None:
     from fluxmix.gears.transform import Map
 

@@ -151,6 +151,8 @@ class Map(Gear):
 
     def _set_frozen(self, body: FrozenDict) -> FrozenDict:
         # Once per message per map: one C-level copy with the constants, then the expressions.
+        if type(body) is not FrozenDict:
+            return self.apply(body)  # type: ignore[return-value]  # (a durable wire's decoded body)
         out = FrozenDict(body, **self._constant_kwargs)
         put = dict.__setitem__
         for field, value in self._constant_items:
@@ -178,6 +180,13 @@ class Map(Gear):
         if emit_each is None:  # a context from before emit_each
             for message in messages:
                 await self.ctx.emit("out", apply(message.body), headers=message.headers)
+            return
+        apply_bodies = getattr(messages, "apply_bodies", None)
+        if apply_bodies is not None:  # the runtime's batch: reshape all, then emit at once
+            results, failure = apply_bodies(self._set_frozen if self._only_set else apply)
+            await emit_each("out", list(zip(messages[:len(results)], results)))
+            if failure is not None:
+                raise failure
             return
         outputs: list[tuple[Message, Mapping[str, Any]]] = []
         append = outputs.append
@@ -240,6 +249,16 @@ class Filter(Gear):
             for message in messages:
                 target = "out" if _evaluate("where", where, message.body) else "rejected"
                 await self.ctx.emit(target, message.body, headers=message.headers)
+            return
+        apply_bodies = getattr(messages, "apply_bodies", None)
+        if apply_bodies is not None:  # the runtime's batch: test all, then emit each side at once
+            results, failure = apply_bodies(test)
+            tested = messages[:len(results)]
+            await emit_each("out", [(m, m.body) for m, keep in zip(tested, results) if keep])
+            await emit_each("rejected", [(m, m.body) for m, keep in zip(tested, results) if not keep])
+            if failure is not None:
+                _evaluate("where", where, messages[len(results)].body)  # raises the message-level error
+                raise failure
             return
         passed: list[tuple[Message, Mapping[str, Any]]] = []
         rejected: list[tuple[Message, Mapping[str, Any]]] = []

@@ -489,6 +489,39 @@ class GearBatch(Sequence[Message]):
             yield message
         self.pos = len(self._messages)
 
+    def apply_bodies(self, fn: Callable[[Any], Any]) -> tuple[list[Any], Exception | None]:
+        """[fn(message.body)] over the batch, in order, up to the first that raises: (results,
+        that exception or None). For a gear whose per-message work is a pure function of the body
+        (map, filter: no emit, no await in between), so nobody can tell which message is in hand
+        until it returns: the in-hand state moves once, to the failing message (as iterating would
+        have left it: its failure is its own) or past the last, instead of at every message."""
+        if self.lazy:
+            self.settle()
+        messages = self._messages
+        results: list[Any] = []
+        append = results.append
+        failure: Exception | None = None
+        try:
+            for message in messages:
+                append(fn(message.body))
+        except Exception as exc:
+            failure = exc
+        n, k = len(messages), len(results)
+        if not n:
+            return results, failure
+        at = k if failure is not None else n - 1  # the message iterating would have in hand now
+        runner, emitted = self._runner, self.emitted
+        if at != self.held:
+            if runner.parent_emitted is not None:
+                emitted[self.held] = runner.parent_emitted
+            runner.parent_emitted = emitted.pop(at, None) if emitted else None
+        runner.parent = messages[at]
+        self.held = at
+        self.pos = at if failure is not None else n
+        self._cursor.started = self._started + at + 1
+        runner.counters.handled = self._handled + at
+        return results, failure
+
     def first_on(self, port: str, outputs: Sequence[tuple[Message, Any]]) -> bool:
         """True (and recorded lazily) when each output is the first emit on `port` of a distinct
         message of this batch, in order, up to the one in hand: then every index is 0. Otherwise
