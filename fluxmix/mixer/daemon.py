@@ -30,6 +30,7 @@ from fluxmix.gears.catalog import Catalog
 from fluxmix.mixer.http import start_http
 from fluxmix.mixer.service import MixerService, normalize_ref, path_of
 from fluxmix.mixer.settings import MixerSettings, is_loopback
+from fluxmix.runtime.gc_policy import throughput_gc
 from fluxmix.transports.registry import Brokers
 
 log = logging.getLogger("fluxmix.mixer")
@@ -144,7 +145,8 @@ class Mixer:
             loop.add_signal_handler(signal.SIGINT, self._on_signal, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "sighup"))
         try:
-            return await self._serve(self._open())
+            with throughput_gc():  # see fluxmix.runtime.gc_policy: the collector cost more than the gears
+                return await self._serve(self._open())
         finally:
             if self.handle_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
