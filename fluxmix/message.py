@@ -213,10 +213,23 @@ class Message:
     def id(self) -> str:
         found = self._id
         if found is None:
-            assert self._derive is not None
-            parent, gear, port, index = self._derive
-            found = self._id = derived_id(parent.id, gear, port, index)
-            self._derive = None  # and the parent is no longer kept alive
+            found = self._resolve_id()
+        return found
+
+    def _resolve_id(self) -> str:
+        """Hash the ids of the chain of derived messages up to the first with a known id, in one
+        loop (a sink reading the id of a message three hops from its source would otherwise
+        recurse through three properties); each keeps its id and lets go of its parent."""
+        chain: list[Message] = []
+        message = self
+        while message._id is None:
+            chain.append(message)
+            message = message._derive[0]  # type: ignore[index]
+        found: str = message._id
+        for message in reversed(chain):
+            _, gear, port, index = message._derive  # type: ignore[misc]
+            found = message._id = _blake2b(f"{found}|{gear}|{port}|{index}".encode(), digest_size=12).hexdigest()
+            message._derive = None  # and the parent is no longer kept alive
         return found
 
     @id.setter
@@ -258,5 +271,8 @@ def derived_id(parent_id: str, gear: str, port: str, index: int) -> str:
     Deterministic, so re-handling a redelivered message re-emits the same ids. Hashed to keep
     ids short however long the chain of gears is.
     """
-    digest = hashlib.blake2b(f"{parent_id}|{gear}|{port}|{index}".encode(), digest_size=12).hexdigest()
-    return digest
+    # Message._resolve_id spells it the same way, in a loop over a chain of derived messages
+    return _blake2b(f"{parent_id}|{gear}|{port}|{index}".encode(), digest_size=12).hexdigest()
+
+
+_blake2b = hashlib.blake2b
