@@ -187,3 +187,18 @@ async def test_unpaced_batches_stop_exactly_where_the_harness_stops_them() -> No
     assert bodies == [{"twice": 2 * n, "seq": n} for n in range(1, 301)]
     assert [m.id for m in h.ctx.emitted["out"]][-1] == "test/src/300"
     assert h.ctx.checkpoint == 301 and h.gear.next_seq == 301
+
+
+async def test_unpaced_bodies_are_frozen_at_once_with_seq_in_its_place() -> None:
+    """A flat template is frozen once; each body is a read-only copy with its seq (in the
+    template's `seq` position when it has one), like the bodies emit froze before."""
+    from fluxmix.message import FrozenDict
+
+    h = GearHarness("generate", {"count": 300, "body": {"seq": "mine", "kind": "demo"}})
+    bodies = await h.run_source()
+    assert [type(b) for b in bodies] == [FrozenDict] * 300
+    assert list(bodies[0].items()) == [("seq", 1), ("kind", "demo")]
+    assert [b["seq"] for b in bodies] == list(range(1, 301))
+    with pytest.raises(ReadOnlyBodyError):
+        bodies[0]["kind"] = "changed"
+

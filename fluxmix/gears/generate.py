@@ -7,7 +7,9 @@ import copy
 import time
 from typing import Any, Awaitable, Callable, ClassVar, Mapping
 
+from fluxmix.errors import TransportError
 from fluxmix.gears.base import Gear, Port
+from fluxmix.message import FrozenDict, freeze_body
 
 # Save the position at least this often (seconds) and every this many messages, so a crash
 # replays at most that much (and de-duplication on durable wires absorbs the replay).
@@ -60,6 +62,15 @@ class Generate(Gear):
         # Scalars only: a shallow copy is enough and ~20x cheaper than deepcopy per message.
         flat = all(isinstance(v, (str, int, float, bool, type(None))) for v in self.template.values())
         self._copy: Callable[[dict[str, Any]], dict[str, Any]] = dict if flat else copy.deepcopy
+        # A flat template a wire can carry, frozen once: unpaced bodies are then made read-only
+        # at once (FrozenDict(template, seq=n)) and emit passes them on instead of copying and
+        # checking each again. None: bodies are made and checked as they are emitted.
+        self._frozen_template: FrozenDict | None = None
+        if flat:
+            try:
+                self._frozen_template = freeze_body(self.template)
+            except TransportError:
+                pass  # reported when the first body is emitted, as before
         self.next_seq = 1
         # Injectable for tests: a monotonic clock and "sleep until woken or timeout".
         self.clock: Callable[[], float] = time.monotonic
@@ -78,6 +89,9 @@ class Generate(Gear):
     def _bodies(self, first: int, count: int) -> list[dict[str, Any]]:
         """The bodies of seq `first` .. `first + count - 1`. `next_seq` is each one's seq while
         it is made (what a subclass overriding `_copy` reads), and `first` again afterwards."""
+        template = self._frozen_template
+        if template is not None and self._copy is dict:  # no subclass making its own bodies
+            return [FrozenDict(template, seq=seq) for seq in range(first, first + count)]
         bodies = []
         try:
             for seq in range(first, first + count):
