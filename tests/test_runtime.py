@@ -762,16 +762,18 @@ async def test_filter_and_map_batches_fail_mid_batch_alone_with_the_expression_e
     scen = h.scenario(
         "midfail",
         [("src", "t-counter", {"count": 600}),
-         ("big", "filter", {"where": "100 / (seq - 130) > -1000"}),
+         ("big", "filter", {"where": "seq % 3 != 0 and 100 / (seq - 130) > -1000"}),
          ("tag", "map", {"set": {"t": {"expr": "seq * 2"}, "c": 1}}),
-         ("sink", "t-collect", {}), ("errors", "t-collect", {})],
+         ("sink", "t-collect", {}), ("errors", "t-collect", {}), ("rej", "t-collect", {})],
         [("src.out", "big.in", {"max_deliver": 3, "retry_delay": 0}), ("big.out", "tag.in"), ("tag.out", "sink.in"),
-         ("big.error", "errors.in")],
+         ("big.error", "errors.in"), ("big.rejected", "rej.in")],
     )
     rt = make(scen, catalog=cat)
-    await run_until(rt, lambda: len(h.SEEN["sink"]) == 599 and len(h.SEEN["errors"]) == 1)
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == 399 and len(h.SEEN["errors"]) == 1 and len(h.SEEN["rej"]) == 200)
     await rt.stop()
-    assert seqs("sink") == [n for n in range(1, 601) if n != 130]
+    assert seqs("sink") == [n for n in range(1, 601) if n != 130 and n % 3]
+    assert seqs("rej") == list(range(3, 601, 3))
+    assert h.SEEN["rej"][0]["_id"] == derived_id(source_id("midfail", "src", 3), "big", "rejected", 0)
     assert all(b["t"] == 2 * b["seq"] and b["c"] == 1 for b in h.SEEN["sink"])
     error = h.SEEN["errors"][0]
     assert error["seq"] == 130
@@ -781,7 +783,7 @@ async def test_filter_and_map_batches_fail_mid_batch_alone_with_the_expression_e
     first = h.SEEN["sink"][0]
     assert first["_id"] == derived_id(derived_id(source_id("midfail", "src", 1), "big", "out", 0), "tag", "out", 0)
     wires = rt.status().to_json()["wires"]
-    assert wires["big.out->tag.in"]["sent"] == wires["big.out->tag.in"]["received"] == 599
+    assert wires["big.out->tag.in"]["sent"] == wires["big.out->tag.in"]["received"] == 399
 
 
 async def test_emit_each_fans_out_one_frozen_body_with_the_same_ids_to_every_wire() -> None:

@@ -255,7 +255,8 @@ class Filter(Gear):
             results, failure = apply_bodies(test)
             tested = messages[:len(results)]
             await emit_each("out", [(m, m.body) for m, keep in zip(tested, results) if keep])
-            await emit_each("rejected", [(m, m.body) for m, keep in zip(tested, results) if not keep])
+            if self.ctx.is_wired("rejected"):  # (emit_each drops an unwired port's outputs anyway)
+                await emit_each("rejected", [(m, m.body) for m, keep in zip(tested, results) if not keep])
             if failure is not None:
                 _evaluate("where", where, messages[len(results)].body)  # raises the message-level error
                 raise failure
