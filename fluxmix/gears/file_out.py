@@ -478,14 +478,17 @@ class FileOut(Gear):
         n = len(messages)
         lines: list[str] = []
         ids: dict[str, None] = {}  # in order; a repeat inside the batch is a duplicate too
-        encode, record, is_duplicate = encode_line_text, self.record, self._is_duplicate
+        encode, record, envelope = encode_line_text, self.record, self.envelope
+        handled, in_doubt, recent = self._handled, self._in_doubt_before, self._recent  # _is_duplicate, inlined
+        append = lines.append
         for i in range(n):
             message = messages[i]
             message_id = message.id
-            if message_id in ids or is_duplicate(message_id):
+            if (message_id in ids or message_id in handled or message_id in in_doubt
+                    or (recent is not None and message_id in recent)):
                 break
             try:
-                lines.append(encode(record(message)))
+                append(encode(record(message) if envelope else message.body))
             except Exception:
                 break  # encoded again below, per message, to fail it with the usual error
             ids[message_id] = None
