@@ -22,13 +22,13 @@ from tests.support.mixer import (
     MixerProcess,
     assert_exactly_once,
     atomic_write,
-    free_port,
     read_lines,
     run_fluxmix,
     scenario_yaml,
     seqs,
 )
 from tests.support.polling import block_until
+from tests.support.ports import reserve_port
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ def test_bad_file_at_startup_exits_2_with_one_line(tmp_path: Path, home: Path) -
     bad.write_text(text.replace("to: sink.in, transport: memory", "to: sink.in, transport: memroy"))
     env = {**os.environ, "FLUXMIX_HOME": str(home)}
     result = subprocess.run(
-        [str(MIXERD), "-s", "bad.yaml", "--http", f"127.0.0.1:{free_port()}"],
+        [str(MIXERD), "-s", "bad.yaml", "--http", "127.0.0.1:0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2, result.stderr
@@ -57,7 +57,7 @@ def test_unparsable_file_and_unknown_ref_at_startup_exit_2(tmp_path: Path, home:
     env = {**os.environ, "FLUXMIX_HOME": str(home)}
     for ref in ("./broken.yaml", "nosuch:v1.0.0", "./missing.yaml"):
         result = subprocess.run(
-            [str(MIXERD), "-s", ref, "--http", f"127.0.0.1:{free_port()}"],
+            [str(MIXERD), "-s", ref, "--http", "127.0.0.1:0"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )
         assert result.returncode == 2, (ref, result.stderr)
@@ -501,7 +501,7 @@ def test_readyz_says_why_while_nats_is_down_and_recovers(
         if os.environ.get("CI") == "true":
             pytest.fail(f"nats-server unavailable under CI: {error}")
         pytest.skip(f"nats-server unavailable: {error}")
-    port = free_port()
+    port = reserve_port()  # restarted on the same port below
     cmd = [str(binary), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port)]
 
     def launch() -> subprocess.Popen[bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from fluxmix.errors import MixerApiError, UserError
 from fluxmix.mixer.client import MixerClient
 from fluxmix.mixer.logs import JsonFormatter, TextFormatter, configure_logging
 from fluxmix.mixer.settings import is_loopback, nats_settings, parse_listen, split_urls
+from tests.support.ports import reserve_port
 
 
 @pytest.mark.parametrize(
@@ -111,14 +111,8 @@ def test_configure_logging_json_writes_one_object_per_line() -> None:
     assert json.loads(lines[0])["msg"] == "hello world"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_client_says_connection_refused_in_one_line() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{reserve_port()}"  # nothing listens there
     with pytest.raises(MixerApiError) as info:
         MixerClient(url, timeout=5).get("/status")
     assert str(info.value) == f"cannot reach the mixer at {url}: connection refused"
@@ -129,7 +123,7 @@ def test_mixer_cli_connection_refused_exit_1() -> None:
 
     from fluxmix.cli.mixer import mixer
 
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{reserve_port()}"
     result = CliRunner().invoke(mixer, ["status", "--url", url])
     assert result.exit_code == 1
     assert result.output.strip() == f"error: cannot reach the mixer at {url}: connection refused"

@@ -25,6 +25,7 @@ import pytest
 from tests.support.mixer import MixerProcess, assert_exactly_once, read_lines, scenario_yaml, seqs
 from tests.support.nats import pid_alive
 from tests.support.polling import block_until
+from tests.support.ports import reserve_port
 
 from fluxmix.transports.embedded import find_nats_server
 
@@ -151,12 +152,6 @@ def test_twenty_reloads_on_standard_wires_keep_every_seq_exactly_once(
     assert skipped_duplicates(mixer) == 0, mixer.output()[-2000:]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _restartable_nats(tmp_path: Path) -> tuple[int, Callable[[], subprocess.Popen[bytes]]]:
     """A nats-server on a fixed free port and store dir that a test can stop and start again:
     (port, start), where start() returns once it accepts connections."""
@@ -166,7 +161,7 @@ def _restartable_nats(tmp_path: Path) -> tuple[int, Callable[[], subprocess.Pope
         if os.environ.get("CI") == "true":
             pytest.fail(f"nats-server unavailable under CI: {exc}")
         pytest.skip(f"nats-server unavailable: {exc}")
-    port = _free_port()
+    port = reserve_port()
     store = tmp_path / "nats-store"
     cmd = [str(binary), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -23,12 +22,6 @@ from tests.support.polling import wait_until
 from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
 
 pytestmark = pytest.mark.nats
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_a_refused_message_goes_to_the_error_port_while_later_ones_flow(nats_url: str, unique_name: str) -> None:
@@ -129,7 +122,7 @@ async def test_a_consumer_stopped_100_times_under_load_loses_and_duplicates_noth
 
 @pytest.mark.slow
 async def test_a_server_restart_re_pulls_on_the_reconnect_notice(tmp_path: Path, unique_name: str) -> None:
-    server = EmbeddedNats(tmp_path / "nats", port=_free_port())
+    server = EmbeddedNats(tmp_path / "nats")  # it keeps the port it got across a restart
     try:
         url = await server.start()
     except NatsUnavailableError as exc:
@@ -330,8 +323,7 @@ async def test_a_stop_while_nats_is_unreachable_ends_within_its_timeout_and_lose
     from fluxmix.runtime import MemoryCheckpoints, Runtime
     from fluxmix.transports.registry import Brokers, NatsSettings
 
-    port = _free_port()
-    server = EmbeddedNats(tmp_path / "nats", port=port)
+    server = EmbeddedNats(tmp_path / "nats")  # it keeps the port it got across the restart
     try:
         url = await server.start()
     except NatsUnavailableError as exc:

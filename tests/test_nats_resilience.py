@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,8 @@ from tests.support.wires import Collector, broker_for, make_scenario, make_wire,
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, unique_name: str) -> None:
-    server = EmbeddedNats(tmp_path / "nats", port=_free_port())  # same port after the restart
+    server = EmbeddedNats(tmp_path / "nats")  # it keeps the port it got across the restart
     try:
         url = await server.start()
     except NatsUnavailableError as exc:
@@ -70,7 +63,7 @@ async def test_server_stop_and_start_mid_stream_loses_nothing(tmp_path: Path, un
 
 async def test_drain_while_nats_is_down_returns(tmp_path: Path, unique_name: str) -> None:
     """A reload or stop during an outage must not hang on the consumer (nothing is in hand)."""
-    server = EmbeddedNats(tmp_path / "nats", port=_free_port())
+    server = EmbeddedNats(tmp_path / "nats")
     try:
         url = await server.start()
     except NatsUnavailableError as exc:

@@ -1,6 +1,7 @@
 """A real `fluxmix-mixer` subprocess for end-to-end tests, its fixtures, and what they feed it.
 
-Every mixer runs the console script with FLUXMIX_HOME in tmp_path and the API on a free port;
+Every mixer runs the console script with FLUXMIX_HOME in tmp_path and the API on port 0 (the
+mixer binds a port the kernel picks and logs it: no race with other servers, see tests.support.ports);
 `start_mixer` kills whatever it started. `EventReader` follows its SSE stream in a thread.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import uuid
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,10 +32,7 @@ MIXERD = BIN / "fluxmix-mixer"
 FLUXMIX = BIN / "fluxmix"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+LISTENING = re.compile(r"HTTP API listening on http://127\.0\.0\.1:(\d+)")
 
 
 def scenario_yaml(
@@ -98,12 +98,11 @@ def atomic_write(path: Path, text: str) -> None:
 
 class MixerProcess:
     def __init__(self, cwd: Path, home: Path, args: list[str], *, token: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._port: int | None = None
         self.token = token
         self.home = home
-        self.log_path = cwd / f"mixer-{self.port}.log"
-        cmd = [str(MIXERD), *args, "--http", f"127.0.0.1:{self.port}", "--stop-timeout", "20"]
+        self.log_path = cwd / f"mixer-{uuid.uuid4().hex[:8]}.log"
+        cmd = [str(MIXERD), *args, "--http", "127.0.0.1:0", "--stop-timeout", "20"]
         if token:
             cmd += ["--api-token", token]
         full_env = {**os.environ, "FLUXMIX_HOME": str(home), **(env or {})}
@@ -111,6 +110,18 @@ class MixerProcess:
         full_env.pop("FLUXMIX_API_TOKEN", None)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def port(self) -> int:
+        """The API's port, from the mixer's "HTTP API listening on" log line (waits for it)."""
+        if self._port is None:
+            found = block_until(lambda: LISTENING.search(self.output()), "the API's 'listening on' log line", proc=self)
+            self._port = int(found.group(1))
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
         try:

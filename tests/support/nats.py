@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -31,6 +30,7 @@ import pytest
 
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats, find_nats_server
+from tests.support.ports import reserve_port
 
 DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 
@@ -94,18 +94,6 @@ nats_server = nats_url
 
 
 # --- three-node cluster --------------------------------------------------------------------------
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
@@ -202,7 +190,7 @@ def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     except NatsUnavailableError as exc:
         nats_unavailable(str(exc))
     fixed = [4222, 4223, 4224, 6222, 6223, 6224, 8222, 8223, 8224]
-    ports = dict(zip(fixed, _free_ports(len(fixed))))
+    ports = dict(zip(fixed, (reserve_port() for _ in fixed)))
     nodes = []
     for i in (1, 2, 3):
         template = (DEPLOY_NATS / f"node-{i}.conf").read_text()
