@@ -36,13 +36,17 @@ class FileWatcher:
         await self._ready.wait()
 
     async def stop(self) -> None:
+        """Stop watching. Safe to call twice, concurrently, and from the change callback itself:
+        a reload started by this watcher re-syncs the watch when it ends, which stops this very
+        watcher if the mixer is stopping meanwhile (SIGTERM during a reload). Waiting there for
+        our own task deadlocked until the 5 s bound, and the second stop then failed the shutdown."""
         self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        if task is None or task is asyncio.current_task():
+            return  # the loop ends on the stop event once the callback returns
+        done, _ = await asyncio.wait({task}, timeout=5)
+        if not done:
+            task.cancel()
 
     async def _run(self) -> None:
         directory = self.path.parent
@@ -64,7 +68,8 @@ class FileWatcher:
                     continue
                 log.info("%s changed", self.path, extra={"changes": sorted(c.name for c, _ in changes)})
                 try:
-                    await self._on_change(self.path)
+                    # shielded: a stop that gives up waiting must not cut a reload in the middle
+                    await asyncio.shield(self._on_change(self.path))
                 except Exception:  # a failing callback must not end the watch
                     log.exception("reload after a change of %s failed", self.path)
         except Exception:
