@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
 from tests.support import runtime as h
 from fluxmix.mixer.activation import Activator
-from fluxmix.store import Store, open_store
+from fluxmix.store import Store
 from fluxmix.transports.registry import Brokers
+from tests.support.activation import _reset_test_gears, activator, store  # noqa: F401
 from tests.support.polling import wait_until
 
 GOOD = """\
@@ -32,24 +32,10 @@ def good(version: str = "1.0.0", sink_config: str = "") -> str:
     return GOOD.format(version=version, sink_config=sink_config)
 
 
-@pytest.fixture(autouse=True)
-def _clean() -> None:
-    h.reset()
-
-
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(tmp_path / "home")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-async def activator(store: Store) -> AsyncIterator[Activator]:
+def reload_mode() -> str:
     # --reload full: these tests pin the whole-scenario restart (test_partial_reload.py the default)
-    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=10, reload_mode="full")
-    yield act
-    await act.shutdown()
+    return "full"
 
 
 def write(tmp_path: Path, text: str, name: str = "demo.yaml") -> str:

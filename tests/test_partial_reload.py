@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import AsyncIterator
-
-import pytest
 
 from tests.support import runtime as h
 from fluxmix.mixer.activation import Activator
 from fluxmix.runtime.reload import plan_reload
-from fluxmix.store import Store, open_store
+from fluxmix.store import Store
 from fluxmix.transports.registry import Brokers
+from tests.support.activation import _reset_test_gears, activator, reload_mode, store  # noqa: F401
 from tests.support.polling import wait_until
 
 TWO = """\
@@ -33,25 +31,6 @@ wires:
 
 def two(tag: int = 1, comment: str = "v", sink_b: str = "") -> str:
     return TWO.format(tag=tag, comment=comment, sink_b=sink_b)
-
-
-@pytest.fixture(autouse=True)
-def _clean() -> None:
-    h.reset()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = open_store(tmp_path / "home")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-async def activator(store: Store) -> AsyncIterator[Activator]:
-    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=10)
-    yield act
-    await act.shutdown()
 
 
 def write(tmp_path: Path, text: str) -> str:
