@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import termios
 import time
@@ -88,7 +89,12 @@ def test_live_view_redraws_and_quits_on_q_or_ctrl_c(
 
 def _controlling_terminal() -> None:
     """In the child: a new session whose controlling terminal is the pty (stdin), so the line
-    discipline sends SIGINT on Ctrl-C as a real terminal would."""
+    discipline sends SIGINT on Ctrl-C as a real terminal would.
+
+    SIGINT back to its default, as an interactive shell sets it for a foreground job: a suite run
+    in the background (`pytest ... &`, two suites at once) inherits SIGINT *ignored*, exec keeps
+    that, Python then installs no KeyboardInterrupt handler, and Ctrl-C did nothing (the flake)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
