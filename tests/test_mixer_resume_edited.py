@@ -19,25 +19,30 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_then_stop(start_mixer: Callable[..., MixerProcess], path: Path, out: Path) -> str:
-    """A first mixer runs `path` and stops gracefully; returns the hash it ran."""
+def write_version(path: Path, out: Path, version: str) -> None:
+    """The followed file: the test pipeline writing `out`, its lines tagged `version`."""
+    path.write_text(scenario_yaml(out, version=version, rate=100))
+
+
+def ran_then_stopped(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> tuple[Path, Path, str]:
+    """A first mixer runs live.yaml (v1, writing out.jsonl) and stops gracefully:
+    returns (the followed file, the output file, the hash it ran)."""
+    out, path = tmp_path / "out.jsonl", tmp_path / "live.yaml"
+    write_version(path, out, "v1")
     first = start_mixer("-s", str(path))
     ran = first.wait_ready()["scenario"]["hash"]
     block_until(lambda: len(read_lines(out)) >= 3, "first lines", proc=first)
     assert first.stop() == 0, first.output()[-3000:]
-    return ran
+    return path, out, ran
 
 
 def test_resume_then_activate_the_file_edited_while_down(
     tmp_path: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
-    out = tmp_path / "out.jsonl"
-    path = tmp_path / "live.yaml"
-    path.write_text(scenario_yaml(out, version="v1", rate=100))
-    stored = run_then_stop(start_mixer, path, out)
+    path, out, stored = ran_then_stopped(tmp_path, start_mixer)
     assert stored == sha256(path)
 
-    path.write_text(scenario_yaml(out, version="v2", rate=100))  # edited while no mixer runs
+    write_version(path, out, "v2")  # edited while no mixer runs
     edited = sha256(path)
     second = start_mixer()  # -s empty: resume
     second.wait_ready()
@@ -59,10 +64,7 @@ def test_resume_then_activate_the_file_edited_while_down(
 def test_an_invalid_edit_while_down_is_rejected_and_the_resumed_scenario_keeps_running(
     tmp_path: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
-    out = tmp_path / "out.jsonl"
-    path = tmp_path / "live.yaml"
-    path.write_text(scenario_yaml(out, version="v1", rate=100))
-    stored = run_then_stop(start_mixer, path, out)
+    path, out, stored = ran_then_stopped(tmp_path, start_mixer)
 
     path.write_text(scenario_yaml(out, version="v2", rate=100).replace("type: filter", "type: no-such-gear"))
     edited = sha256(path)
@@ -79,7 +81,7 @@ def test_an_invalid_edit_while_down_is_rejected_and_the_resumed_scenario_keeps_r
     log = second.output()
     assert stored in log and edited in log, log[-3000:]
 
-    path.write_text(scenario_yaml(out, version="v3", rate=100))  # the fix, seen by the watcher
+    write_version(path, out, "v3")  # the fix, seen by the watcher
     second.wait_journal(lambda e: e["trigger"] == "watch" and e["outcome"] == "activated", "the fixed file activated")
     block_until(lambda: any(line["version"] == "v3" for line in read_lines(out)), "v3 lines", proc=second)
     assert second.stop() == 0, second.output()[-3000:]
@@ -87,10 +89,7 @@ def test_an_invalid_edit_while_down_is_rejected_and_the_resumed_scenario_keeps_r
 
 
 def test_an_unchanged_file_is_only_resumed(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
-    out = tmp_path / "out.jsonl"
-    path = tmp_path / "live.yaml"
-    path.write_text(scenario_yaml(out, version="v1", rate=100))
-    stored = run_then_stop(start_mixer, path, out)
+    path, out, stored = ran_then_stopped(tmp_path, start_mixer)
     second = start_mixer()
     assert second.wait_ready()["scenario"]["hash"] == stored
     count = len(read_lines(out))
@@ -102,11 +101,8 @@ def test_an_unchanged_file_is_only_resumed(tmp_path: Path, start_mixer: Callable
 def test_with_no_watch_the_difference_is_logged_not_activated(
     tmp_path: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
-    out = tmp_path / "out.jsonl"
-    path = tmp_path / "live.yaml"
-    path.write_text(scenario_yaml(out, version="v1", rate=100))
-    stored = run_then_stop(start_mixer, path, out)
-    path.write_text(scenario_yaml(out, version="v2", rate=100))
+    path, out, stored = ran_then_stopped(tmp_path, start_mixer)
+    write_version(path, out, "v2")
     edited = sha256(path)
     second = start_mixer("--no-watch")
     assert second.wait_ready()["scenario"]["hash"] == stored
@@ -121,14 +117,11 @@ def test_a_resume_that_cannot_start_is_followed_by_the_fixed_file(
 ) -> None:
     """The stored scenario no longer starts (its sink path became a directory) and the operator
     fixed the file while the mixer was down: the file comes up after the failed resume."""
-    out = tmp_path / "out.jsonl"
-    path = tmp_path / "live.yaml"
-    path.write_text(scenario_yaml(out, version="v1", rate=100))
-    stored = run_then_stop(start_mixer, path, out)
+    path, out, stored = ran_then_stopped(tmp_path, start_mixer)
     out.unlink()
     out.mkdir()  # the stored scenario's sink cannot open it any more
     fixed_out = tmp_path / "fixed.jsonl"
-    path.write_text(scenario_yaml(fixed_out, version="v2", rate=100))
+    write_version(path, fixed_out, "v2")
     second = start_mixer()
     status = second.wait_ready()
     assert status["scenario"]["hash"] == sha256(path) != stored
