@@ -19,7 +19,9 @@ an oversized value is refused with 422 and changes nothing. The caller may name 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -91,42 +93,51 @@ def _who(request: web.Request) -> str:
     return f"api:{given}" if given else "api"
 
 
-async def _resolved(request: web.Request) -> ScenarioGlobals | web.Response:
-    try:
-        return await _globals(request)
-    except _NoScenario as error:
-        return error_response(409, str(error))
-    except UserError as error:
-        return error_response(400, str(error))
+GlobalsHandler = Callable[[web.Request, ScenarioGlobals], Awaitable[web.Response]]
+
+
+def _with_globals(handler: GlobalsHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A route on one scenario's globals: resolves ?scenario= (default: the active scenario) and
+    hands it to `handler`, or answers 409 (none active, none named) or 400 (a bad name)."""
+
+    @functools.wraps(handler)
+    async def route(request: web.Request) -> web.Response:
+        try:
+            found = await _globals(request)
+        except _NoScenario as error:
+            return error_response(409, str(error))
+        except UserError as error:
+            return error_response(400, str(error))
+        return await handler(request, found)
+
+    return route
 
 
 async def list_state(request: web.Request) -> web.Response:
     mixer = request.app[MIXER]
     if "scenario" not in request.query and mixer.activator.current_loaded is None:
         return json_response({"scenario": None, "version": 0, "values": {}, "declared": {}})  # idle: nothing to show
-    found = await _resolved(request)
-    if isinstance(found, web.Response):
-        return found
+    return await _list_resolved(request)
+
+
+@_with_globals
+async def _list_resolved(request: web.Request, found: ScenarioGlobals) -> web.Response:
     declared = {k: {f: v for f, v in spec.items() if f != "initial"} for k, spec in found.declared().items()
                 if isinstance(spec, dict)}
     return json_response({"scenario": found.scenario, "version": found.version, "values": found.values(),
                   "declared": declared})
 
 
-async def get_state(request: web.Request) -> web.Response:
-    found = await _resolved(request)
-    if isinstance(found, web.Response):
-        return found
+@_with_globals
+async def get_state(request: web.Request, found: ScenarioGlobals) -> web.Response:
     key = request.match_info["key"]
     if key not in found:
         return error_response(404, f"global {key[:60]!r} has no value in scenario {found.scenario}")
     return json_response({"scenario": found.scenario, "key": key, "value": found.get(key)})
 
 
-async def put_state(request: web.Request) -> web.Response:
-    found = await _resolved(request)
-    if isinstance(found, web.Response):
-        return found
+@_with_globals
+async def put_state(request: web.Request, found: ScenarioGlobals) -> web.Response:
     key = request.match_info["key"]
     try:
         value = await request.json(loads=json.loads)
@@ -141,10 +152,8 @@ async def put_state(request: web.Request) -> web.Response:
     return json_response({"scenario": found.scenario, "key": key, "old_value": old, "value": found.get(key)})
 
 
-async def delete_state(request: web.Request) -> web.Response:
-    found = await _resolved(request)
-    if isinstance(found, web.Response):
-        return found
+@_with_globals
+async def delete_state(request: web.Request, found: ScenarioGlobals) -> web.Response:
     key = request.match_info["key"]
     who = _who(request)
     try:
@@ -157,17 +166,16 @@ async def delete_state(request: web.Request) -> web.Response:
     return json_response({"scenario": found.scenario, "key": key, "old_value": old})
 
 
-async def clear_state(request: web.Request) -> web.Response:
-    found = await _resolved(request)
-    if isinstance(found, web.Response):
-        return found
+@_with_globals
+async def clear_state(request: web.Request, found: ScenarioGlobals) -> web.Response:
     who = _who(request)
     count = await asyncio.to_thread(found.clear, who=who)
     _announce(request, found, "clear", None, None, None, who)
     return json_response({"scenario": found.scenario, "cleared": count})
 
 
-async def state_changes(request: web.Request) -> web.Response:
+@_with_globals
+async def state_changes(request: web.Request, found: ScenarioGlobals) -> web.Response:
     raw = request.query.get("limit", "50")
     try:
         limit = int(raw)
@@ -175,8 +183,5 @@ async def state_changes(request: web.Request) -> web.Response:
         return error_response(400, f"limit: expected an integer, got {raw[:20]!r}")
     if not 1 <= limit <= http_base.MAX_JOURNAL_LIMIT:
         return error_response(400, f"limit: must be between 1 and {http_base.MAX_JOURNAL_LIMIT}")
-    found = await _resolved(request)
-    if isinstance(found, web.Response):
-        return found
     changes = await asyncio.to_thread(request.app[MIXER].store.globals.changes, found.scenario, limit)
     return json_response({"scenario": found.scenario, "changes": [c.as_dict() for c in changes]})
