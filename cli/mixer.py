@@ -199,7 +199,8 @@ def render_status(data: dict[str, Any]) -> str:
         ))
     brokers = data.get("brokers") or {}
     for kind, info in brokers.items():
-        details = ", ".join(f"{k}={v}" for k, v in info.items() if k != "kind" and not isinstance(v, (dict, list)))
+        details = ", ".join(f"{k}={'-' if v is None else v}" for k, v in info.items()
+                            if k != "kind" and not isinstance(v, (dict, list)))  # "-" for none, as in tables
         lines.append(f"broker {kind}: {details}" if details else f"broker {kind}")
     return "\n".join(lines)
 

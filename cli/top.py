@@ -102,7 +102,8 @@ def render(frame: dict[str, Any], note: str = "") -> Group:
         head.append(f"  {short_hash(frame['hash'])}", style="dim")
     head.append("  ")
     head.append(f"{frame['state']}", style="green" if frame.get("ready") else "red")
-    head.append(f" ({frame['reason']})" if frame.get("reason") else "")
+    if frame.get("reason") and frame["reason"] != frame["state"]:  # "running (running)" says nothing
+        head.append(f" ({frame['reason']})")
     if frame.get("paused"):
         head.append("  PAUSED", style="bold yellow")
     if frame.get("nats"):
