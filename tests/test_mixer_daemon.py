@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from tests.support.nats import pid_alive
+from tests.support.nats import pid_alive, restartable_nats_server
 from tests.support.mixer import (
     MIXERD,
     MixerProcess,
@@ -28,7 +27,6 @@ from tests.support.mixer import (
     seqs,
 )
 from tests.support.polling import block_until
-from tests.support.ports import reserve_port
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,38 +475,11 @@ def test_failed_start_at_startup_keeps_the_mixer_up_and_a_fixed_file_recovers(
     assert mixer.stop() == 0, mixer.output()[-3000:]
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    def accepting() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"nats-server exited with {proc.returncode}")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    block_until(accepting, f"nats-server on port {port}")
-
-
 @pytest.mark.nats
 def test_readyz_says_why_while_nats_is_down_and_recovers(
     tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
-    from fluxmix.errors import NatsUnavailableError
-    from fluxmix.transports.embedded import find_nats_server
-
-    try:
-        binary = find_nats_server()
-    except NatsUnavailableError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"nats-server unavailable under CI: {error}")
-        pytest.skip(f"nats-server unavailable: {error}")
-    port = reserve_port()  # restarted on the same port below
-    cmd = [str(binary), "-js", "-sd", str(tmp_path / "js"), "-a", "127.0.0.1", "-p", str(port)]
-
-    def launch() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(port, proc)
-        return proc
-
+    port, launch = restartable_nats_server(tmp_path)  # restarted on the same port below
     server = launch()
     try:
         out = tmp_path / "out.jsonl"

@@ -13,8 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +21,9 @@ from typing import Any
 import pytest
 
 from tests.support.mixer import MixerProcess, assert_exactly_once, read_lines, scenario_yaml, seqs
-from tests.support.nats import pid_alive
+from tests.support.nats import pid_alive, restartable_nats_server
 from tests.support.polling import block_until
-from tests.support.ports import reserve_port
 
-from fluxmix.transports.embedded import find_nats_server
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -152,34 +148,8 @@ def test_twenty_reloads_on_standard_wires_keep_every_seq_exactly_once(
     assert skipped_duplicates(mixer) == 0, mixer.output()[-2000:]
 
 
-def _restartable_nats(tmp_path: Path) -> tuple[int, Callable[[], subprocess.Popen[bytes]]]:
-    """A nats-server on a fixed free port and store dir that a test can stop and start again:
-    (port, start), where start() returns once it accepts connections."""
-    try:
-        binary = find_nats_server()
-    except Exception as exc:  # pragma: no cover - depends on the environment
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"nats-server unavailable under CI: {exc}")
-        pytest.skip(f"nats-server unavailable: {exc}")
-    port = reserve_port()
-    store = tmp_path / "nats-store"
-    cmd = [str(binary), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port)]
-
-    def run_server() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def accepting() -> bool:
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        block_until(accepting, f"nats-server on {port}")
-        return proc
-
-    return port, run_server
-
-
 def test_nats_restart_mid_stream_loses_nothing(tmp_path: Path, start_mixer: Callable[..., MixerProcess]) -> None:
-    port, run_server = _restartable_nats(tmp_path)
+    port, run_server = restartable_nats_server(tmp_path)
 
     server = run_server()
     try:
@@ -269,7 +239,7 @@ def test_reload_and_stop_while_nats_is_unreachable_end_in_bounded_time_and_lose_
     --stop-timeout plus a bound, and a mixer started once NATS is back writes every seq exactly
     once at a de-duplicating sink (the stopped one's unacked messages are redelivered, its
     unconfirmed publishes replayed from the source's checkpoint)."""
-    port, run_server = _restartable_nats(tmp_path)
+    port, run_server = restartable_nats_server(tmp_path)
 
     stop_timeout, bound = 20.0, 10.0  # MixerProcess passes --stop-timeout 20
     server = run_server()

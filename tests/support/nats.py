@@ -5,7 +5,8 @@
 - `nats_embedded`: always our own EmbeddedNats, for tests that stop/start/kill the server.
 - `nats_cluster`: three nats-server processes with routes and JetStream, started from the
   operator configs in deploy/nats/node-{1,2,3}.conf with free ports and temp store dirs.
-- `unique_name`: a scenario name no other test (or earlier run on a shared NATS_URL) uses.
+- `unique_name`: a scenario name no other test (or earlier run on a shared NATS_URL) uses;
+- `restartable_nats_server`: a plain server a test stops and starts again on the same port.
 
 A server that cannot start FAILS the test under CI=true and skips it otherwise, so a CI run can
 never pass by silently skipping the NATS tests.
@@ -17,11 +18,12 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -30,6 +32,7 @@ import pytest
 
 from fluxmix.errors import NatsUnavailableError
 from fluxmix.transports.embedded import EmbeddedNats, find_nats_server
+from tests.support.polling import block_until
 from tests.support.ports import reserve_port
 
 DEPLOY_NATS = Path(__file__).resolve().parents[2] / "deploy" / "nats"
@@ -91,6 +94,33 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
 
 # the brief's name for it
 nats_server = nats_url
+
+
+def restartable_nats_server(tmp_path: Path) -> tuple[int, Callable[[], subprocess.Popen[bytes]]]:
+    """A plain nats-server (JetStream) on a reserved port and a store dir under tmp_path, for tests
+    that stop it (an outage) and start it again where clients expect it: (port, start), where
+    start() returns the process once it accepts connections. The test stops and kills it."""
+    try:
+        binary = find_nats_server()
+    except NatsUnavailableError as exc:
+        nats_unavailable(str(exc))
+    port = reserve_port()
+    cmd = [str(binary), "-js", "-sd", str(tmp_path / "nats-store"), "-a", "127.0.0.1", "-p", str(port)]
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def accepting() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"nats-server on port {port} exited with {proc.returncode}")
+            with contextlib.closing(socket.socket()) as sock:
+                sock.settimeout(0.5)
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        block_until(accepting, f"nats-server on port {port}")
+        return proc
+
+    return port, start
 
 
 # --- three-node cluster --------------------------------------------------------------------------
