@@ -97,6 +97,10 @@ class FleetMember:
         self.lease_view: list[dict[str, Any]] = []
         self.last_sync: dict[str, Any] | None = None  # the last desired scenario this member acted on
         self._applied: str | None = None  # hash of the desired scenario already acted on
+        # Whether the fleet's KV answered the last heartbeat (join proves it the first time):
+        # leases, claims and the desired scenario all live there, so /readyz follows it.
+        self.kv_reachable = False
+        self.kv_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- join / leave ----
@@ -119,6 +123,7 @@ class FleetMember:
             await self.membership.register()
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise FleetError(f"fleet {s.name}: cannot register member {self.member}: {exc}") from None
+        self.kv_reachable = True
         log.info("joined fleet %s as member %s (incarnation %s)", s.name, self.member, self.incarnation,
                  extra={"fleet": s.name, "member": self.member})
 
@@ -168,8 +173,13 @@ class FleetMember:
                 self.lease_view = await self._read_leases()
                 self.desired_seen = await self.desired.current() if self.desired else None
                 failures = 0
+                if not self.kv_reachable:
+                    log.info("fleet %s: KV reachable again", self.settings.name)
+                self.kv_reachable, self.kv_error = True, None
             except (nats.errors.Error, asyncio.TimeoutError, FleetError) as exc:
                 failures += 1
+                self.kv_reachable = False
+                self.kv_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("fleet %s: heartbeat failed (%d in a row): %s", self.settings.name, failures, exc)
             await asyncio.sleep(self.membership.beat_every)
@@ -189,6 +199,16 @@ class FleetMember:
             view.append({"lease": key, "member": holder.get("member"), "incarnation": holder.get("incarnation"),
                          "revision": entry.revision, "renewed": holder.get("renewed")})
         return view
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) of the fleet side: not ready while NATS or the fleet's KV cannot be
+        reached (the member cannot renew leases, commit claims or see the desired scenario)."""
+        name = self.settings.name
+        if self.nc is None or not self.nc.is_connected:
+            return False, f"fleet {name}: not connected to NATS"
+        if not self.kv_reachable:
+            return False, f"fleet {name}: its KV does not answer ({self.kv_error or 'no heartbeat yet'})"
+        return True, f"fleet {name}: connected"
 
     def describe(self) -> dict[str, Any]:
         """What this member says about itself in each heartbeat (and so in everyone's status)."""
@@ -313,4 +333,10 @@ class FleetMember:
             "ttl": {"member": self.settings.member_ttl, "lease": self.settings.lease_ttl,
                     "claim": self.settings.claim_ttl},
             "as_of": _iso(self.membership.viewed_at) if self.membership else None,
+            "connection": self._connection(),
         }
+
+    def _connection(self) -> dict[str, Any]:
+        ready, reason = self.readiness()
+        last = self.membership.last_beat if self.membership else None
+        return {"ready": ready, "reason": reason, "last_heartbeat": _iso(last)}

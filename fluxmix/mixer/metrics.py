@@ -151,6 +151,8 @@ class MixerCollector(Collector):
             )
 
         yield from _expectation_families(status.expectations)
+        if status.fleet is not None:
+            yield from _fleet_families(status.fleet, status.scenario.hash if status.scenario is not None else None)
 
         # brokers
         nats = status.brokers.get("standard")
@@ -195,6 +197,46 @@ def _expectation_families(expectations: list[dict[str, Any]]) -> Iterator[Metric
     yield passing
     yield state
     yield value
+
+
+FLEET_CLAIM_RESULTS = {  # fluxmix.fleet.claims.SinkClaims.stats, counted since this process started
+    "claimed": "claims this member created before writing",
+    "committed": "claims this member committed (the line is done fleet-wide)",
+    "skipped": "messages skipped because another member had done them",
+    "taken_over": "claims taken over from a member that was gone",
+    "lost": "commits refused because this member was presumed gone",
+    "waits": "waits for a live member's pending claim",
+}
+
+
+def _fleet_families(fleet: Mapping[str, Any], active_hash: str | None) -> Iterator[Metric]:
+    """With --fleet: the fleet connection, its members, this member's leases and claims, and
+    whether this member runs the fleet's desired scenario (all from FleetMember.status())."""
+    connection = fleet.get("connection") or {}
+    yield GaugeMetricFamily("fluxmix_fleet_connected", "1 while the fleet's KV answers this member's heartbeats",
+                            value=1 if connection.get("ready") else 0)
+    members = fleet.get("members") or []
+    yield GaugeMetricFamily("fluxmix_fleet_members", "members registered in the fleet (as last seen)",
+                            value=len(members))
+    yield GaugeMetricFamily("fluxmix_fleet_members_in_sync", "members that run the desired scenario",
+                            value=sum(1 for m in members if m.get("in_sync")))
+    held = {lease["lease"] for lease in fleet.get("held_here") or []}
+    yield GaugeMetricFamily("fluxmix_fleet_leases_held", "source leases this member holds", value=len(held))
+    lease_held = GaugeMetricFamily("fluxmix_fleet_lease_held", "1 when this member holds the source lease",
+                                   labels=["lease"])
+    for lease in sorted(held | {entry["lease"] for entry in fleet.get("leases") or []}):
+        lease_held.add_metric([lease], 1 if lease in held else 0)
+    yield lease_held
+    claims = CounterMetricFamily("fluxmix_fleet_claims", "fleet-wide sink claims by what became of them",
+                                 labels=["result"])
+    counts = fleet.get("claims") or {}
+    for result in FLEET_CLAIM_RESULTS:
+        claims.add_metric([result], counts.get(result, 0))
+    yield claims
+    desired = fleet.get("desired")
+    yield GaugeMetricFamily("fluxmix_fleet_desired_match",
+                            "1 when this member runs the fleet's desired scenario (same SHA-256)",
+                            value=1 if desired and active_hash == desired["hash"] else 0)
 
 
 def render(source: MetricsSource) -> bytes:

@@ -418,6 +418,10 @@ class MixerService:
             return False, "starting"
         if self.phase == "stopping":
             return False, "stopping"
+        if self.fleet is not None:  # a member that cannot reach the fleet's KV must not take traffic
+            ok, why = self.fleet.readiness()
+            if not ok:
+                return False, why
         runtime = self.activator.current
         if runtime is None:
             if self.failure:

@@ -1,0 +1,99 @@
+"""A fleet member as its operator watches it: /readyz follows the fleet's KV, /metrics shows the
+fleet. A real `fluxmix-mixer --fleet` on a real nats-server that the test stops and starts."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.mixer import MixerProcess, read_lines
+from tests.support.nats import restartable_nats_server
+from tests.support.polling import block_until
+
+pytestmark = pytest.mark.nats
+
+SCENARIO = """\
+name: opsdemo
+gears:
+  - {name: source, type: generate, config: {rate: 50}}
+  - {name: sink, type: file-out, config: {path: %s, envelope: true}}
+wires:
+  - {from: source.out, to: sink.in, transport: memory}
+"""
+
+
+def samples(mixer: MixerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of GET /metrics: (name, sorted labels) -> value."""
+    status, text = mixer.request("GET", "/metrics")
+    assert status == 200, text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def fleet_metric(mixer: MixerProcess, name: str, **labels: str) -> float | None:
+    return samples(mixer).get((f"fluxmix_fleet_{name}", tuple(sorted(labels.items()))))
+
+
+def test_readyz_follows_the_fleet_kv_and_metrics_show_the_fleet(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    port, start_server = restartable_nats_server(tmp_path)
+    server = start_server()
+    try:
+        out = tmp_path / "out.jsonl"
+        path = tmp_path / "ops.yaml"
+        path.write_text(SCENARIO % out)
+        mixer = start_mixer("-s", str(path), "--fleet", "ops", "--fleet-member", "m1",
+                            "--nats-url", f"nats://127.0.0.1:{port}", "--fleet-member-ttl", "3",
+                            "--fleet-lease-ttl", "3")
+        mixer.wait_ready()
+        block_until(lambda: len(read_lines(out)) >= 5, "lines written under the lease", proc=mixer)
+
+        def settled() -> dict[str, Any] | None:  # what one heartbeat (every TTL/3) makes visible
+            values = {name: fleet_metric(mixer, name) for name in
+                      ("connected", "members", "members_in_sync", "leases_held", "desired_match")}
+            values["lease"] = fleet_metric(mixer, "lease_held", lease="opsdemo.source")
+            values["committed"] = fleet_metric(mixer, "claims_total", result="committed")
+            return values if values["members_in_sync"] == 1 and (values["committed"] or 0) > 0 else None
+
+        values = block_until(settled, "the fleet series", proc=mixer)
+        assert values == {"connected": 1, "members": 1, "members_in_sync": 1, "leases_held": 1,
+                          "desired_match": 1, "lease": 1, "committed": values["committed"]}
+        assert fleet_metric(mixer, "claims_total", result="skipped") == 0  # one member: nothing done elsewhere
+        assert mixer.status()["fleet"]["connection"]["ready"] is True
+
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+        def not_ready() -> Any:
+            answer = mixer.try_get("/readyz")
+            return answer if answer and answer[0] == 503 else None
+
+        _, body = block_until(not_ready, "/readyz 503 while the fleet's NATS is down", proc=mixer)
+        assert body["reason"].startswith("fleet ops: "), body
+        assert fleet_metric(mixer, "connected") == 0
+        assert samples(mixer)[("fluxmix_ready", ())] == 0
+        assert mixer.request("GET", "/healthz")[0] == 200  # alive, just not ready
+
+        server = start_server()
+        mixer.wait_ready()  # reconnected, and the next heartbeat reached the KV
+        assert fleet_metric(mixer, "connected") == 1
+        count = len(read_lines(out))
+        block_until(lambda: len(read_lines(out)) > count + 5, "lines again after the outage", proc=mixer)
+        assert mixer.stop() == 0, mixer.output()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def test_metrics_of_a_mixer_outside_a_fleet_have_no_fleet_series(
+    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+) -> None:
+    mixer = start_mixer()
+    mixer.wait_ready()
+    assert not [name for name, _ in samples(mixer) if name.startswith("fluxmix_fleet_")]
