@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
     "gears": "fluxmix.cli.gears_cmd:gears",
     "mixer": "fluxmix.cli.mixer:mixer",
     "state": "fluxmix.cli.state_cmd:state",
+    "fleet": "fluxmix.cli.fleet_cmd:fleet",
 }
 
 

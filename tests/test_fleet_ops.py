@@ -3,6 +3,7 @@ fleet. A real `fluxmix-mixer --fleet` on a real nats-server that the test stops 
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 from typing import Any, Callable
@@ -97,3 +98,91 @@ def test_metrics_of_a_mixer_outside_a_fleet_have_no_fleet_series(
     mixer = start_mixer()
     mixer.wait_ready()
     assert not [name for name, _ in samples(mixer) if name.startswith("fluxmix_fleet_")]
+
+
+RELEASED = """\
+name: relsc
+gears:
+  - {name: source, type: generate, config: {rate: 10}}
+  - {name: sink, type: file-out, config: {path: out/sink.jsonl, envelope: true}}
+wires:
+  - {from: source.out, to: sink.in, transport: memory}
+"""
+
+
+async def test_release_settles_a_gone_members_file_and_its_leases(
+    tmp_path: Path, home: Path, nats_url: str, unique_name: str
+) -> None:
+    """A member killed for good: m1, m2 committed and recorded, m3 committed but not recorded,
+    m4 written but never committed (another member will write it). Release keeps m1-m3, cuts m4,
+    frees the source lease it held; refused while the member is registered."""
+    import asyncio
+    import json
+
+    import nats
+
+    from fluxmix.fleet import kvconn
+    from fluxmix.fleet.claims import SinkClaims
+    from fluxmix.fleet.leases import SourceLeases
+    from fluxmix.fleet.membership import Membership
+    from fluxmix.fleet.release import SinkContext
+    from fluxmix.gears.file_out import FileOut
+    from fluxmix.message import Message
+    from fluxmix.store import open_store
+    from tests.support.mixer import run_fluxmix
+
+    fleet = unique_name
+    (tmp_path / "relsc.yaml").write_text(RELEASED)
+    imported = run_fluxmix(home, tmp_path, "scenario", "import", "relsc.yaml", "--json")
+    assert imported.returncode == 0, imported.stderr
+    digest = json.loads(imported.stdout)["hash"].removeprefix("sha256:")
+    store = open_store(home)
+    store.set_active(digest, "relsc:latest", known_good=True)  # what the member's mixer ran last
+    store.close()
+
+    nc = await nats.connect(nats_url)
+    b = await kvconn.open_buckets(nc.jetstream(), fleet, member_ttl=30, lease_ttl=30, claim_ttl=600, replicas=1)
+    gone = Membership(b.members, "gone", "g1", ttl=30, describe=dict)
+    lease = SourceLeases(b.leases, "gone", "g1", ttl=30)
+    path = tmp_path / "out" / "sink.jsonl"
+    msgs = [Message(f"relsc/source/{i}", {"seq": i}) for i in range(1, 5)]
+    try:
+        await gone.register()
+        assert await lease.acquire("relsc", "source", asyncio.Event())
+        sink = FileOut("sink", {"path": str(path), "envelope": True},
+                       SinkContext("relsc", digest, "sink", SinkClaims(b.claims, "gone", "g1", gone.alive, live_wait=5)))
+        await sink.start()
+        await sink.handle_batch("in", msgs[:2])
+        await sink.flush()
+        await sink.handle_batch("in", msgs[2:])
+        assert sink._claims is not None
+        await sink._write_claimed()  # m3, m4 written ...
+        await sink._claims.commit([msgs[2].id])  # ... m3 committed, then killed for good
+        sink._close()
+        await lease.close()  # no more renewals; the key stays until its TTL
+
+        def release(*extra: str) -> Any:
+            return run_fluxmix(home, tmp_path, "fleet", "release", "gone", "--fleet", fleet, "--nats-url", nats_url,
+                               "--dir", str(tmp_path), *extra)
+
+        refused = await asyncio.to_thread(release)
+        assert refused.returncode == 2 and "member gone is registered" in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1
+        await b.members.delete("gone")  # its registration aged out
+
+        done = await asyncio.to_thread(release)
+        assert done.returncode == 0, done.stderr
+        assert re.search(r"^sink +\S+sink\.jsonl +[1-9]\d* B$", done.stdout, re.M), done.stdout  # m4's line cut
+        assert "leases released: relsc.source" in done.stdout, done.stdout
+        assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
+        with pytest.raises(Exception):  # the lease is free at once, not after its TTL
+            await b.leases.get("relsc.source")
+
+        again = await asyncio.to_thread(release, "--json")  # settled: nothing more to do
+        assert again.returncode == 0, again.stderr
+        report = json.loads(again.stdout)
+        assert report["sinks"] == [{"gear": "sink", "path": str(path), "cut_bytes": 0}]
+        assert report["leases_released"] == []
+        assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    finally:
+        await nc.close()

@@ -11,6 +11,7 @@ Everything the members share lives in NATS itself, one module per job:
 - claims: the fleet-wide de-duplication of sink writes (a claim per message id);
 - desired: the fleet's one desired scenario (bytes in an Object Store, its hash in KV);
 - member: the FleetMember that ties them to one mixer.
+- release: settling the files and leases of a member gone for good (`fluxmix fleet release`).
 """
 
 from fluxmix.fleet.member import FleetMember, FleetSettings
