@@ -186,3 +186,14 @@ async def test_release_settles_a_gone_members_file_and_its_leases(
         assert [json.loads(line)["body"]["seq"] for line in path.read_text().splitlines()] == [1, 2, 3]
     finally:
         await nc.close()
+
+
+def test_release_without_nats_is_one_line(tmp_path: Path, home: Path) -> None:
+    from tests.support.mixer import run_fluxmix
+    from tests.support.ports import reserve_port
+
+    url = f"nats://127.0.0.1:{reserve_port()}"  # nothing listens there
+    done = run_fluxmix(home, tmp_path, "fleet", "release", "m1", "--fleet", "ops", "--nats-url", url)
+    assert done.returncode == 1 and done.stderr == f"error: fleet: cannot reach NATS at {url}: TimeoutError\n"
+    done = run_fluxmix(home, tmp_path, "fleet", "release", "no good", "--fleet", "ops", "--nats-url", url)
+    assert done.returncode == 2 and done.stderr.startswith("error: MEMBER 'no good': a member id is")

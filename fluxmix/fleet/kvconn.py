@@ -38,7 +38,7 @@ class Buckets:
 
 async def connect(servers: list[str], options: dict[str, Any], *, name: str, timeout: float = 10.0) -> Client:
     """Connect, retrying until `timeout` (a cluster may still be electing); FleetError after."""
-    kwargs = connect_kwargs(options)
+    kwargs = {"error_cb": _client_error, **connect_kwargs(options)}
     try:
         return await asyncio.wait_for(
             nats.connect(servers=servers, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
@@ -46,7 +46,14 @@ async def connect(servers: list[str], options: dict[str, Any], *, name: str, tim
             timeout,
         )
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
-        raise FleetError(f"fleet: cannot reach NATS at {', '.join(servers)}: {type(exc).__name__}: {exc}") from None
+        why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        raise FleetError(f"fleet: cannot reach NATS at {', '.join(servers)}: {why}") from None
+
+
+async def _client_error(exc: Exception) -> None:
+    """nats-py's default prints a traceback to stderr for every failed attempt: a CLI command
+    (fleet release) must print one line, and the member's heartbeat already logs what failed."""
+    log.debug("fleet NATS client: %s: %s", type(exc).__name__, exc)
 
 
 async def _kv(js: JetStreamContext, bucket: str, *, ttl: float | None, history: int, replicas: int) -> KeyValue:
