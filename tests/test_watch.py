@@ -46,3 +46,24 @@ async def test_stop_before_start_and_twice_is_harmless(tmp_path: Path) -> None:
     await watcher.stop()
     await watcher.start()
     await asyncio.gather(watcher.stop(), watcher.stop())
+
+
+async def test_the_reload_itself_stops_the_watcher_without_waiting_for_itself(tmp_path: Path) -> None:
+    """A reload that stops its own watcher (the watch re-synced to nothing) returns at once: the
+    watcher's task is not left waiting for the reload and then cancelled."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text("a: 1\n")
+    stopped = asyncio.Event()
+
+    async def reload(changed: Path) -> None:
+        await watcher.stop()
+        stopped.set()
+
+    watcher = FileWatcher(path, reload, debounce_ms=0)
+    await watcher.start()
+    task = watcher._task
+    assert task is not None
+    path.write_text("a: 2\n")
+    await wait_until(stopped.is_set, "the reload to stop its watcher")
+    await asyncio.wait_for(task, 5)  # ends on its own once the reload returned
+    assert not task.cancelled()

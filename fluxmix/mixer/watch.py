@@ -25,6 +25,7 @@ class FileWatcher:
         self._debounce = max(debounce_ms, 0) / 1000
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._callback: asyncio.Future[None] | None = None  # the change callback while it runs
         self._ready = asyncio.Event()
 
     def _wanted(self, change: Change, path: str) -> bool:
@@ -42,8 +43,8 @@ class FileWatcher:
         our own task deadlocked until the 5 s bound, and the second stop then failed the shutdown."""
         self._stop.set()
         task, self._task = self._task, None
-        if task is None or task is asyncio.current_task():
-            return  # the loop ends on the stop event once the callback returns
+        if task is None or asyncio.current_task() in (task, self._callback):
+            return  # called by the callback: the loop ends on the stop event once it returns
         done, _ = await asyncio.wait({task}, timeout=5)
         if not done:
             task.cancel()
@@ -67,11 +68,15 @@ class FileWatcher:
                     log.warning("%s was removed; keeping the current scenario", self.path)
                     continue
                 log.info("%s changed", self.path, extra={"changes": sorted(c.name for c, _ in changes)})
+                # A task of its own, shielded: a stop that gives up waiting must not cut a reload
+                # in the middle, and a stop called by the reload itself knows it by this task.
+                self._callback = asyncio.ensure_future(self._on_change(self.path))
                 try:
-                    # shielded: a stop that gives up waiting must not cut a reload in the middle
-                    await asyncio.shield(self._on_change(self.path))
+                    await asyncio.shield(self._callback)
                 except Exception:  # a failing callback must not end the watch
                     log.exception("reload after a change of %s failed", self.path)
+                finally:
+                    self._callback = None
         except Exception:
             log.exception("watching %s stopped", self.path)
         finally:
