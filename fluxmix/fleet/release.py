@@ -96,10 +96,10 @@ async def release_member(fleet: str, member: str, servers: list[str], connect_op
         await _refuse_if_registered(members, fleet, member)
         report = ReleaseReport(fleet, member, None)
 
-        async def gone(_member: str, _incarnation: str) -> bool:
-            return False  # nobody is alive as far as the release's own claims are concerned
+        async def alive(_member: str, _incarnation: str) -> bool:
+            return False  # only asked when claiming, which a release never does
 
-        claims = SinkClaims(claims_kv, member, f"release-{secrets.token_hex(4)}", gone, live_wait=0)
+        claims = SinkClaims(claims_kv, member, f"release-{secrets.token_hex(4)}", alive, live_wait=0)
         await _settle_sinks(report, store, catalog, claims, base_dir)
         report.leases_released = await _release_leases(leases, member)
         return report
