@@ -31,6 +31,7 @@ from nats.js.kv import KeyValue
 from fluxmix.errors import FleetError, FluxmixError, UserError
 from fluxmix.fleet import kvconn, naming
 from fluxmix.fleet.claims import SinkClaims
+from fluxmix.refs import short_hash
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ async def _settle_sinks(report: ReleaseReport, store: Any, catalog: Any, claims:
     try:
         loaded = await asyncio.to_thread(resolve_scenario, store, f"sha256:{active}", catalog=catalog)
     except FluxmixError as error:
-        raise FleetError(f"the member's active scenario sha256:{active[:12]} cannot be read: {error}") from None
+        raise FleetError(f"the member's active scenario {short_hash(active)} cannot be read: {error}") from None
     report.scenario = loaded.name
     for gear in loaded.scenario.gears:
         if gear.type != SINK_TYPE:
