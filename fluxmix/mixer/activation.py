@@ -34,6 +34,7 @@ from fluxmix.errors import FluxmixError, GearError, UserError, ValidationError, 
 from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import GlobalsHub
 from fluxmix.loading import LoadedScenario, resolve_scenario
+from fluxmix.mixer.checkpoint_cache import CachedCheckpoints
 from fluxmix.mixer.expectations import DEFAULT_INTERVAL, ExpectationWatch
 from fluxmix.mixer.stopwatch import GapWatch, ReloadStopwatch
 from fluxmix.redact import redact, redact_value
@@ -172,6 +173,9 @@ class Activator:
         # A fleet member (fluxmix.fleet) sets these: checkpoints in KV, sources under leases,
         # sinks claiming message ids fleet-wide. None: the local store, no leases, no claims.
         self.checkpoints: Any = None
+        # Otherwise the store's, with what this mixer wrote answered from memory: a reload's new
+        # source reads back the position its predecessor wrote a moment ago without the store.
+        self.stored_checkpoints = CachedCheckpoints(store)
         self.source_guard: Any = None
         self.claims: Any = None
         self._lock = asyncio.Lock()
@@ -439,7 +443,7 @@ class Activator:
                                 declared=loaded.scenario.globals)
         runtime = Runtime(
             loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers,
-            checkpoints=self.checkpoints or self.store, globals_=scenario_globals,
+            checkpoints=self.checkpoints or self.stored_checkpoints, globals_=scenario_globals,
             source_guard=self.source_guard, claims=self.claims,
         )
         runtime.sources_paused = self.paused
