@@ -415,9 +415,13 @@ class Store:
         with self._index.write() as session:
             _state.write_paused(session, paused)
 
-    def record_activation(self, entry: JournalEntry) -> int:
-        """Append an activation attempt to the journal; returns its id."""
+    def record_activation(self, entry: JournalEntry, *, active: tuple[str, str] | None = None) -> int:
+        """Append an activation attempt to the journal; returns its id. `active` (hash, ref)
+        also records what runs now, as set_active(known_good=True) would, in the same
+        transaction: one write where a reload would otherwise wait for two."""
         with self._index.write() as session:
+            if active is not None:
+                _state.write_active(session, active[0], active[1], known_good=True)
             return _state.add_journal(session, entry)
 
     def update_activation_gap(self, entry_id: int, gap_seconds: float) -> None:

@@ -24,11 +24,13 @@ the reload. A first message that comes later updates `last_reload` and the row
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from fluxmix.errors import FluxmixError, GearError, UserError, ValidationError, bound_message
 from fluxmix.gears.catalog import Catalog
@@ -49,6 +51,31 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GAP_WAIT = 1.0
 RELOAD_MODES = ("partial", "full")  # --reload: restart what a change touches, or every gear
+
+
+# An activation's CPU-heavy steps (parse and validate, the store's writes) run in threads, but a
+# thread holding the GIL keeps it up to sys.getswitchinterval() (5 ms by default) each time the
+# event loop asks for it back: the gears that keep running through a partial reload, and the
+# old gears still draining in a full one, stalled for whole milliseconds per message. While an
+# activation runs the loop gets the GIL back within this much.
+ACTIVATION_SWITCH_INTERVAL = 0.0005
+_loop_first_state = {"users": 0, "saved": 0.0}  # activations in progress; the interval to restore
+
+
+@contextlib.contextmanager
+def _loop_first() -> Iterator[None]:
+    """Shorten the GIL switch interval while at least one activation runs."""
+    state = _loop_first_state
+    if state["users"] == 0:
+        state["saved"] = sys.getswitchinterval()
+        sys.setswitchinterval(min(ACTIVATION_SWITCH_INTERVAL, state["saved"]))
+    state["users"] += 1
+    try:
+        yield
+    finally:
+        state["users"] -= 1
+        if state["users"] == 0:
+            sys.setswitchinterval(state["saved"])
 
 
 def _describe(exc: BaseException) -> str:
@@ -181,6 +208,7 @@ class Activator:
         self._lock = asyncio.Lock()
         self._gap: GapWatch | None = None  # the running scenario's pending gap, if any
         self._fresh_gap: GapWatch | None = None  # ... created by the attempt in progress
+        self._pending_active: tuple[str, str] | None = None  # (hash, ref) for the attempt's journal row
 
     @property
     def busy(self) -> bool:
@@ -205,9 +233,15 @@ class Activator:
 
     async def _activate_locked(self, ref: str, *, trigger: str, active_ref: str) -> JournalEntry:
         async with self._lock:
-            self._fresh_gap = None
-            entry = await self._activate(ref, trigger=trigger, active_ref=active_ref)
-            entry = await self._journal(entry)
+            with _loop_first():
+                self._fresh_gap = None
+                self._pending_active = None
+                try:
+                    entry = await self._activate(ref, trigger=trigger, active_ref=active_ref)
+                except BaseException:
+                    await self._write_pending_active()
+                    raise
+                entry = await self._journal(entry)
             self.last_reload = entry
             if self._fresh_gap is not None:
                 self._fresh_gap.entry_id = entry.id
@@ -264,7 +298,7 @@ class Activator:
         attempt.to_hash = loaded.hash
 
         if old is not None and old_loaded is not None and old_loaded.hash == loaded.hash and old.state == "running":
-            await self._remember_active(loaded.hash, active_ref)
+            self._remember_active(loaded.hash, active_ref)
             self.current_ref = active_ref
             return attempt.entry("unchanged", f"{loaded.ref} ({short_hash(loaded.hash)}) is already running")
 
@@ -328,7 +362,7 @@ class Activator:
                 return dataclasses.replace(entry, problems=list(why))
             reason += f"; verified: {len(sc.expect)} expectation(s) passing"
         self._set_current(new, loaded, active_ref, attempt.entry("activated", reason))
-        await self._remember_active(loaded.hash, active_ref)
+        self._remember_active(loaded.hash, active_ref)
         gap = await self._measure_gap(stopwatch)
         return attempt.entry("activated", reason, gap=gap)
 
@@ -403,7 +437,7 @@ class Activator:
             reason += f"; stopping the restarted gears timed out after {self.stop_timeout:g}s (what they had in hand was abandoned)"
         reason += verified_note
         self._set_current(runtime, loaded, active_ref, attempt.entry("activated", reason))
-        await self._remember_active(loaded.hash, active_ref)
+        self._remember_active(loaded.hash, active_ref)
         if stopwatch is not None:
             gap = await self._measure_gap(stopwatch)
         return attempt.entry("activated", reason, gap=gap)
@@ -425,7 +459,7 @@ class Activator:
                 attempt.lap("rollback")
                 reason = f"{reason}; rolled back to {previous.ref} ({short_hash(previous.hash)})"
                 self._set_current(runtime, previous, previous_ref or previous.ref, attempt.entry("rolled-back", reason))
-                await self._remember_active(previous.hash, previous_ref or previous.ref)
+                self._remember_active(previous.hash, previous_ref or previous.ref)
                 return attempt.entry("rolled-back", reason, gap=await self._measure_gap(stopwatch))
         self.current = self.current_loaded = self.current_ref = None
         await runtime.stop(timeout=self.stop_timeout)
@@ -485,7 +519,7 @@ class Activator:
         ref = target_ref or target.ref
         reason = f"{reason}; rolled back to {target.ref} ({short_hash(target.hash)})"
         self._set_current(runtime, target, ref, attempt.entry("rolled-back", reason))
-        await self._remember_active(target.hash, ref)
+        self._remember_active(target.hash, ref)
         gap = await self._measure_gap(stopwatch)
         return attempt.entry("rolled-back", reason, gap=gap)
 
@@ -548,24 +582,37 @@ class Activator:
         self.current_loaded = None
         self.current_ref = None
 
-    async def _remember_active(self, digest: str, ref: str) -> None:
+    def _remember_active(self, digest: str, ref: str) -> None:
+        """What runs now (and is the rollback target), written with the attempt's journal row:
+        one store transaction at the end of the activation instead of two."""
+        self._pending_active = (digest, ref)
+
+    async def _write_pending_active(self) -> None:
+        """The active scenario alone, when no journal row carries it (an unexpected failure)."""
+        pending, self._pending_active = self._pending_active, None
+        if pending is None:
+            return
         try:
-            await asyncio.to_thread(self.store.set_active, digest, ref, known_good=True)
+            await asyncio.to_thread(self.store.set_active, pending[0], pending[1], known_good=True)
         except Exception:  # the scenario runs; failing to note it must not undo that
-            log.exception("could not record the active scenario %s in the store", short_hash(digest))
+            log.exception("could not record the active scenario %s in the store", short_hash(pending[0]))
 
     async def _journal(self, entry: JournalEntry) -> JournalEntry:
-        """Write the attempt to the store, secrets masked (a gear's error may quote one)."""
+        """Write the attempt to the store, secrets masked (a gear's error may quote one),
+        together with the active scenario when the attempt changed it."""
         entry = dataclasses.replace(
             entry,
             ref=redact(entry.ref) if entry.ref else entry.ref,
             reason=redact(entry.reason),
             problems=redact_value(list(entry.problems)),
         )
+        active, self._pending_active = self._pending_active, None
         try:
-            entry_id = await asyncio.to_thread(self.store.record_activation, entry)
+            entry_id = await asyncio.to_thread(self.store.record_activation, entry, active=active)
         except Exception:
             log.exception("could not journal the activation attempt (%s: %s)", entry.outcome, entry.reason)
+            self._pending_active = active
+            await self._write_pending_active()
             return entry
         await self.prune_journal()
         return dataclasses.replace(entry, id=entry_id)
