@@ -93,7 +93,6 @@ def instrument() -> None:
         (store_mod.Store, "save_checkpoint", "s store.save_checkpoint", False),
         (store_mod.Store, "set_active", "s store.set_active", False),
         (store_mod.Store, "record_activation", "s store.record_activation", False),
-        (activation.Activator, "_remember_active", "5 remember active (thread)", True),
         (activation.Activator, "_measure_gap", "6 wait for first message", True),
         (activation.Activator, "_journal", "7 journal (thread)", True),
     ]
