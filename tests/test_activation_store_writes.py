@@ -1,0 +1,122 @@
+"""What an activation writes to the store, and how it shares the GIL while it runs
+(issue 17's reload targets: one store transaction at the end, the loop first meanwhile)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from fluxmix.mixer.activation import ACTIVATION_SWITCH_INTERVAL, Activator
+from fluxmix.store import Store, open_store
+from fluxmix.transports.registry import Brokers
+from tests.support import runtime as h
+from tests.support.polling import wait_until
+
+SCENARIO = """\
+name: demo
+version: {version}
+gears:
+  - {{name: src, type: t-counter, config: {{checkpoint_every: 5}}}}
+  - {{name: sink, type: t-collect{sink}}}
+wires:
+  - {{from: src.out, to: sink.in, transport: memory, queue_size: 8}}
+"""
+
+
+def scenario(tmp_path: Path, version: str, sink: str = "") -> str:
+    path = tmp_path / f"demo-{version}.yaml"
+    path.write_text(SCENARIO.format(version=version, sink=sink))
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> None:
+    h.reset()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = open_store(tmp_path / "home")
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["partial", "full"])
+async def activator(request: Any, store: Store) -> AsyncIterator[Activator]:
+    act = Activator(store, h.catalog(), Brokers(store.home), stop_timeout=10, reload_mode=request.param)
+    yield act
+    await act.shutdown()
+
+
+class Spy:
+    """Counts the store's writes of the active scenario, alone and with a journal row."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.alone = 0
+        self.with_row = 0
+        set_active, record = store.set_active, store.record_activation
+
+        def spy_set_active(*args: Any, **kwargs: Any) -> None:
+            self.alone += 1
+            set_active(*args, **kwargs)
+
+        def spy_record(entry: Any, **kwargs: Any) -> int:
+            self.with_row += kwargs.get("active") is not None
+            return record(entry, **kwargs)
+
+        monkeypatch.setattr(store, "set_active", spy_set_active)
+        monkeypatch.setattr(store, "record_activation", spy_record)
+
+
+async def test_the_active_scenario_is_written_with_the_journal_row(tmp_path: Path, store: Store, activator: Activator,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = Spy(store, monkeypatch)
+    first, second = scenario(tmp_path, "1.0.0"), scenario(tmp_path, "1.1.0", ", config: {tag: b}")
+    for path in (first, second):
+        entry = await activator.activate(path, trigger="api")
+        assert entry.outcome == "activated", entry.reason
+        state = store.mixer_state()
+        assert (state.active_hash, state.active_ref, state.last_known_good_hash) == (entry.to_hash, path, entry.to_hash)
+        assert store.journal()[0].id == entry.id
+    assert (spy.alone, spy.with_row) == (0, 2)  # one transaction per activation
+
+
+async def test_a_rolled_back_start_leaves_the_previous_scenario_active(tmp_path: Path, store: Store,
+                                                                       activator: Activator) -> None:
+    good = await activator.activate(scenario(tmp_path, "1.0.0"), trigger="api")
+    await wait_until(lambda: len(h.SEEN.get("sink", [])) >= 5)
+    bad = await activator.activate(scenario(tmp_path, "1.1.0", ", config: {fail_start: true}"), trigger="api")
+    assert bad.outcome == "rolled-back", bad.reason
+    state = store.mixer_state()
+    assert (state.active_hash, state.last_known_good_hash) == (good.to_hash, good.to_hash)
+
+
+async def test_the_active_scenario_is_still_written_when_the_journal_write_fails(
+        tmp_path: Path, store: Store, activator: Activator, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: Any, **_kwargs: Any) -> int:
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(store, "record_activation", refuse)
+    path = scenario(tmp_path, "1.0.0")
+    entry = await activator.activate(path, trigger="api")
+    assert entry.outcome == "activated" and entry.id is None
+    assert store.mixer_state().active_ref == path  # a restart resumes what runs
+
+
+async def test_the_switch_interval_is_short_during_an_activation_and_restored_after(
+        tmp_path: Path, store: Store, activator: Activator, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    resolve = Activator._build
+
+    async def build(self: Activator, loaded: Any) -> Any:
+        seen.append(sys.getswitchinterval())
+        return await resolve(self, loaded)
+
+    monkeypatch.setattr(Activator, "_build", build)
+    await activator.activate(scenario(tmp_path, "1.0.0"), trigger="api")
+    assert seen and seen[0] == pytest.approx(min(ACTIVATION_SWITCH_INTERVAL, before))
+    assert sys.getswitchinterval() == pytest.approx(before)
