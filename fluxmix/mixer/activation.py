@@ -303,7 +303,9 @@ class Activator:
             return attempt.entry("unchanged", f"{loaded.ref} ({short_hash(loaded.hash)}) is already running")
 
         if self.reload_mode == "partial" and old is not None and old_loaded is not None and old.state == "running":
+            await asyncio.sleep(0)  # let the running gears take their turn between the reload's steps
             plan = plan_reload(old_loaded.scenario, loaded.scenario)
+            await asyncio.sleep(0)
             if not plan.full:
                 return await self._activate_partial(attempt, old, loaded, plan, active_ref)
             attempt.reload = plan.summary(len(loaded.scenario.gears))
@@ -316,6 +318,7 @@ class Activator:
         except Exception as exc:
             return _build_rejected(attempt, loaded, exc)
         attempt.lap("build")
+        await asyncio.sleep(0)
 
         # 3. stop the old one, draining its memory wires
         self._cancel_gap_watch()
@@ -375,6 +378,7 @@ class Activator:
         except Exception as exc:
             return _build_rejected(attempt, loaded, exc)
         attempt.lap("build")
+        await asyncio.sleep(0)  # the last turn of the running gears before some of them stop
         self._cancel_gap_watch()
         stopwatch: ReloadStopwatch | None = None
         if not plan.empty:

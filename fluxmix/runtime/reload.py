@@ -168,6 +168,7 @@ async def prepare(runtime: Runtime, scenario: Scenario, scenario_hash: str, plan
         if spec.name in plan.affected:
             before = runtime.runners.get(spec.name)
             runners[spec.name] = runtime.new_runner(spec, **_succession(before, spec.type))
+            await asyncio.sleep(0)  # a gear's constructor may compile a lot: the running gears go first
     for runner in runners.values():
         assert runner.ctx is not None
         runner.ctx.scenario_hash = scenario_hash
