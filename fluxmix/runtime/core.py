@@ -153,7 +153,6 @@ class Runtime:
         try:
             for spec in self.scenario.gears:
                 self.runners[spec.name] = self.new_runner(spec)
-                await asyncio.sleep(0)  # a reload builds while the old gears run: they go first
             self.order = [self.runners[name] for name in topological_order(self.scenario)]
             for wspec in self.scenario.wires:
                 for end in (wspec.source, wspec.target):
