@@ -95,6 +95,7 @@ class FluxmixYamlLoader(Composer, *_BASES, SafeConstructor, Resolver):  # type: 
         Resolver.__init__(self)
         self._depth = 0
         self._aliases = 0
+        self._nodes = 0  # composed, aliases not counted: without aliases the document is a tree this size
 
     # ---- composing: depth and alias limits ----
 
@@ -106,6 +107,7 @@ class FluxmixYamlLoader(Composer, *_BASES, SafeConstructor, Resolver):  # type: 
                 raise _LimitError(None, None, f"more than {MAX_ALIASES} aliases; refusing the document", event.start_mark)
             return super().compose_node(parent, index)
         self._depth += 1
+        self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
                 event = self.peek_event()
@@ -324,7 +326,10 @@ def load_yaml(data: bytes | str, source: str, *, max_bytes: int = MAX_DOCUMENT_B
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_expansion(node)
+        # Without aliases nothing expands: the composed tree is the document, and counting it
+        # while composing says what the walk would (a reload parses on the mixer's hot path).
+        if loader._aliases or not 0 < loader._nodes <= MAX_EXPANDED_NODES:
+            _check_expansion(node)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ScenarioError(_format_yaml_error(exc, source, text)) from None
