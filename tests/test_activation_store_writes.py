@@ -122,3 +122,27 @@ async def test_the_switch_interval_is_short_during_a_partial_reload_and_restored
     expected = min(ACTIVATION_SWITCH_INTERVAL, before) if activator.reload_mode == "partial" else before
     assert seen and seen[0] == pytest.approx(expected)
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+async def test_a_reload_without_initial_values_skips_the_globals_seed(tmp_path: Path, store: Store,
+                                                                       activator: Activator,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fluxmix.globals_state import ScenarioGlobals
+
+    seeds: list[str] = []
+    seed = ScenarioGlobals.seed
+
+    def spy(self: ScenarioGlobals, **kwargs: Any) -> None:
+        seeds.append(self.scenario)
+        seed(self, **kwargs)
+
+    monkeypatch.setattr(ScenarioGlobals, "seed", spy)
+    await activator.activate(scenario(tmp_path, "1.0.0"), trigger="api")
+    assert seeds == ["demo"]  # the first activation of a name reads its snapshot
+    entry = await activator.activate(scenario(tmp_path, "1.1.0", ", config: {tag: b}"), trigger="api")
+    assert entry.outcome == "activated" and seeds == ["demo"]  # nothing declared, snapshot held: no store trip
+    with_initial = SCENARIO.format(version="1.2.0", sink="") + "globals:\n  limit: {initial: 3}\n"
+    (tmp_path / "with-initial.yaml").write_text(with_initial)
+    entry = await activator.activate(str(tmp_path / "with-initial.yaml"), trigger="api")
+    assert entry.outcome == "activated", entry.reason
+    assert seeds == ["demo", "demo"] and activator.globals.for_scenario("demo").get("limit") == 3

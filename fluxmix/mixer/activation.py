@@ -29,8 +29,9 @@ import dataclasses
 import logging
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 from fluxmix.errors import FluxmixError, GearError, UserError, ValidationError, bound_message
 from fluxmix.gears.catalog import Catalog
@@ -375,6 +376,8 @@ class Activator:
         """Restart only what the change touches (fluxmix.runtime.reload); the rest never stops."""
         attempt.reload = plan.summary(len(loaded.scenario.gears))
         try:
+            # a version that declares new initial values has them written before anything changes
+            await self._seed_globals(loaded, self.globals.for_scenario(loaded.scenario.name))
             prepared = await prepare_reload(runtime, loaded.scenario, loaded.hash, plan)
         except Exception as exc:
             return _build_rejected(attempt, loaded, exc)
@@ -477,9 +480,7 @@ class Activator:
         # The shared snapshot of this name; its schemas switch only when the runtime becomes current
         # (_set_current), so a rejected version's schemas never judge the running one's writes.
         scenario_globals = self.globals.for_scenario(loaded.scenario.name)
-        # Declared initial values for keys without one; an operator's value survives reloads.
-        await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{short_hash(loaded.hash)}",
-                                declared=loaded.scenario.globals)
+        await self._seed_globals(loaded, scenario_globals)
         runtime = Runtime(
             loaded.scenario, loaded.hash, catalog=self.catalog, brokers=brokers,
             checkpoints=self.checkpoints or self.stored_checkpoints, globals_=scenario_globals,
@@ -492,6 +493,18 @@ class Activator:
             await runtime.stop(timeout=self.stop_timeout)
             raise
         return runtime
+
+    async def _seed_globals(self, loaded: LoadedScenario, scenario_globals: Any) -> None:
+        """Declared initial values for keys without one; an operator's value survives reloads.
+
+        With none declared and the snapshot already read (the running version of this name reads
+        it too, and the mixer refreshes it from the store every few seconds) there is nothing to
+        do: a reload then spares a store round trip on a thread."""
+        declared = loaded.scenario.globals
+        has_initial = any(isinstance(spec, Mapping) and "initial" in spec for spec in (declared or {}).values())
+        if has_initial or scenario_globals.version < 0:
+            await asyncio.to_thread(scenario_globals.seed, who=f"scenario {loaded.scenario.name}@{short_hash(loaded.hash)}",
+                                    declared=declared)
 
     async def _roll_back(self, attempt: _Attempt, reason: str, failed: LoadedScenario,
                          stopwatch: ReloadStopwatch | None) -> JournalEntry:
