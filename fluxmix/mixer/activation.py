@@ -601,8 +601,9 @@ class Activator:
         self.current_ref = None
 
     def _remember_active(self, digest: str, ref: str) -> None:
-        """What runs now (and is the rollback target), written with the attempt's journal row:
-        one store transaction at the end of the activation instead of two."""
+        """What runs now (and is the rollback target), written with the attempt's journal row
+        (one store transaction instead of two), or while the first message after a reload is
+        awaited (_measure_gap), whichever comes first."""
         self._pending_active = (digest, ref)
 
     async def _write_pending_active(self) -> None:
@@ -659,11 +660,17 @@ class Activator:
         if stopwatch is None:
             return None
         if stopwatch.first_after is None and self.gap_wait > 0:
+            # the store learns what runs now while the first message travels (else it rides
+            # in the journal row's transaction)
+            early = asyncio.ensure_future(self._write_pending_active()) if self._pending_active else None
             try:
                 async with asyncio.timeout(self.gap_wait):
                     await stopwatch.arrived.wait()
             except TimeoutError:
                 pass
+            finally:
+                if early is not None:
+                    await early
         if stopwatch.first_after is not None:
             return stopwatch.gap
         watch = GapWatch(stopwatch)
