@@ -149,3 +149,59 @@ async def test_a_reload_without_initial_values_skips_the_globals_seed(tmp_path: 
     entry = await activator.activate(str(tmp_path / "with-initial.yaml"), trigger="api")
     assert entry.outcome == "activated", entry.reason
     assert seeds == ["demo", "demo"] and activator.globals.for_scenario("demo").get("limit") == 3
+
+
+STANDARD = """\
+name: {name}
+version: {version}
+gears:
+  - {{name: src, type: t-counter, config: {{checkpoint_every: 5}}}}
+  - {{name: mid, type: t-pass}}
+  - {{name: sink, type: t-collect}}
+wires:
+  - {{from: src.out, to: mid.in, transport: standard}}
+  - {{from: mid.out, to: sink.in, transport: standard}}
+"""
+
+
+async def test_a_full_reload_closes_the_old_wires_after_the_new_gears_started_and_loses_nothing(
+        tmp_path: Path, store: Store, nats_url: str, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real nats-server: the old runtime's drained standard wires are closed once the new one
+    runs (off the reload's gap); every seq reaches the sink once across the reloads."""
+    from fluxmix.runtime import Runtime
+    from fluxmix.transports.registry import NatsSettings
+
+    events: list[str] = []
+    start, release = Runtime.start, Runtime.release
+
+    async def spy_start(self: Runtime) -> None:
+        await start(self)
+        events.append(f"started {self.scenario.version}")
+
+    async def spy_release(self: Runtime) -> None:
+        if not self._released:
+            events.append(f"closed {self.scenario.version}")
+        await release(self)
+
+    monkeypatch.setattr(Runtime, "start", spy_start)
+    monkeypatch.setattr(Runtime, "release", spy_release)
+    brokers = Brokers(store.home, NatsSettings(servers=[nats_url]))
+    activator = Activator(store, h.catalog(), brokers, stop_timeout=10, reload_mode="full")
+    try:
+        versions = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
+        for version in versions:
+            path = tmp_path / f"s-{version}.yaml"
+            path.write_text(STANDARD.format(name=unique_name, version=version))
+            entry = await activator.activate(str(path), trigger="api")
+            assert entry.outcome == "activated", entry.reason
+            old = activator.current
+            await wait_until(lambda: len(h.SEEN.get("sink", [])) >= 20 * (versions.index(version) + 1))
+            assert old is not None and not old._released
+        await activator.shutdown()
+    finally:
+        await brokers.close()
+    # each old runtime's wires closed only after its successor started
+    for before, after in zip(versions, versions[1:]):
+        assert events.index(f"started {after}") < events.index(f"closed {before}"), events
+    seqs = [b["seq"] for b in h.SEEN["sink"]]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1)), "a seq lost or delivered twice across the reloads"

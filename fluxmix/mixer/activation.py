@@ -331,7 +331,7 @@ class Activator:
             await self._unwatch()
             stopwatch = ReloadStopwatch()
             stopwatch.install(old)
-            report = await old.stop(timeout=self.stop_timeout)
+            report = await old.stop(timeout=self.stop_timeout, release=False)  # its wires: closed below
             stopwatch.uninstall()
             attempt.drained = report.drained
             if report.timed_out:
@@ -346,10 +346,18 @@ class Activator:
             await new.start()
         except Exception as exc:
             attempt.lap("start")
+            if old is not None:
+                await old.release()
             reason = (_describe(exc) if isinstance(exc, GearError) else f"start failed: {_describe(exc)}") + stop_note
             await new.stop(timeout=self.stop_timeout)
             return await self._roll_back(attempt, reason, loaded, stopwatch)
+        except BaseException:
+            if old is not None:
+                await old.release()
+            raise
         attempt.lap("start")
+        if old is not None:
+            await old.release()  # drained and idle: closed while the new gears' first messages travel
         sc = loaded.scenario
         reason = f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}"
         if self.verify_within is not None and sc.expect and self.paused:

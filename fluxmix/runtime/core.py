@@ -134,6 +134,7 @@ class Runtime:
         # until the mixer folds them into its retired totals (take_retired): /metrics stays monotonic.
         self.retired = RuntimeStatus(scenario.name, scenario_hash, "retired")
         self._context: contextvars.Context | None = None
+        self._released = False  # the wires were closed (stop, or release() after stop(release=False))
 
     @property
     def wires(self) -> dict[str, Wire]:
@@ -226,12 +227,14 @@ class Runtime:
 
     # ---- stop --------------------------------------------------------------------------
 
-    async def stop(self, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> StopReport:
+    async def stop(self, *, timeout: float = DEFAULT_STOP_TIMEOUT, release: bool = True) -> StopReport:
         """Stop sources, then drain and stop every gear in topological order.
 
         Within `timeout` nothing in flight is lost. Past it, what is left is cancelled and the
         wires closed (a memory wire counts what it still held as dropped): timed_out=True.
         Safe to call in any state, including after a failed build() or start().
+        `release=False` leaves the drained wires open for `release()` (a full reload closes the
+        old runtime's wires once the new one runs: closing them is not on the reload's gap).
         """
         if self.state in ("stopped", "stopping"):
             return StopReport(0, False)
@@ -248,9 +251,15 @@ class Runtime:
             log.error("scenario %s: stop did not finish within %gs; abandoning what is left", self.scenario.name,
                       timeout, extra={"scenario": self.scenario.name})
         drained = sum(wire.stats.received - before.get(key, 0) for key, wire in self.wires.items())
-        await self._abandon()
+        await self._abandon(release=release or timed_out)
         self.state = "stopped"
         return StopReport(drained, timed_out)
+
+    async def release(self) -> None:
+        """Close the wires a `stop(release=False)` left open; no-op once they are closed."""
+        if not self._released:
+            self._released = True
+            await self.wiring.close()
 
     async def _stop_gracefully(self) -> None:
         runs = [r for r in self.order if r.run_task is not None]
@@ -268,14 +277,15 @@ class Runtime:
         for runner in self.order:
             await runner.stop()
 
-    async def _abandon(self) -> None:
+    async def _abandon(self, *, release: bool = True) -> None:
         """Cancel whatever still runs and release every wire; the normal path finds little left."""
         tasks = [r.run_task for r in self.order if r.run_task is not None and not r.run_task.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        await self.wiring.close()
+        if release:
+            await self.release()
         for runner in self.order:
             await runner.cancel_tasks()
         for runner in self.order:
