@@ -83,6 +83,7 @@ def instrument() -> None:
         (runner.GearRunner, "stop", "3.3 gear stop (each)", True),
         (core.Runtime, "_abandon", "3.4 abandon/close wires", True),
         (reload, "_stop_within", "3 stop affected (partial)", True),
+        (core.Runtime, "release", "4.5 close old wires (full)", True),
         (core.Runtime, "start", "4 start new", True),
         (core.Runtime, "start_runners", "4 start runners", True),
         (runner.GearRunner, "start", "4.1 gear start (each)", True),

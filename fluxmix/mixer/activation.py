@@ -211,6 +211,7 @@ class Activator:
         self._gap: GapWatch | None = None  # the running scenario's pending gap, if any
         self._fresh_gap: GapWatch | None = None  # ... created by the attempt in progress
         self._pending_active: tuple[str, str] | None = None  # (hash, ref) for the attempt's journal row
+        self._releasing: asyncio.Future[None] | None = None  # closing the replaced runtime's wires
 
     @property
     def busy(self) -> bool:
@@ -243,6 +244,8 @@ class Activator:
                 except BaseException:
                     await self._write_pending_active()
                     raise
+                finally:
+                    await self._released()
                 entry = await self._journal(entry)
             self.last_reload = entry
             if self._fresh_gap is not None:
@@ -356,8 +359,8 @@ class Activator:
                 await old.release()
             raise
         attempt.lap("start")
-        if old is not None:
-            await old.release()  # drained and idle: closed while the new gears' first messages travel
+        if old is not None:  # drained and idle: closed while the new gears' first messages travel
+            self._releasing = asyncio.ensure_future(old.release())
         sc = loaded.scenario
         reason = f"started {loaded.ref}: {len(sc.gears)} gears, {len(sc.wires)} wires{stop_note}"
         if self.verify_within is not None and sc.expect and self.paused:
@@ -607,6 +610,15 @@ class Activator:
         self.current = None
         self.current_loaded = None
         self.current_ref = None
+
+    async def _released(self) -> None:
+        """Wait for the replaced runtime's wires to be closed (started after the new one ran)."""
+        releasing, self._releasing = self._releasing, None
+        if releasing is not None:
+            try:
+                await releasing
+            except Exception:
+                log.exception("closing the wires of the replaced scenario failed")
 
     def _remember_active(self, digest: str, ref: str) -> None:
         """What runs now (and is the rollback target), written with the attempt's journal row
