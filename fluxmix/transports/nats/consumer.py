@@ -18,9 +18,8 @@ subscription as the reply subject (a "generation"):
   and we re-pull at once on a fresh inbox; silence for two heartbeats re-pulls as well, and a
   "consumer deleted" / "no responders" status re-creates the durable first;
 - stop (drain): no new requests, finish the round in hand, then retire the inbox with a fenced
-  drain (below), handle what was already delivered to us, and, if that settled anything, fence
-  once more so every ack has reached the server (otherwise the drain's fence already travelled
-  behind every ack). Nothing is left for `ack_wait`, nothing is handled after drain returns.
+  drain (below), handle what was already delivered to us, and fence once more so every ack has
+  reached the server. Nothing is left for `ack_wait`, nothing is handled after drain returns.
 
 The fenced drain (nats-py 2.16's `flush()` is not a fence: it writes PING straight to the socket
 while PUB/UNSUB wait in the client's pending buffer, so `Subscription.drain()` alone can finish
@@ -138,10 +137,6 @@ class PullConsumer:
         self._fence_inbox = ""
         self._fences: dict[int, asyncio.Future[None]] = {}
         self._fence_no = itertools.count(1)
-        # settlement batches published, and how many of them a completed fence was sent behind:
-        # a stop fences the acks once more only when some were published after the last fence
-        self._acks_out = 0
-        self._acks_fenced = 0
 
     # the loop ----------------------------------------------------------------------------------
     async def run(self, delivery: Delivery) -> None:
@@ -336,14 +331,12 @@ class PullConsumer:
                 settled = [(reply, _nak(self.retry.delay)) for reply, _ in settled]
                 for reply, verdict in settled:
                     await nc.publish(reply, verdict)
-                self._acks_out += 1
                 self._held -= len(todo)
                 todo.clear()
                 await asyncio.sleep(self.retry.delay)
                 return
             for reply, verdict in settled:
                 await nc.publish(reply, verdict)
-            self._acks_out += 1
             self._held -= len(todo)
             todo.clear()
             if self.on_consumed is not None:
@@ -354,7 +347,6 @@ class PullConsumer:
                 if reply in done:
                     with contextlib.suppress(Exception):
                         await nc.publish(reply, verdict)
-            self._acks_out += 1
             self._round = [raw for raw in todo if raw.reply not in done]
             self._held -= len(todo) - len(self._round)
             raise
@@ -409,13 +401,11 @@ class PullConsumer:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         token = next(self._fence_no)
         self._fences[token] = fut
-        behind = self._acks_out  # settlements published before this fence
         try:
             await self.conn.client().publish(self._fence_inbox, str(token).encode())
             await asyncio.wait_for(fut, FENCE_TIMEOUT)
         finally:
             self._fences.pop(token, None)
-        self._acks_fenced = max(self._acks_fenced, behind)
 
     async def _on_fence(self, msg: Msg) -> None:
         with contextlib.suppress(ValueError):
@@ -467,11 +457,9 @@ class PullConsumer:
             self._held -= len(self._ready)
             self._ready.clear()
         if self._fence_sub is not None:
-            # every ack has reached the server: the inbox's drain fence already travelled behind
-            # all of them unless rounds were settled after it (delivered before the UNSUB took effect)
-            if self.conn.is_connected and self._acks_out > self._acks_fenced:
+            if self.conn.is_connected:
                 with contextlib.suppress(Exception):
-                    await self._fence()
+                    await self._fence()  # every ack has reached the server
             with contextlib.suppress(Exception):
                 await self._fence_sub.unsubscribe()
             self._fence_sub = None
