@@ -113,17 +113,20 @@ async def test_the_switch_interval_is_short_during_a_partial_reload_and_restored
         tmp_path: Path, store: Store, activator: Activator, monkeypatch: pytest.MonkeyPatch) -> None:
     before = sys.getswitchinterval()
     seen: list[float] = []
-    resolve = Activator._build
+    seed = Activator._seed_globals
 
-    async def build(self: Activator, loaded: Any) -> Any:
+    async def spy(self: Activator, *args: Any) -> None:  # runs in both modes, before the new gears
         seen.append(sys.getswitchinterval())
-        return await resolve(self, loaded)
+        await seed(self, *args)
 
-    monkeypatch.setattr(Activator, "_build", build)
+    monkeypatch.setattr(Activator, "_seed_globals", spy)
     await activator.activate(scenario(tmp_path, "1.0.0"), trigger="api")
-    # only where gears keep running through a reload (--reload partial)
+    assert seen == [pytest.approx(before)]  # a first activation: nothing keeps running
+    entry = await activator.activate(scenario(tmp_path, "1.1.0", ", config: {tag: b}"), trigger="api")
+    assert entry.outcome == "activated", entry.reason
+    # only where gears keep running through the reload (--reload partial)
     expected = min(ACTIVATION_SWITCH_INTERVAL, before) if activator.reload_mode == "partial" else before
-    assert seen and seen[0] == pytest.approx(expected)
+    assert len(seen) == 2 and seen[1] == pytest.approx(expected)
     assert sys.getswitchinterval() == pytest.approx(before)
 
 

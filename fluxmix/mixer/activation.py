@@ -58,8 +58,9 @@ RELOAD_MODES = ("partial", "full")  # --reload: restart what a change touches, o
 # thread holding the GIL keeps it up to sys.getswitchinterval() (5 ms by default) each time the
 # event loop asks for it back: the gears that keep running through a partial reload stalled for
 # whole milliseconds per message. While a
-# partial reload runs the loop gets the GIL back within this much. Not with --reload full:
-# nothing keeps running there, and the activation's own threads finish sooner without it.
+# partial reload runs the loop gets the GIL back within this much. Not with --reload full, nor
+# for a first activation: nothing keeps running there, and the activation's own threads finish
+# sooner without it.
 ACTIVATION_SWITCH_INTERVAL = 0.0005
 _loop_first_state = {"users": 0, "saved": 0.0}  # activations in progress; the interval to restore
 
@@ -236,7 +237,8 @@ class Activator:
 
     async def _activate_locked(self, ref: str, *, trigger: str, active_ref: str) -> JournalEntry:
         async with self._lock:
-            with _loop_first() if self.reload_mode == "partial" else contextlib.nullcontext():
+            keeps_running = self.reload_mode == "partial" and self.current is not None
+            with _loop_first() if keeps_running else contextlib.nullcontext():
                 self._fresh_gap = None
                 self._pending_active = None
                 try:
