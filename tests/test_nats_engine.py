@@ -386,3 +386,127 @@ async def test_a_stop_while_nats_is_unreachable_ends_within_its_timeout_and_lose
         assert not repeated, f"{len(repeated)} seqs twice at the sink, e.g. {repeated[:5]}"
     finally:
         await server.stop()
+
+
+# fast-ingest batches (issue 17): a run of emits goes out as one batch with one PubAck --------------
+
+
+async def _consume_all(wire: NatsWire, want: int) -> Collector:
+    collector = Collector()
+    task = asyncio.create_task(wire.consume(collector.delivery()))
+    await wait_until(lambda: len(collector.handled) >= want)
+    await asyncio.sleep(0.2)  # nothing more arrives
+    await wire.drain()
+    await asyncio.wait_for(task, 10)
+    return collector
+
+
+async def test_a_run_of_emits_goes_out_as_one_fast_batch_and_a_replayed_batch_is_deduplicated(
+    nats_url: str, unique_name: str
+) -> None:
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
+        assert info.config.allow_batched
+        wire = broker.wire(scenario, "h", spec)
+        await wire.send_batch(messages(unique_name, 300))
+        await wire.flush()
+        assert wire.publisher.fast_batches == 1 and wire.stats.sent == 300
+        await wire.send_batch(messages(unique_name, 300, start=100))  # a source replaying 100..399
+        await wire.flush()
+        info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
+        assert info.state.messages == 400  # the replayed ids were stored once
+        collector = await _consume_all(wire, 400)
+        assert collector.seqs == list(range(400))  # in order, each once
+        await wire.close()
+
+
+async def test_a_refusal_inside_a_fast_batch_goes_to_the_error_port_and_the_rest_follows_in_order(
+    nats_url: str, unique_name: str
+) -> None:
+    """JetStream ends a batch at the message it refuses: the refused one leaves for the error
+    port, the messages behind it are sent again one by one (same ids) and keep their order."""
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    refused: list[tuple[Message, BaseException]] = []
+
+    async def on_refused(message: Message, exc: BaseException) -> bool:
+        refused.append((message, exc))
+        return True
+
+    async with broker_for(nats_url) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        js = broker.js
+        assert js is not None
+        config = (await js.stream_info(stream_name(unique_name))).config
+        config.max_msg_size = 2000  # under the client's max_payload: the server refuses it
+        await js.update_stream(config)
+        wire = broker.wire(scenario, "h", spec)
+        wire.on_refused = on_refused
+        batch = messages(unique_name, 200)
+        batch[50] = Message(id=batch[50].id, body={"seq": 50, "pad": "x" * 3000}, origin="src.out")
+        await wire.send_batch(batch)
+        await asyncio.wait_for(wire.flush(), 20)
+        assert wire.publisher.fast_batches == 1
+        assert [m.body["seq"] for m, _ in refused] == [50]
+        assert "size" in str(refused[0][1])
+        assert wire.stats.sent == 199 and wire.stats.dead_lettered == 1 and wire.stats.dropped == 0
+        collector = await _consume_all(wire, 199)
+        assert collector.seqs == [i for i in range(200) if i != 50]
+        await wire.close()
+
+
+async def test_a_fast_batch_at_the_wires_backlog_bound_waits_for_room_and_loses_nothing(
+    nats_url: str, unique_name: str
+) -> None:
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url, wire_backlog=50, ack_timeout=1.0) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        wire = broker.wire(scenario, "h", spec)
+        total = 300
+
+        async def produce() -> None:
+            await wire.send_batch(messages(unique_name, total))
+            await wire.flush()
+
+        producer = asyncio.create_task(produce())
+        await wait_until(lambda: wire.status().to_json()["full"] or producer.done())
+        await asyncio.sleep(0.3)
+        assert not producer.done()  # held at the bound, not dropping
+        info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
+        assert info.state.messages == 50
+        collector = Collector()
+        task = asyncio.create_task(wire.consume(collector.delivery()))
+        await asyncio.wait_for(producer, 60)
+        await wait_until(lambda: len(collector.handled) >= total)
+        await asyncio.sleep(0.2)
+        await wire.drain()
+        await asyncio.wait_for(task, 10)
+        assert sorted(collector.seqs) == list(range(total)) and len(collector.seqs) == total
+        assert wire.stats.dropped == 0 and wire.status().to_json()["refused"] == 0
+        await wire.close()
+
+
+async def test_a_stream_without_batches_makes_the_publisher_go_one_by_one(nats_url: str, unique_name: str) -> None:
+    """A stream created without allow_batched (an older server or setting) answers a batch with
+    err_code 10205: the publisher resends those messages one by one and stops batching."""
+    spec = make_wire()
+    scenario = make_scenario(unique_name, spec)
+    async with broker_for(nats_url, batched=False) as broker:
+        await broker.prepare(scenario, "h", [spec])
+        info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
+        assert not info.config.allow_batched
+        wire = broker.wire(scenario, "h", spec)
+        wire.publisher.fast = True  # as if the stream had been created elsewhere without it
+        await wire.send_batch(messages(unique_name, 100))
+        await asyncio.wait_for(wire.flush(), 20)
+        assert wire.publisher.fast is False and wire.stats.sent == 100 and wire.publisher.refused == 0
+        await wire.send_batch(messages(unique_name, 100, start=100))
+        await asyncio.wait_for(wire.flush(), 20)
+        assert wire.publisher.fast_batches == 1  # only the first try
+        collector = await _consume_all(wire, 200)
+        assert collector.seqs == list(range(200))
+        await wire.close()

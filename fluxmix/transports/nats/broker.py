@@ -34,7 +34,8 @@ class NatsBroker(Broker):
     """One NATS connection for the mixer's whole life; a JetStream stream per scenario name.
 
     `batch_size` is a consumer's credit: how many messages one wire may have requested or in
-    hand at once; `max_in_flight` is a publisher's window of messages awaiting their PubAck."""
+    hand at once; `max_in_flight` is a publisher's window of messages awaiting their PubAck;
+    `batched` lets a run of messages emitted at once go out as one fast-ingest batch."""
 
     kind = "standard"
 
@@ -53,6 +54,7 @@ class NatsBroker(Broker):
         max_in_flight: int = 1024,
         batch_size: int = 512,
         initial_connect_timeout: float = 10.0,
+        batched: bool = True,
     ) -> None:
         self.servers = split_servers(servers)
         self.connect_options = dict(connect_options or {})
@@ -73,6 +75,7 @@ class NatsBroker(Broker):
             ack_wait=ack_wait,
             max_ack_pending=max(1000, batch_size * 4),
             wire_backlog=wire_backlog,
+            batched=batched,
         )
         self.connection = NatsConnection(
             self.servers,

@@ -6,6 +6,9 @@ Stream settings and why:
   consumer does not exist (yet) stays until one does.
 - file storage, replicas from the settings (3 on a cluster), a duplicate window sized by
   `duplicate_window_for()` (60 s by default; `--nats-duplicate-window`).
+- `allow_batched` (nats-server >= 2.14): a run of messages a gear emits at once is published as one
+  fast-ingest batch with one PubAck (publisher.py); a server without it refuses batches with
+  err_code 10205 and the publisher goes message by message.
 - size limit: unlimited by default; with `max_bytes` set, `discard: new` makes a full stream refuse
   new messages, which the publisher turns into backpressure (it retries), never into loss.
 - backlog bound per wire: `max_msgs_per_subject` (one subject per wire; 100,000 by default,
@@ -81,6 +84,7 @@ class StreamSettings:
     ack_wait: float = 30.0
     max_ack_pending: int = 1024
     wire_backlog: int = -1  # messages per wire (= per subject); -1: unbounded
+    batched: bool = True  # allow fast-ingest batches (one PubAck per batch; see publisher.py)
 
 
 def stream_config(settings: StreamSettings, scenario_name: str) -> StreamConfig:
@@ -99,6 +103,7 @@ def stream_config(settings: StreamSettings, scenario_name: str) -> StreamConfig:
         max_age=0,
         deny_delete=False,
         deny_purge=False,
+        allow_batched=settings.batched or None,
     )
 
 
@@ -143,6 +148,7 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, scenario
         "discard": wanted.discard,
         "max_msgs_per_subject": wanted.max_msgs_per_subject,
         "discard_new_per_subject": wanted.discard_new_per_subject,
+        "allow_batched": bool(wanted.allow_batched),
     }
     current = {
         "subjects": sorted(have.subjects or []),
@@ -152,6 +158,7 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings, scenario
         "discard": have.discard,
         "max_msgs_per_subject": have.max_msgs_per_subject if have.max_msgs_per_subject is not None else -1,
         "discard_new_per_subject": bool(have.discard_new_per_subject),
+        "allow_batched": bool(have.allow_batched),
     }
     if changes != current:
         config = StreamConfig.from_response(have.as_dict())

@@ -65,6 +65,14 @@ RefusalHandler = Callable[[Message, PublishRefused], Awaitable[None]]
 _PUBACK = b'{"stream":'
 _mono = time.monotonic
 
+# Fast-ingest batches (stream `allow_batched`, nats-server >= 2.14): a run of at least FAST_MIN
+# messages handed over at once goes out as one batch of at most FAST_MAX, answered by one PubAck
+# (plus a flow ack at its start) instead of one PubAck per message.
+FAST_MIN = 8
+FAST_MAX = 500
+BATCH_DISABLED = 10205  # the stream does not allow batched publishes: go message by message
+BATCH_UNKNOWN = 10208  # a message behind the one that ended its batch: not stored, resent alone
+
 
 @dataclass(slots=True, eq=False)
 class _Entry:
@@ -76,6 +84,7 @@ class _Entry:
     sent_at: float = 0.0
     attempts: int = 0
     retry_at: float | None = None  # a retriable reply came: resend at this time
+    batch: str | None = None  # the fast-ingest batch it was last sent in
 
 
 class Publisher:
@@ -91,6 +100,7 @@ class Publisher:
         stats: WireStats | None = None,
         bound: int | None = None,
         count_backlog: Callable[[], Awaitable[int]] | None = None,
+        fast: bool = False,
     ) -> None:
         self.conn = conn
         self.subject = subject
@@ -121,6 +131,12 @@ class Publisher:
         self._refusal_failures: list[str] = []
         self._sub: Any = None
         self._prefix = ""
+        self.fast = fast  # the stream allows fast-ingest batches (off for good after a 10205)
+        self.fast_batches = 0
+        self._fast_sub: Any = None
+        self._fast_prefix = ""
+        self._batch_ids = itertools.count(1)
+        self._batches: dict[str, list[int]] = {}  # batch id -> the numbers of its messages, in order
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self._start_lock = asyncio.Lock()
@@ -137,6 +153,11 @@ class Publisher:
             inbox = nc.new_inbox()
             self._prefix = inbox + "."
             self._sub = await nc.subscribe(inbox + ".*", cb=self._on_reply, pending_msgs_limit=0, pending_bytes_limit=0)
+            if self.fast:
+                fast_inbox = nc.new_inbox()
+                self._fast_prefix = fast_inbox + "."
+                self._fast_sub = await nc.subscribe(fast_inbox + ".>", cb=self._on_fast_reply,
+                                                    pending_msgs_limit=0, pending_bytes_limit=0)
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name=f"nats-publish-sweeper {self.label}")
             if self.bound is not None:
                 await self._sync_backlog()  # what an earlier activation left in the stream counts
@@ -158,14 +179,29 @@ class Publisher:
         await self._send(n, entry)
 
     async def publish_many(self, batch: list[tuple[Message, bytes, str]]) -> None:
-        """publish() for each (message, data, msg id) in order, with the checks made once while
-        the window has room for the rest of the batch."""
+        """publish() for each (message, data, msg id) in order. While the window has room for
+        FAST_MIN or more of them, those go out as one fast-ingest batch (one PubAck for all)."""
         if self._closed:
             raise TransportError(f"wire {self.label} is closed")
         if self._sub is None:
             await self._start()
         pending, send, counter = self._pending, self._send, self._counter
-        for message, data, msg_id in batch:
+        at, total = 0, len(batch)
+        while at < total:
+            if self.fast and total - at >= FAST_MIN and not self._waiters and self.conn.is_connected:
+                take = min(self._room(), FAST_MAX, total - at)
+                if take >= FAST_MIN:
+                    limit = self.conn.client().max_payload
+                    for k in range(at, at + take):  # an oversized message is refused alone, by the client
+                        if len(batch[k][1]) > limit:
+                            take = k - at
+                            break
+                if take >= FAST_MIN:
+                    await self._send_fast(batch[at:at + take])
+                    at += take
+                    continue
+            message, data, msg_id = batch[at]
+            at += 1
             if self._waiters or not self._has_room():
                 await self._wait_for_room()
             if not self.conn.is_connected:
@@ -175,6 +211,55 @@ class Publisher:
             entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
             pending[n] = entry
             await send(n, entry)
+
+    def _room(self) -> int:
+        """How many more messages the window (and the wire's bound) takes right now."""
+        if self.full_since is not None and self._pending:
+            return 0
+        room = self.window - len(self._pending)
+        if self.bound is not None:
+            room = min(room, self.bound - self.backlog - len(self._pending))
+        return room
+
+    async def _send_fast(self, chunk: list[tuple[Message, bytes, str]]) -> None:
+        """Send `chunk` as one fast-ingest batch, committed by its last message (never held open:
+        a lone or slow producer waits for nothing). Reply subject per ADR-50:
+        <inbox>.<batch id>.<flow>.fail.<batch seq>.<op>.$FI (op 0 start, 1 append, 2 commit).
+        JetStream stores the batch in order and stops it at the first message it cannot store;
+        what it did not store goes the per-message way (see _on_fast_reply)."""
+        nc = self.conn.client()
+        bid = f"{self._fast_prefix.split('.')[-2]}b{next(self._batch_ids)}"
+        numbers: list[int] = []
+        self._batches[bid] = numbers
+        self.fast_batches += 1
+        pending, counter, subject, prefix = self._pending, self._counter, self.subject, f"{self._fast_prefix}{bid}.{FAST_MAX}.fail."
+        last = len(chunk)
+        now = _mono()
+        for i, (message, data, msg_id) in enumerate(chunk, 1):
+            n = next(counter)
+            self._sent = n
+            entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message, now, 1, None, bid)
+            pending[n] = entry
+            numbers.append(n)
+            op = 2 if i == last else (0 if i == 1 else 1)
+            try:
+                await nc.publish(subject, data, reply=f"{prefix}{i}.{op}.$FI", headers=entry.headers)
+            except Exception:
+                # the batch breaks here (too large for the client, buffer full while reconnecting,
+                # ...): what was sent is settled by the batch's reply or by the sweeper's timeout;
+                # this message and the rest of the chunk go one by one, with _send()'s handling
+                del numbers[-1]
+                entry.batch = None
+                entry.attempts = 0
+                for message, data, msg_id in chunk[i - 1:]:
+                    if n is None:
+                        n = next(counter)
+                        self._sent = n
+                        entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
+                        pending[n] = entry
+                    await self._send(n, entry)
+                    n = None
+                return
 
     def _has_room(self) -> bool:
         # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
@@ -250,6 +335,7 @@ class Publisher:
         entry.attempts += 1
         entry.sent_at = _mono()
         entry.retry_at = None
+        entry.batch = None
         delay = 0.05
         while True:
             try:
@@ -277,14 +363,7 @@ class Publisher:
             return  # the reply to an earlier attempt of a message already settled
         data = msg.data
         if data[:10] == _PUBACK and b'"error"' not in data:
-            self.acked += 1
-            self.stats.sent += 1
-            if b'"duplicate"' in data:  # {...,"duplicate": true}
-                self.duplicates += 1
-            elif self.bound is not None:
-                self.backlog += 1
-            self.full_since = None
-            self._settle(n)
+            self._stored(n, data)
             return
         outcome, reason, err_code = classify_reply(data, msg.headers)
         if outcome is Outcome.RETRY:
@@ -296,6 +375,84 @@ class Publisher:
             entry.retry_at = _mono() + backoff
             return
         self._refuse(n, reason, err_code)
+
+    async def _on_fast_reply(self, msg: Msg) -> None:
+        """A reply to a fast-ingest batch: a flow ack (ignored), the batch's PubAck (the first
+        `count` messages are stored), or an error for one message (refused, retriable, or after the
+        batch ended: not stored). Whatever the batch did not store is resent message by message,
+        same Nats-Msg-Id, in order, by the sweeper."""
+        tokens = msg.subject[len(self._fast_prefix):].split(".")
+        if len(tokens) < 4:
+            return
+        numbers = self._batches.get(tokens[0])
+        if numbers is None:
+            return
+        try:
+            at = int(tokens[3])
+        except ValueError:
+            return
+        data = msg.data
+        if data.startswith(b'{"type":"ack"') or data.startswith(b'{"type":"gap"'):
+            return  # flow control / the gap left by a message that ended the batch
+        pending = self._pending
+        if data[:10] == _PUBACK and b'"error"' not in data:
+            stored = _count(data)
+            if stored is None:  # a server without fast ingest acked this message alone
+                if 0 < at <= len(numbers) and numbers[at - 1] in pending:
+                    self._stored(numbers[at - 1], data)
+                return
+            del self._batches[tokens[0]]
+            for n in numbers[:stored]:
+                if n in pending:
+                    self.acked += 1
+                    self.stats.sent += 1
+                    if self.bound is not None:
+                        self.backlog += 1  # a duplicate inside a batch is counted too (the sync corrects it)
+                    self._settle(n)
+            if stored:
+                self.full_since = None
+            rest = [n for n in numbers[stored:] if n in pending and pending[n].batch == tokens[0]]
+            if rest:
+                later = max((pending[n].retry_at or 0.0) for n in rest)
+                resend_at = max(_mono(), later)
+                for n in rest:
+                    entry = pending[n]
+                    entry.batch = None
+                    entry.retry_at = resend_at
+            return
+        if not 0 < at <= len(numbers):
+            return
+        n = numbers[at - 1]
+        entry = pending.get(n)
+        if entry is None or entry.batch != tokens[0]:
+            return
+        outcome, reason, err_code = classify_reply(data, msg.headers)
+        if err_code == BATCH_UNKNOWN:
+            return  # behind the message that ended the batch: the batch's PubAck says what was stored
+        if err_code == BATCH_DISABLED:
+            if self.fast:
+                self.fast = False
+                log.info("wire %s: the stream does not allow batched publishes; publishing one by one", self.label)
+            entry.batch = None
+            entry.retry_at = _mono()
+            return
+        if outcome is Outcome.RETRY:
+            if is_full(err_code, reason) and self.full_since is None:
+                self.full_since = time.time()
+                log.warning("wire %s: JetStream is full (%s); the producer waits for room", self.label, reason)
+            entry.retry_at = _mono() + min(0.05 * 2 ** min(entry.attempts, 5), 1.0)
+            return
+        self._refuse(n, reason, err_code)
+
+    def _stored(self, n: int, data: bytes) -> None:
+        self.acked += 1
+        self.stats.sent += 1
+        if b'"duplicate"' in data:  # {...,"duplicate": true}
+            self.duplicates += 1
+        elif self.bound is not None:
+            self.backlog += 1
+        self.full_since = None
+        self._settle(n)
 
     def _settle(self, n: int) -> None:
         del self._pending[n]
@@ -388,6 +545,10 @@ class Publisher:
                 and _mono() - self._backlog_synced_at > 1.0 and (self._syncing is None or self._syncing.done())
             ):  # a producer waits at the bound: maybe a consumer elsewhere took messages
                 self._syncing = asyncio.get_running_loop().create_task(self._sync_backlog())
+            if self._batches:  # batches whose PubAck never came (their messages were resent alone)
+                pending = self._pending
+                for bid in [b for b, ns in self._batches.items() if not any(n in pending for n in ns)]:
+                    del self._batches[bid]
             if not self._pending or not self.conn.is_connected:
                 continue  # while reconnecting nats-py buffers what was sent; resend once back
             now = _mono()
@@ -427,10 +588,11 @@ class Publisher:
                 await self._sweeper
         for task in list(self._refusals):
             task.cancel()
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        for sub in (self._sub, self._fast_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._sub = self._fast_sub = None
         for fut in self._waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -438,3 +600,15 @@ class Publisher:
         for _, fut in self._flushers:
             if not fut.done():
                 fut.set_result(None)
+
+
+def _count(data: bytes) -> int | None:
+    """`count` of a fast-ingest batch's PubAck ({"stream":..,"seq":..,"batch":..,"count":N}), else None."""
+    i = data.find(b'"count":')
+    if i < 0:
+        return None
+    i += 8
+    j = i
+    while j < len(data) and 47 < data[j] < 58:
+        j += 1
+    return int(data[i:j]) if j > i else None

@@ -61,6 +61,7 @@ class NatsWire(Wire):
             stats=self.stats,
             bound=self.backlog_bound,
             count_backlog=self._count_backlog,
+            fast=broker.settings.batched,
         )
         self._puller: PullConsumer | None = None
         self._consume_task: asyncio.Task[Any] | None = None
