@@ -115,6 +115,10 @@ class NatsConnection:
                 return
             self.closing = False
             kwargs = {"connect_timeout": 2, "reconnect_time_wait": 1, "name": "fluxmix-mixer", **self._kwargs}
+            # Every subject this connection publishes or subscribes to is built by naming.py from
+            # [A-Za-z0-9_-] tokens, or is an inbox or ack subject the client or server made, so
+            # nats-py's per-publish subject regex (two per message: subject and reply) is skipped.
+            kwargs["skip_subject_validation"] = True
             deadline = time.monotonic() + self.initial_connect_timeout
             while True:
                 try:
