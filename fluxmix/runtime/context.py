@@ -270,7 +270,7 @@ class GearCtx:
             else:
                 message = Message.derived(runner.parent, self.gear_name, port, index, frozen, origin,  # type: ignore[arg-type]
                                           self.scenario_hash, ts, hdrs)
-            if buffer is not None and not wire.durable:
+            if buffer is not None:
                 pending = buffer.get(wire)
                 if pending is None:
                     buffer[wire] = [message]
@@ -334,9 +334,11 @@ class GearCtx:
         return n
 
     async def _hand_over(self, buffer: dict[Wire, list[Message]] | None, wire: Wire, messages: list[Message]) -> None:
-        # A batch's emits to memory wires wait in the handling task's buffer (one send_batch per
-        # wire when the batch is done); durable wires and emits outside a batch go at once.
-        if buffer is not None and not wire.durable:
+        # A batch's emits wait in the handling task's buffer (one send_batch per wire when the
+        # batch is done: on a standard wire one fast-ingest batch with one PubAck, where an emit
+        # at a time cost a PubAck each); emits outside a batch go at once. The consumer acks the
+        # batch only after flushing, so a durable wire's guarantee is the same.
+        if buffer is not None:
             pending = buffer.get(wire)
             if pending is None:
                 buffer[wire] = messages
