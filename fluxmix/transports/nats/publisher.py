@@ -255,21 +255,27 @@ class Publisher:
             op = 2 if i == last else (0 if i == 1 else 1)
             try:
                 await nc.publish(subject, data, reply=f"{prefix}{i}.{op}.$FI", headers=entry.headers)
-            except Exception:
-                # the batch breaks here (too large for the client, buffer full while reconnecting,
-                # ...): what was sent is settled by the batch's reply or by the sweeper's timeout;
-                # this message and the rest of the chunk go one by one, with _send()'s handling
-                del numbers[-1]
-                entry.batch = None
+            except BaseException as exc:
+                # the batch breaks here (buffer full while reconnecting, closed, cancelled, ...) and is
+                # never committed: forget it (a late answer about it must not refuse anything) and
+                # send what it held one by one, same ids, so JetStream stores each message once
+                del self._batches[bid]
+                resend_at = _mono()
+                for k in numbers:
+                    held = pending.get(k)
+                    if held is not None:
+                        held.batch = None
+                        held.retry_at = resend_at  # the sweeper resends it
+                if not isinstance(exc, Exception):
+                    raise
+                entry.retry_at = None  # this one and the rest of the chunk go now, in order
                 entry.attempts = 0
-                for message, data, msg_id in chunk[i - 1:]:
-                    if n is None:
-                        n = next(counter)
-                        self._sent = n
-                        entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
-                        pending[n] = entry
-                    await self._send(n, entry)
-                    n = None
+                await self._send(n, entry)
+                for message, data, msg_id in chunk[i:]:
+                    n = next(counter)
+                    self._sent = n
+                    pending[n] = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
+                    await self._send(n, pending[n])
                 return
 
     def _has_room(self) -> bool:
