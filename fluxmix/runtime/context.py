@@ -20,8 +20,9 @@ from fluxmix.errors import FluxmixError, GearError, LeaseLostError
 from fluxmix.message import NO_HEADERS, FrozenDict, Message, freeze_body, freeze_headers, source_id
 from fluxmix.transports.base import BatchCursor, Wire
 
-# A gear handling a batch emits into a buffer sent to its memory wires when it returns; past
-# this many buffered messages they go out at once (bounds memory; backpressure applies there).
+# A gear handling a batch emits into a buffer sent to its wires when it returns (a standard wire
+# publishes it as one fast-ingest batch); past this many buffered messages they go out at once
+# (bounds memory; backpressure applies there).
 BUFFER_MAX = 256
 
 _first = itemgetter(0)
