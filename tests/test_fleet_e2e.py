@@ -220,7 +220,10 @@ def test_fleet_wide_activation_reaches_every_member_and_a_failing_one_rolls_back
             return None
         by_id = {m["member"]: m for m in fleet["members"]}
         syncs = [by_id[f"member-{i}"].get("fleet_sync") or {} for i in (2, 3)]
-        return fleet if all(s.get("hash") == new_hash for s in syncs) else None
+        # member-1 activated through the API; the fleet view shows that once its next heartbeat
+        # publishes its record, so wait for the record rather than reading it a beat too early
+        published = all(by_id[f"member-{i}"].get("active_hash") == new_hash for i in (1, 3))
+        return fleet if published and all(s.get("hash") == new_hash for s in syncs) else None
 
     fleet = wait_until(fleet_settled, "every member to act on the new desired scenario", timeout=60)
     by_id = {m["member"]: m for m in fleet["members"]}

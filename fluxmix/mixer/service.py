@@ -358,7 +358,10 @@ class MixerService:
         """Pick up global state written by another process within REFRESH_SECONDS (see globals_state)."""
         from fluxmix.globals_state import REFRESH_SECONDS
 
-        published: dict[str, int] = {}
+        # The baseline is what is loaded now, before gears write: a name first seen later (a new
+        # scenario's globals) gets one event, so watchers never miss writes that all landed
+        # before this loop first looked.
+        published: dict[str, int] = dict(self.activator.globals.versions())
         while True:
             await asyncio.sleep(REFRESH_SECONDS)
             try:
@@ -367,7 +370,7 @@ class MixerService:
                 log.exception("could not refresh global state from the store")
             # Gears may write many times a second: watchers get one `globals` event a second at most.
             for name, version in self.activator.globals.versions().items():
-                if published.get(name, version) != version:
+                if published.get(name) != version:
                     self.events.publish("globals", {"scenario": name, "version": version})
                 published[name] = version
 
