@@ -739,7 +739,12 @@ async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> N
     )
     rt = make(scen, catalog=cat)
     expected = [n for n in range(1, 301) if n != 77 and n % 2 == 1]
-    await run_until(rt, lambda: len(h.SEEN["sink"]) == len(expected) and len(h.SEEN["errors"]) == 1)
+    # seq 300 is even: the sink never sees it. Stopping as soon as the sink and errors are
+    # complete could stop the source before its last emit (it saves a checkpoint first, in a
+    # thread: slow under load), and ratio would rightly have handled 298. Wait for the source
+    # to finish too; stop() then drains all 300 through ratio.
+    await run_until(rt, lambda: len(h.SEEN["sink"]) == len(expected) and len(h.SEEN["errors"]) == 1
+                    and rt.status().to_json()["gears"]["src"]["state"] == "finished")
     await rt.stop()
     assert seqs("sink") == expected
     assert h.SEEN["errors"][0]["seq"] == 77
@@ -747,6 +752,59 @@ async def test_map_and_filter_batches_dead_letter_a_failing_message_alone() -> N
     assert (ratio["handled"], ratio["errors"], ratio["dead_lettered"]) == (299, 2, 1)
     first = h.SEEN["sink"][0]
     assert first["_id"] == derived_id(derived_id(source_id("mfdl", "src", 1), "ratio", "out", 0), "odd", "out", 0)
+
+
+class _AllAtOnce(Gear):
+    """Source: emits {"seq": 1..count} in one emit_many, so the wire's queue_size decides how
+    the downstream gear's batches split."""
+
+    type = "t-all-at-once"
+    outputs = (Port("out"),)
+    config_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    async def run(self) -> None:
+        count = self.config["count"]
+        await self.ctx.emit_many("out", [{"seq": n} for n in range(1, count + 1)], positions=range(1, count + 1))
+
+
+@pytest.mark.parametrize(("queue_size", "at"), [(2, 0), (3, 1), (7, 6), (300, 76)])
+async def test_map_counts_every_message_whatever_the_failing_message_position_in_its_batch(
+        queue_size: int, at: int) -> None:
+    """The failing message first, mid-way, last in its batch, or in the one big batch: the
+    neighbours count as handled once each, the failing one is dead-lettered and not handled."""
+    from fluxmix.gears.transform import Map
+
+    cat = h.catalog()
+    cat.register("map", Map)
+    cat.register("t-all-at-once", _AllAtOnce)
+    positions: list[tuple[int, int]] = []
+    scen = h.scenario(
+        "mpos",
+        [("src", "t-all-at-once", {"count": 300}), ("ratio", "map", {"set": {"r": {"expr": "100 / (seq - 77)"}}}),
+         ("sink", "t-collect", {}), ("errors", "t-collect", {})],
+        [("src.out", "ratio.in", {"max_deliver": 2, "retry_delay": 0}), ("ratio.out", "sink.in"),
+         ("ratio.error", "errors.in")],
+    )
+    rt = make(scen, catalog=cat, brokers={"memory": MemoryBroker(queue_size=queue_size)})
+    await rt.build()
+    runner = rt.runners["ratio"]
+    handle_batch = runner._handle_batch
+
+    async def spy(port: str, messages: Any, cursor: Any) -> Any:
+        seqs_in = [m.body["seq"] for m in messages]
+        if 77 in seqs_in:
+            positions.append((seqs_in.index(77), len(seqs_in)))
+        return await handle_batch(port, messages, cursor)
+
+    runner._handle_batch = spy  # type: ignore[method-assign]
+    await rt.start()
+    await wait_until(lambda: len(h.SEEN["sink"]) == 299 and len(h.SEEN["errors"]) == 1
+                     and rt.status().to_json()["gears"]["src"]["state"] == "finished")
+    await rt.stop()
+    assert positions and positions[0][0] == at
+    assert seqs("sink") == [n for n in range(1, 301) if n != 77]
+    ratio = rt.status().to_json()["gears"]["ratio"]
+    assert (ratio["handled"], ratio["errors"], ratio["dead_lettered"]) == (299, 2, 1)
 
 
 async def test_filter_and_map_batches_fail_mid_batch_alone_with_the_expression_error() -> None:
