@@ -141,6 +141,7 @@ class DurableWireStatus(WireStatus):
     refused: int = 0
     last_refusal: str | None = None
     full: bool = False
+    publish_batches: int = 0  # fast-ingest batches sent (one PubAck each instead of one per message)
     pending: int | None = None  # lag: in the stream, not yet delivered
     ack_pending: int | None = None
     server_redelivered: int | None = None

@@ -414,6 +414,7 @@ async def test_a_run_of_emits_goes_out_as_one_fast_batch_and_a_replayed_batch_is
         await wire.send_batch(messages(unique_name, 300))
         await wire.flush()
         assert wire.publisher.fast_batches == 1 and wire.stats.sent == 300
+        assert wire.status().to_json()["publish_batches"] == 1  # what an operator sees in /status
         await wire.send_batch(messages(unique_name, 300, start=100))  # a source replaying 100..399
         await wire.flush()
         info = await broker.js.stream_info(stream_name(unique_name))  # type: ignore[union-attr]
@@ -521,12 +522,25 @@ async def test_a_gears_batch_of_emits_to_a_standard_wire_goes_out_as_fast_batche
     from fluxmix.runtime import MemoryCheckpoints, Runtime
     from fluxmix.transports.nats import NatsBroker
 
+    gate = asyncio.Event()
+
+    class GatedPass(h.Pass):
+        """t-pass that holds its first message until the source is done, so the deliveries
+        behind it pile up and arrive as large rounds (a relay that keeps up gets rounds of one
+        or two, which go out as plain publishes: a batch needs a run of emits)."""
+
+        type = "t-gated-pass"
+
+        async def handle(self, port: str, message: Message) -> None:
+            await gate.wait()
+            await super().handle(port, message)
+
     h.reset()
-    catalog = Catalog({g.type: g for g in (h.Counter, h.Pass, h.Collect)})
+    catalog = Catalog({g.type: g for g in (h.Counter, GatedPass, h.Collect)})
     total = 600
     scen = h.scenario(
         unique_name,
-        [("src", "t-counter", {"count": total}), ("relay", "t-pass", {}), ("sink", "t-collect", {})],
+        [("src", "t-counter", {"count": total}), ("relay", "t-gated-pass", {}), ("sink", "t-collect", {})],
         [("src.out", "relay.in", {"transport": "standard"}), ("relay.out", "sink.in", {"transport": "standard"})],
     )
     broker = NatsBroker(nats_url)
@@ -537,6 +551,9 @@ async def test_a_gears_batch_of_emits_to_a_standard_wire_goes_out_as_fast_batche
         relay_out = rt.wires["relay.out->sink.in"]
         assert isinstance(relay_out, NatsWire)
         await rt.start()
+        src_out = rt.wires["src.out->relay.in"]
+        await wait_until(lambda: src_out.stats.sent >= total, timeout=60)
+        gate.set()
         await wait_until(lambda: len(h.SEEN["sink"]) >= total, timeout=60)
         await asyncio.sleep(0.2)
         await rt.stop()

@@ -31,7 +31,8 @@ GEAR_KEYS = ["type", "state", "source", "sink", "handled", "errors", "emitted", 
 MEMORY_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "in_queue", "capacity", "max_deliver", "retry_delay",
                     "consuming"]
 DURABLE_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "stream", "subject", "consumer", "in_flight",
-                     "publish_retries", "duplicates", "refused", "last_refusal", "full"]
+                     "publish_retries", "duplicates", "refused", "last_refusal", "full",
+                     "publish_batches"]
 CONSUMER_INFO_KEYS = ["pending", "ack_pending", "server_redelivered"]
 NATS_BROKER_KEYS = ["kind", "state", "servers", "connected_url", "connected_since", "down_since", "disconnects",
                     "reconnects", "errors", "last_error", "replicas", "streams"]

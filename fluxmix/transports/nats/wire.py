@@ -199,7 +199,7 @@ class NatsWire(Wire):
             **self.status_fields(), stream=self.stream, subject=self.subject, consumer=self.consumer,
             in_flight=publisher.in_flight, publish_retries=publisher.resent, duplicates=publisher.duplicates,
             refused=publisher.refused, last_refusal=publisher.last_refusal,
-            full=publisher.full_since is not None or publisher.at_bound,
+            full=publisher.full_since is not None or publisher.at_bound, publish_batches=publisher.fast_batches,
             backlog=publisher.backlog if publisher.bound is not None else None, backlog_bound=publisher.bound,
             **self._info,  # pending, ack_pending, server_redelivered once the first info came
         )
