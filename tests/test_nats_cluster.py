@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.nats import NatsCluster
 from tests.support.polling import wait_until
-from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
+from tests.support.wires import Collector, broker_for, make_scenario, make_wire, send_steadily
 
 from fluxmix.transports.nats import stream_name
 
@@ -54,15 +54,8 @@ async def test_killing_the_stream_leader_mid_stream_loses_nothing(nats_cluster: 
         wire = broker.wire(scenario, "h", spec)
         collector = Collector()
 
-        async def produce() -> None:
-            for m in messages(unique_name, total):
-                await wire.send(m)
-                if m.body["seq"] % 20 == 0:
-                    await asyncio.sleep(0.005)
-            await wire.flush()
-
         consumer = asyncio.create_task(wire.consume(collector.delivery()))
-        producer = asyncio.create_task(produce())
+        producer = asyncio.create_task(send_steadily(wire, unique_name, total, every=20, pause=0.005))
         await wait_until(lambda: len(collector.handled) >= 300)
         await asyncio.to_thread(nats_cluster.kill, victim)  # SIGKILL the stream leader
         await asyncio.wait_for(producer, 90)

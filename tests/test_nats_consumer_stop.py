@@ -12,7 +12,7 @@ import pytest
 from fluxmix.message import Message
 from fluxmix.transports.nats import NatsWire
 from tests.support.polling import wait_until
-from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
+from tests.support.wires import Collector, broker_for, make_scenario, make_wire, send_steadily
 
 pytestmark = pytest.mark.nats
 
@@ -32,14 +32,7 @@ async def test_stops_under_load_leave_nothing_for_ack_wait(nats_url: str, unique
         await broker.prepare(scenario, "h", [spec])
         producer_wire = broker.wire(scenario, "h", spec)
 
-        async def produce() -> None:
-            for m in messages(unique_name, total):
-                await producer_wire.send(m)
-                if m.body["seq"] % 50 == 0:
-                    await asyncio.sleep(0.001)
-            await producer_wire.flush()
-
-        producer = asyncio.create_task(produce())
+        producer = asyncio.create_task(send_steadily(producer_wire, unique_name, total))
         stops = 0
         while len(set(seen)) < total:
             wire = broker.wire(scenario, "h", spec)

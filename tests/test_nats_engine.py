@@ -19,7 +19,8 @@ from fluxmix.transports.nats import NatsWire, stream_name
 
 from tests.support.nats import nats_unavailable
 from tests.support.polling import wait_until
-from tests.support.wires import Collector, broker_for, make_scenario, make_wire, messages
+from tests.support.wires import (Collector, RefusalRecorder, broker_for, make_scenario, make_wire, messages,
+                                 send_steadily)
 
 pytestmark = pytest.mark.nats
 
@@ -28,11 +29,8 @@ async def test_a_refused_message_goes_to_the_error_port_while_later_ones_flow(na
     """Over the server's max_payload: that one message is refused at once; the wire goes on."""
     spec = make_wire()
     scenario = make_scenario(unique_name, spec)
-    refused: list[tuple[Message, BaseException]] = []
-
-    async def on_refused(message: Message, exc: BaseException) -> bool:
-        refused.append((message, exc))
-        return True
+    on_refused = RefusalRecorder()
+    refused = on_refused.refused
 
     async with broker_for(nats_url) as broker:
         await broker.prepare(scenario, "h", [spec])
@@ -87,14 +85,7 @@ async def test_a_consumer_stopped_100_times_under_load_loses_and_duplicates_noth
         await broker.prepare(scenario, "h", [spec])
         producer_wire = broker.wire(scenario, "h", spec)
 
-        async def produce() -> None:
-            for m in messages(unique_name, total):
-                await producer_wire.send(m)
-                if m.body["seq"] % 50 == 0:
-                    await asyncio.sleep(0.001)  # a steady stream while the consumer comes and goes
-            await producer_wire.flush()
-
-        producer = asyncio.create_task(produce())
+        producer = asyncio.create_task(send_steadily(producer_wire, unique_name, total))
         stops = 0
         while stops < 100 or sum(handled.values()) < total:
             wire = broker.wire(scenario, "h", spec)  # a reload: a new wire on the same durable
@@ -431,11 +422,8 @@ async def test_a_refusal_inside_a_fast_batch_goes_to_the_error_port_and_the_rest
     port, the messages behind it are sent again one by one (same ids) and keep their order."""
     spec = make_wire()
     scenario = make_scenario(unique_name, spec)
-    refused: list[tuple[Message, BaseException]] = []
-
-    async def on_refused(message: Message, exc: BaseException) -> bool:
-        refused.append((message, exc))
-        return True
+    on_refused = RefusalRecorder()
+    refused = on_refused.refused
 
     async with broker_for(nats_url) as broker:
         await broker.prepare(scenario, "h", [spec])

@@ -413,7 +413,7 @@ class GearCtx:
             return list(range(first, first + len(outputs)))
         if batch.lazy:
             batch.settle()
-        messages, saved = batch._messages, batch.emitted
+        messages = batch._messages
         j, last = 0, min(batch.pos, len(messages) - 1)
         for parent, _ in outputs:
             while j <= last and messages[j] is not parent:
@@ -421,14 +421,7 @@ class GearCtx:
             if j > last:
                 raise GearError(self.gear_name, "emit_each() got a message that is not one of the batch handled so "
                                                 "far, or not in the batch's order")
-            if j == batch.held:  # the message in hand: its count is the runner's
-                emitted = runner.parent_emitted
-                if emitted is None:
-                    emitted = runner.parent_emitted = {}
-            else:
-                emitted = saved.get(j)
-                if emitted is None:
-                    emitted = saved[j] = {}
+            emitted = batch.counts_at(j)
             index = emitted.get(port, 0)
             emitted[port] = index + 1
             indices.append(index)
@@ -546,23 +539,29 @@ class GearBatch(Sequence[Message]):
         self.lazy[port] = outputs
         return True
 
+    def counts_at(self, j: int) -> dict[str, int]:
+        """The emit counts per port of message `j` (created when missing): the runner's for the
+        message in hand, the batch's record for those it moved past."""
+        if j == self.held:
+            counts = self._runner.parent_emitted
+            if counts is None:
+                counts = self._runner.parent_emitted = {}
+            return counts
+        counts = self.emitted.get(j)
+        if counts is None:
+            counts = self.emitted[j] = {}
+        return counts
+
     def settle(self) -> None:
         """Write the per-message emit counts the lazy emit_each records imply."""
         lazy, self.lazy = self.lazy, {}
-        messages, saved, runner = self._messages, self.emitted, self._runner
+        messages = self._messages
         for port, outputs in lazy.items():
             j = 0
             for parent, _ in outputs:
                 while messages[j] is not parent:
                     j += 1
-                if j == self.held:  # the message in hand: its count is the runner's
-                    counts = runner.parent_emitted
-                    if counts is None:
-                        counts = runner.parent_emitted = {}
-                else:
-                    counts = saved.get(j)
-                    if counts is None:
-                        counts = saved[j] = {}
+                counts = self.counts_at(j)
                 counts[port] = counts.get(port, 0) + 1
                 j += 1
 

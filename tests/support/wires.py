@@ -33,6 +33,27 @@ def messages(name: str, n: int, start: int = 0, gear: str = "src") -> list[Messa
     return [Message(id=source_id(name, gear, i), body={"seq": i}, origin=f"{gear}.out") for i in range(start, start + n)]
 
 
+async def send_steadily(wire: Wire, name: str, total: int, *, every: int = 50, pause: float = 0.001) -> None:
+    """Send `total` source messages with a short pause every `every`: a steady stream (not one
+    burst) while a test stops, restarts or kills what consumes it; then flush."""
+    for m in messages(name, total):
+        await wire.send(m)
+        if m.body["seq"] % every == 0:
+            await asyncio.sleep(pause)
+    await wire.flush()
+
+
+class RefusalRecorder:
+    """A wire's `on_refused` hook that records each refused message and takes it as handled."""
+
+    def __init__(self) -> None:
+        self.refused: list[tuple[Message, BaseException]] = []
+
+    async def __call__(self, message: Message, exc: BaseException) -> bool:
+        self.refused.append((message, exc))
+        return True
+
+
 class Collector:
     """A downstream gear stand-in: records what it handled, can fail or block on demand."""
 
