@@ -166,7 +166,7 @@ class Runtime:
                 runner.note_wiring()
         except BaseException:
             self.state = "failed"
-            await self.wiring.close()
+            await self.release()
             raise
         self.state = "built"
 
