@@ -14,7 +14,7 @@ import click
 
 from fluxmix.cli._app import FluxmixGroup
 from fluxmix.cli.output import echo_json, human_duration, human_time, json_option, table
-from fluxmix.errors import FleetError, MixerApiError, UserError
+from fluxmix.errors import MixerApiError, UserError
 from fluxmix.mixer.client import DEFAULT_URL, MixerClient
 from fluxmix.refs import short_hash
 
@@ -104,7 +104,7 @@ def status_cmd(url: str, token: str | None, timeout: float, as_json: bool, fleet
     if fleet:
         section = data.get("fleet")
         if not isinstance(section, dict):
-            raise FleetError(f"{url}: this mixer is not a fleet member (it was started without --fleet)")
+            raise UserError(f"{url}: this mixer is not a fleet member (it was started without --fleet)")
         if as_json:
             echo_json(section)
         else:

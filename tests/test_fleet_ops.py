@@ -93,11 +93,17 @@ def test_readyz_follows_the_fleet_kv_and_metrics_show_the_fleet(
 
 
 def test_metrics_of_a_mixer_outside_a_fleet_have_no_fleet_series(
-    tmp_path: Path, start_mixer: Callable[..., MixerProcess]
+    tmp_path: Path, home: Path, start_mixer: Callable[..., MixerProcess]
 ) -> None:
+    from tests.support.mixer import run_fluxmix
+
     mixer = start_mixer()
     mixer.wait_ready()
     assert not [name for name, _ in samples(mixer) if name.startswith("fluxmix_fleet_")]
+    # asking it for its fleet is the operator's mistake: one line, exit 2
+    shown = run_fluxmix(home, tmp_path, "mixer", "status", "--fleet", "--url", mixer.url)
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stderr == f"error: {mixer.url}: this mixer is not a fleet member (it was started without --fleet)\n"
 
 
 RELEASED = """\
@@ -197,3 +203,7 @@ def test_release_without_nats_is_one_line(tmp_path: Path, home: Path) -> None:
     assert done.returncode == 1 and done.stderr == f"error: fleet: cannot reach NATS at {url}: TimeoutError\n"
     done = run_fluxmix(home, tmp_path, "fleet", "release", "no good", "--fleet", "ops", "--nats-url", url)
     assert done.returncode == 2 and done.stderr.startswith("error: MEMBER 'no good': a member id is")
+    missing = tmp_path / "no-such-dir"
+    done = run_fluxmix(home, tmp_path, "fleet", "release", "m1", "--fleet", "ops", "--nats-url", url,
+                       "--dir", str(missing))
+    assert done.returncode == 2 and done.stderr == f"error: --dir {str(missing)!r}: no such directory (the member's working directory)\n"

@@ -21,9 +21,10 @@ def check_fleet_name(name: str) -> str:
     return name
 
 
-def check_member_id(member: str) -> str:
+def check_member_id(member: str, what: str = "--fleet-member") -> str:
+    """`what` names where the id came from in the error (an option, or the MEMBER argument)."""
     if not MEMBER_ID.match(member or ""):
-        raise UserError(f"--fleet-member {member[:40]!r}: a member id is [A-Za-z0-9][A-Za-z0-9_-]{{0,62}}")
+        raise UserError(f"{what} {member[:40]!r}: a member id is [A-Za-z0-9][A-Za-z0-9_-]{{0,62}}")
     return member
 
 

@@ -84,8 +84,9 @@ async def release_member(fleet: str, member: str, servers: list[str], connect_op
     """Settle `member`'s file-out files (paths relative to `base_dir`, its working directory) from
     its store's last active scenario, then release the leases still naming it."""
     naming.check_fleet_name(fleet)
-    if not naming.MEMBER_ID.match(member or ""):
-        raise UserError(f"MEMBER {member[:40]!r}: a member id is [A-Za-z0-9][A-Za-z0-9_-]{{0,62}}")
+    naming.check_member_id(member, "MEMBER")
+    if not base_dir.is_dir():  # else every sink file looks missing and the release reports nothing cut
+        raise UserError(f"--dir {str(base_dir)[:80]!r}: no such directory (the member's working directory)")
     if not servers:
         raise UserError("fleet release needs --nats-url: the fleet's buckets are on its NATS cluster")
     nc = await kvconn.connect(servers, connect_options, name=f"fluxmix-fleet-release-{member}")
@@ -142,16 +143,19 @@ async def _settle_sinks(report: ReleaseReport, store: Any, catalog: Any, claims:
     for gear in loaded.scenario.gears:
         if gear.type != SINK_TYPE:
             continue
-        config = dict(gear.config)
-        path = Path(str(config["path"])).expanduser()
-        config["path"] = str(path if path.is_absolute() else base_dir / path)
-        sink = FileOut(gear.name, config, SinkContext(loaded.name, loaded.hash, gear.name, claims))
-        if not Path(config["path"]).exists():
-            report.sinks.append(SettledSink(gear.name, config["path"], 0))
+        path = Path(str(gear.config["path"])).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        if not path.exists():
+            report.sinks.append(SettledSink(gear.name, str(path), 0))
             continue
-        await sink.start()  # reads the tail, keeps what this member committed, cuts the rest
-        await sink.stop()
-        report.sinks.append(SettledSink(gear.name, config["path"], sink.cut_bytes))
+        config = {**gear.config, "path": str(path)}
+        sink = FileOut(gear.name, config, SinkContext(loaded.name, loaded.hash, gear.name, claims))
+        try:
+            await sink.start()  # reads the tail, keeps what this member committed, cuts the rest
+        finally:
+            await sink.stop()  # closes what a start that failed half-way opened
+        report.sinks.append(SettledSink(gear.name, str(path), sink.cut_bytes))
 
 
 async def _release_leases(leases: KeyValue, member: str) -> list[str]:
