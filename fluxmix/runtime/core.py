@@ -166,7 +166,7 @@ class Runtime:
                 runner.note_wiring()
         except BaseException:
             self.state = "failed"
-            await self.release()
+            await self.wiring.close()
             raise
         self.state = "built"
 

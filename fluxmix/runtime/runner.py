@@ -126,14 +126,14 @@ class GearRunner:
         runtime = self.runtime
         self.ctx = GearCtx(self, scenario_name=runtime.scenario.name, scenario_hash=runtime.scenario_hash,
                            globals_=runtime.globals, checkpoints=runtime.checkpoints,
-                           claims=runtime.claims)
+                           claims=getattr(runtime, "claims", None))
         try:
             self.gear = self.cls(self.name, self.spec.config, self.ctx)
             self.is_source = self.gear.is_source()  # the instance decides: `python` wraps sources or not
             self.flushes = self.gear.flushes()
         except (Exception, SystemExit) as exc:  # a gear's sys.exit() must not end the mixer
             raise GearError(self.name, f"cannot be built: {detail(exc, self.name)}") from exc
-        guard = runtime.source_guard
+        guard = getattr(runtime, "source_guard", None)
         if guard is not None and self.is_source:
             self.ctx.fence = functools.partial(guard.valid, runtime.scenario.name, self.name)
 
@@ -188,24 +188,23 @@ class GearRunner:
         the previous holder's, read now) and runs until the runtime stops it or the lease is
         lost; a lost lease stops the source and it waits for the lease again."""
         runtime = self.runtime
-        guard = runtime.source_guard
+        guard = getattr(runtime, "source_guard", None)
         if guard is None:
             await self._run_source()
             return
         scenario = runtime.scenario.name
         try:
-            while runtime.state in ("starting", "running") and not runtime.sources_paused:
+            while runtime.state in ("starting", "running") and not getattr(runtime, "sources_paused", False):
                 assert self.ctx is not None
                 self.state = "standby"
                 if not await guard.acquire(scenario, self.name, self.ctx.stopping):
                     return
                 # The instance start() began read its checkpoint before the lease was ours: a fresh
-                # one reads the previous holder's. (After a lost lease the instance built below to
-                # wait with has not started: it is the fresh one.)
+                # one reads the previous holder's.
                 if self.started:
                     await gear_code(self, "stop", self.gear.stop())  # type: ignore[union-attr]
                     self.started = False
-                    self.build()
+                self.build()
                 await self.start()
                 assert self.ctx is not None
                 stopping = self.ctx.stopping
@@ -217,7 +216,7 @@ class GearRunner:
                         await asyncio.wait({watch})
                 finally:
                     watch.cancel()
-                if not lost.is_set() or runtime.state != "running" or runtime.sources_paused:
+                if not lost.is_set() or runtime.state != "running" or getattr(runtime, "sources_paused", False):
                     return
                 log.warning("source %s: lease lost; stopped, waiting for the lease again", self.name,
                             extra={"gear": self.name})
