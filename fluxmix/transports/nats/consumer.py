@@ -31,7 +31,9 @@ before the server saw the UNSUB and drop deliveries still on their way):
      processed the UNSUB and everything it delivered before is in our queue;
   3. open the gate: the callback moves what was queued into the ready list and drain() ends.
      A message the server picks for our requests after the UNSUB finds no interest and goes
-     straight back to its redelivery queue (no `ack_wait`).
+     straight back to its redelivery queue (no `ack_wait`). Until the next pull takes it (first,
+     at once), consumer info counts it as ack-pending, up to the whole credit; it arrives counted
+     as one more delivery (tests/test_nats_consumer_stop.py measures it).
 """
 
 from __future__ import annotations
