@@ -48,6 +48,7 @@ CONNECT_OPTION_KEYS = frozenset(
         "ping_interval",
         "max_outstanding_pings",
         "pending_size",
+        "flush_timeout",  # how long a publish waits for a forced flush of the client's buffer
         "inbox_prefix",
     }
 )

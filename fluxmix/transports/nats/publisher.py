@@ -144,6 +144,7 @@ class Publisher:
         self._prefix = ""
         self.fast = fast  # the stream allows fast-ingest batches (off for good after a 10205)
         self.fast_batches = 0
+        self.broken_batches = 0  # fast batches a failed publish broke mid-send (resent one by one)
         self._fast_sub: Any = None
         self._fast_prefix = ""
         self._batch_ids = itertools.count(1)
@@ -174,12 +175,14 @@ class Publisher:
                 await self._sync_backlog()  # what an earlier activation left in the stream counts
 
     async def publish(self, message: Message, data: bytes, msg_id: str) -> None:
-        """Hand one message to the connection; returns once it is sent (its outcome comes later)."""
+        """Hand one message to the connection; returns once it is sent (its outcome comes later).
+        The one per-message way out, window and bound checked: a lone emit, a run too short for a
+        batch, and whatever follows a batch that broke mid-send all take it."""
         if self._closed:
             raise TransportError(f"wire {self.label} is closed")
         if self._sub is None:
             await self._start()
-        if self._waiters or not self._has_room():
+        if self._waiters or self._room() <= 0:
             await self._wait_for_room()
         if not self.conn.is_connected:
             await self.conn.wait_connected()
@@ -196,7 +199,6 @@ class Publisher:
             raise TransportError(f"wire {self.label} is closed")
         if self._sub is None:
             await self._start()
-        pending, send, counter = self._pending, self._send, self._counter
         at, total = 0, len(batch)
         while at < total:
             if self.fast and total - at >= FAST_MIN and not self._waiters and self.conn.is_connected:
@@ -208,23 +210,15 @@ class Publisher:
                             take = k - at
                             break
                 if take >= FAST_MIN:
-                    await self._send_fast(batch[at:at + take])
-                    at += take
+                    at += await self._send_fast(batch[at:at + take])  # all of it, or up to a break
                     continue
             message, data, msg_id = batch[at]
             at += 1
-            if self._waiters or not self._has_room():
-                await self._wait_for_room()
-            if not self.conn.is_connected:
-                await self.conn.wait_connected()
-            n = next(counter)
-            self._sent = n
-            entry = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
-            pending[n] = entry
-            await send(n, entry)
+            await self.publish(message, data, msg_id)
 
     def _room(self) -> int:
-        """How many more messages the window (and the wire's bound) takes right now."""
+        """How many more messages the window (and the wire's bound) takes right now; none while
+        the stream or wire answered "full" and something is in flight (backpressure)."""
         if self.full_since is not None and self._pending:
             return 0
         room = self.window - len(self._pending)
@@ -232,12 +226,14 @@ class Publisher:
             room = min(room, self.bound - self.backlog - len(self._pending))
         return room
 
-    async def _send_fast(self, chunk: list[tuple[Message, bytes, str]]) -> None:
+    async def _send_fast(self, chunk: list[tuple[Message, bytes, str]]) -> int:
         """Send `chunk` as one fast-ingest batch, committed by its last message (never held open:
         a lone or slow producer waits for nothing). Reply subject per ADR-50:
         <inbox>.<batch id>.<flow>.fail.<batch seq>.<op>.$FI (op 0 start, 1 append, 2 commit).
         JetStream stores the batch in order and stops it at the first message it cannot store;
-        what it did not store goes the per-message way (see _on_fast_reply)."""
+        what it did not store goes the per-message way (see _on_fast_reply). Returns how many of
+        `chunk` it took: all, or those up to a publish that broke the batch (the caller sends the
+        rest, after this resent what the batch had sent: see _resend_broken)."""
         nc = self.conn.client()
         bid = f"{self._fast_prefix.split('.')[-2]}b{next(self._batch_ids)}"
         numbers: list[int] = []
@@ -256,34 +252,40 @@ class Publisher:
             try:
                 await nc.publish(subject, data, reply=f"{prefix}{i}.{op}.$FI", headers=entry.headers)
             except BaseException as exc:
-                # the batch breaks here (buffer full while reconnecting, closed, cancelled, ...) and is
-                # never committed: forget it (a late answer about it must not refuse anything) and
-                # send what it held one by one, same ids, so JetStream stores each message once
-                del self._batches[bid]
-                resend_at = _mono()
-                for k in numbers:
-                    held = pending.get(k)
-                    if held is not None:
-                        held.batch = None
-                        held.retry_at = resend_at  # the sweeper resends it
-                if not isinstance(exc, Exception):
-                    raise
-                entry.retry_at = None  # this one and the rest of the chunk go now, in order
-                entry.attempts = 0
-                await self._send(n, entry)
-                for message, data, msg_id in chunk[i:]:
-                    n = next(counter)
-                    self._sent = n
-                    pending[n] = _Entry(data, {"Nats-Msg-Id": msg_id}, message)
-                    await self._send(n, pending[n])
-                return
+                await self._resend_broken(bid, numbers, exc)
+                return i
+        return last
 
-    def _has_room(self) -> bool:
-        # a full window, or a stream/wire that answered "full": the producer waits (backpressure)
+    async def _resend_broken(self, bid: str, numbers: list[int], exc: BaseException) -> None:
+        """A publish raised inside fast batch `bid` (the client's buffer full while it reconnects,
+        the connection closed, the task cancelled): the batch is never committed. It is forgotten,
+        so a late answer about it cannot settle or refuse anything. What it had sent (JetStream may
+        have stored a part) is sent again one by one through _send, same ids (stored once), in
+        order, once connected, before the caller sends the rest: nothing behind the break can
+        overtake it. Cancelled, the sweeper resends it instead and the cancellation goes on."""
+        del self._batches[bid]
+        self.broken_batches += 1
         pending = self._pending
-        if self.bound is not None and self.backlog + len(pending) >= self.bound:
-            return False
-        return len(pending) < self.window and (self.full_since is None or not pending)
+        held = [n for n in numbers if n in pending]
+        for n in held:
+            pending[n].batch = None
+        cancelled = not isinstance(exc, Exception) or _cancel_requested()
+        log.warning("wire %s: a fast batch broke after %d of its messages (%s); %s", self.label, len(numbers),
+                    describe(exc), "the sweeper resends them" if cancelled else "resending them in order")
+        if cancelled:
+            resend_at = _mono()
+            for n in held:
+                pending[n].retry_at = resend_at
+            if isinstance(exc, Exception):  # nats-py swallowed the task's cancellation in a flush
+                raise asyncio.CancelledError() from exc
+            raise exc
+        if not self.conn.is_connected:
+            await self.conn.wait_connected()
+        for n in held:
+            entry = pending.get(n)
+            if entry is not None:  # (a copy the sweeper resent meanwhile may be stored already)
+                self.resent += 1
+                await self._send(n, entry)
 
     @property
     def at_bound(self) -> bool:
@@ -327,7 +329,7 @@ class Publisher:
                 await fut
                 if self._closed:
                     raise TransportError(f"wire {self.label} is closed")
-                if self._has_room():
+                if self._room() > 0:
                     break
                 fut = loop.create_future()
                 self._waiters.appendleft(fut)  # woken too early: keep its place at the head
@@ -361,8 +363,11 @@ class Publisher:
             except nats.errors.MaxPayloadError as exc:
                 self._refuse(n, f"message of {len(entry.data)} bytes is over the server's max_payload ({describe(exc)})", None)
                 return
-            except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
-                pass  # the client's buffer is full while reconnecting: wait, then try again
+            except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError) as exc:
+                # the client's buffer is full while reconnecting: wait, then try again; unless the
+                # task is being cancelled (nats-py swallows a cancel that hits its forced flush)
+                if _cancel_requested():
+                    raise asyncio.CancelledError() from exc
             except nats.errors.ConnectionClosedError as exc:
                 if self._closed or self.conn.state == "closed":
                     raise NatsUnavailableError(f"wire {self.label}: NATS connection closed") from exc
@@ -380,16 +385,11 @@ class Publisher:
             return  # the reply to an earlier attempt of a message already settled
         data = msg.data
         if data[:10] == _PUBACK and b'"error"' not in data:
-            self._stored(n, data)
+            self._stored(n, b'"duplicate"' in data)  # {...,"duplicate": true}
             return
         outcome, reason, err_code = classify_reply(data, msg.headers)
         if outcome is Outcome.RETRY:
-            if is_full(err_code, reason):
-                if self.full_since is None:
-                    self.full_since = time.time()
-                    log.warning("wire %s: JetStream is full (%s); the producer waits for room", self.label, reason)
-            backoff = min(0.05 * 2 ** min(entry.attempts, 5), 1.0)
-            entry.retry_at = _mono() + backoff
+            self._retry_later(entry, err_code, reason)
             return
         self._refuse(n, reason, err_code)
 
@@ -416,18 +416,12 @@ class Publisher:
             stored = _count(data)
             if stored is None:  # a server without fast ingest acked this message alone
                 if 0 < at <= len(numbers) and numbers[at - 1] in pending:
-                    self._stored(numbers[at - 1], data)
+                    self._stored(numbers[at - 1], b'"duplicate"' in data)
                 return
             del self._batches[tokens[0]]
             for n in numbers[:stored]:
                 if n in pending:
-                    self.acked += 1
-                    self.stats.sent += 1
-                    if self.bound is not None:
-                        self.backlog += 1  # a duplicate inside a batch is counted too (the sync corrects it)
-                    self._settle(n)
-            if stored:
-                self.full_since = None
+                    self._stored(n)  # a duplicate inside a batch counts under the bound (the sync corrects it)
             rest = [n for n in numbers[stored:] if n in pending and pending[n].batch == tokens[0]]
             if rest:
                 later = max((pending[n].retry_at or 0.0) for n in rest)
@@ -454,17 +448,23 @@ class Publisher:
             entry.retry_at = _mono()
             return
         if outcome is Outcome.RETRY:
-            if is_full(err_code, reason) and self.full_since is None:
-                self.full_since = time.time()
-                log.warning("wire %s: JetStream is full (%s); the producer waits for room", self.label, reason)
-            entry.retry_at = _mono() + min(0.05 * 2 ** min(entry.attempts, 5), 1.0)
+            self._retry_later(entry, err_code, reason)
             return
         self._refuse(n, reason, err_code)
 
-    def _stored(self, n: int, data: bytes) -> None:
+    def _retry_later(self, entry: _Entry, err_code: int | None, reason: str) -> None:
+        """A retriable answer: resend after a backoff that grows with the attempts; a stream or
+        wire that answered "full" also holds its producers until something is stored."""
+        if is_full(err_code, reason) and self.full_since is None:
+            self.full_since = time.time()
+            log.warning("wire %s: JetStream is full (%s); the producer waits for room", self.label, reason)
+        entry.retry_at = _mono() + min(0.05 * 2 ** min(entry.attempts, 5), 1.0)
+
+    def _stored(self, n: int, duplicate: bool = False) -> None:
+        """JetStream stored message `n` (a PubAck, alone or inside a batch's count)."""
         self.acked += 1
         self.stats.sent += 1
-        if b'"duplicate"' in data:  # {...,"duplicate": true}
+        if duplicate:
             self.duplicates += 1
         elif self.bound is not None:
             self.backlog += 1
@@ -617,6 +617,12 @@ class Publisher:
         for _, fut in self._flushers:
             if not fut.done():
                 fut.set_result(None)
+
+
+def _cancel_requested() -> bool:
+    """The current task is being cancelled (the cancellation may have been swallowed on the way)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _count(data: bytes) -> int | None:
