@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any, Callable, Literal, Protocol, Sequence
 
-from fluxmix.errors import GearError
+from fluxmix.errors import GearError, LeaseLostError
 from fluxmix.gears.base import ERROR_PORT, Gear
 from fluxmix.message import Message, derived_id
 from fluxmix.runtime.context import (
@@ -411,6 +411,12 @@ class GearRunner:
                 await gear_code(self, "run", self.gear.run())
             except asyncio.CancelledError:
                 raise
+            except LeaseLostError as exc:
+                # not the gear's failure: this member lost the source's lease (fleet); the lease
+                # watch sets `stopping` and the guarded run waits for the lease again
+                log.warning("source %s: %s; it stops", self.name, exc, extra={"gear": self.name})
+                await stopping.wait()
+                return
             except Exception as exc:
                 self.counters.errors += 1
                 self.last_error = f"run failed: {type(exc).__name__}: {exc}"
