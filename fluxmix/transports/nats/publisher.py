@@ -39,7 +39,9 @@ stored) instead of one per message, which was a third of nats-py's per-message w
 batch at the first message it cannot store: a refusal for good fails that message as above, a
 retriable answer backs it off, and every message behind it is resent one by one with the same id,
 in order. No PubAck within `ack_timeout`: the per-message resend. A stream without batches
-(err_code 10205) turns batching off for the wire.
+(err_code 10205) turns batching off for the wire. A batch whose publish raises mid-send (the
+client's buffer full while it reconnects) is never committed: what it sent goes again one by one,
+in order, once connected, and only then the rest (see _resend_broken).
 
 Ordering: messages are stored in the order they were sent, except that a message resent after a
 timeout or a retriable error may land behind later ones, and a refused message is not stored at
