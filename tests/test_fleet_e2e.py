@@ -211,8 +211,8 @@ def test_fleet_wide_activation_reaches_every_member_and_a_failing_one_rolls_back
     assert code == 200 and entry["outcome"] == "activated", entry
     new_hash = entry["to_hash"]
 
-    def fleet_settled() -> dict[str, Any] | None:
-        status = members[2].status()
+    def settled_view(member: Member) -> dict[str, Any] | None:
+        status = member.status()
         if not status:
             return None
         fleet = status["fleet"]
@@ -220,12 +220,18 @@ def test_fleet_wide_activation_reaches_every_member_and_a_failing_one_rolls_back
             return None
         by_id = {m["member"]: m for m in fleet["members"]}
         syncs = [by_id[f"member-{i}"].get("fleet_sync") or {} for i in (2, 3)]
-        # member-1 activated through the API; the fleet view shows that once its next heartbeat
-        # publishes its record, so wait for the record rather than reading it a beat too early
         published = all(by_id[f"member-{i}"].get("active_hash") == new_hash for i in (1, 3))
         return fleet if published and all(s.get("hash") == new_hash for s in syncs) else None
 
-    fleet = wait_until(fleet_settled, "every member to act on the new desired scenario", timeout=60)
+    def fleet_settled() -> dict[str, Any] | None:
+        # Each member sees the others' records as of its own last heartbeat (they publish theirs
+        # on their own beats), so one member's view can lag another's by a beat: wait until every
+        # view, member-1's included (`status --fleet` below reads it), shows what each member did.
+        views = [settled_view(m) for m in members]
+        return views[0] if all(views) else None
+
+    fleet = wait_until(fleet_settled, "every member's view to show each member's answer to the new desired scenario",
+                       timeout=60)
     by_id = {m["member"]: m for m in fleet["members"]}
     assert by_id["member-1"]["active_hash"] == new_hash and by_id["member-1"]["in_sync"]
     assert by_id["member-3"]["active_hash"] == new_hash and by_id["member-3"]["in_sync"]
