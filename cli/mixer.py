@@ -130,7 +130,7 @@ def render_fleet(fleet: dict[str, Any]) -> str:
                 [m.get("member"), m.get("state"), "yes" if m.get("ready") else f"no: {m.get('reason')}",
                  short_hash(m.get('active_hash')), "yes" if m.get("in_sync") else "NO", m.get("handled"),
                  ", ".join(m.get("leases") or []) or "-",
-                 _fleet_sync(m.get("fleet_sync"))]
+                 _fleet_sync(m.get("fleet_sync"), desired.get("hash"))]
                 for m in fleet.get("members") or []
             ],
         ),
@@ -142,12 +142,16 @@ def render_fleet(fleet: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fleet_sync(sync: Any) -> str:
+def _fleet_sync(sync: Any, desired: Any) -> str:
+    """The member's answer to the desired scenario; `pending` while its record (as last seen) is
+    older than that scenario, so its answer to an earlier one is not read as the answer to this one."""
     if not isinstance(sync, dict):
-        return "-"
+        return f"pending {short_hash(desired)}" if desired else "-"
     text = f"{sync.get('outcome')} {short_hash(sync.get('hash'))}"
     if sync.get("outcome") not in ("activated", "unchanged"):
         text += f": {str(sync.get('reason') or '')[:120]}"
+    if desired and sync.get("hash") != desired:
+        text = f"pending {short_hash(desired)} (last: {text})"
     return text
 
 

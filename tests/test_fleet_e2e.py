@@ -11,6 +11,8 @@ one member: it reaches all three, and one member that cannot start it rolls back
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import subprocess
 import time
@@ -18,8 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
+from fluxmix.fleet.naming import members_bucket
 from tests.support.mixer import FLUXMIX, MixerProcess, assert_exactly_once, read_lines
 from tests.support.nats import NatsCluster
 from tests.support.polling import block_until as wait_until
@@ -99,6 +103,19 @@ def lease_holder(status: dict[str, Any] | None) -> str | None:
         if lease["lease"] == "fleetdemo.source":
             return str(lease["member"])
     return None
+
+
+def member_record(url: str, fleet: str, member: str) -> dict[str, Any]:
+    """What `member` last wrote in the fleet's members bucket (read straight from NATS)."""
+    async def read() -> dict[str, Any]:
+        nc = await nats.connect(url)
+        try:
+            kv = await nc.jetstream().key_value(members_bucket(fleet))
+            return dict(json.loads((await kv.get(member)).value or b"{}"))
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
 
 
 @pytest.fixture
@@ -210,6 +227,8 @@ def test_fleet_wide_activation_reaches_every_member_and_a_failing_one_rolls_back
     code, entry = members[0].proc.post("/activate", {"ref": str(v2)})
     assert code == 200 and entry["outcome"] == "activated", entry
     new_hash = entry["to_hash"]
+    # The activating member's record says so before the API answers, not a heartbeat later.
+    assert member_record(nats_url, "demo", "member-1")["active_hash"] == new_hash
 
     def settled_view(member: Member) -> dict[str, Any] | None:
         status = member.status()

@@ -242,3 +242,32 @@ def test_fleet_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0] and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_status_fleet_says_pending_for_a_member_that_has_not_answered_the_desired_scenario() -> None:
+    """A member's record older than the desired scenario shows its earlier answer as `last:`, not
+    as if it were the answer to the desired one (it has not acted on it yet, or its record has not
+    reached this member's view)."""
+    from fluxmix.cli.mixer import render_fleet
+
+    new, old = "e7" * 32, "7a" * 32
+    text = render_fleet({
+        "name": "demo", "member": "m1", "as_of": None,
+        "desired": {"hash": new, "name": "flow", "by": "m1"},
+        "members": [
+            {"member": "m1", "state": "running", "ready": True, "active_hash": new, "in_sync": True, "handled": 5,
+             "fleet_sync": {"hash": new, "outcome": "activated", "reason": "published by this member"}},
+            {"member": "m2", "state": "running", "ready": True, "active_hash": old, "in_sync": False, "handled": 5,
+             "fleet_sync": {"hash": new, "outcome": "rolled-back", "reason": "gear sink: start failed: blocked"}},
+            {"member": "m3", "state": "running", "ready": True, "active_hash": old, "in_sync": False, "handled": 5,
+             "fleet_sync": {"hash": old, "outcome": "activated", "reason": "published by this member"}},
+            {"member": "m4", "state": "running", "ready": True, "active_hash": old, "in_sync": False, "handled": 0},
+        ],
+    })
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("m")}
+    assert rows["m1"].endswith(f"activated sha256:{new[:12]}")
+    assert rows["m2"].endswith(f"rolled-back sha256:{new[:12]}: gear sink: start failed: blocked")
+    assert rows["m3"].endswith(f"pending sha256:{new[:12]} (last: activated sha256:{old[:12]})")
+    assert rows["m4"].endswith(f"pending sha256:{new[:12]}")
+    assert "pending" not in render_fleet({"name": "demo", "member": "m1", "desired": None, "members": [
+        {"member": "m1", "fleet_sync": {"hash": old, "outcome": "activated"}}]})

@@ -240,9 +240,15 @@ class FleetMember:
     # ---- the desired scenario ----
 
     async def after_activation(self, entry: Any) -> None:
-        """An activation on this member by the operator becomes the fleet's desired scenario."""
-        if entry.trigger not in PUBLISHING_TRIGGERS or entry.outcome not in ("activated", "unchanged"):
+        """An activation on this member by the operator becomes the fleet's desired scenario;
+        any activation but the fleet's own (sync_once reports those) is in this member's record at once."""
+        if entry.trigger == "fleet":
             return
+        if entry.trigger in PUBLISHING_TRIGGERS and entry.outcome in ("activated", "unchanged"):
+            await self._publish_desired(entry)
+        await self._publish_record()
+
+    async def _publish_desired(self, entry: Any) -> None:
         digest = entry.to_hash
         if not digest or self.desired is None:
             return
@@ -291,10 +297,22 @@ class FleetMember:
         self._applied = desired.hash
         entry = await self.mixer.activate(f"sha256:{desired.hash}", trigger="fleet")
         self.last_sync = {"hash": desired.hash, "outcome": entry.outcome, "reason": entry.reason, "ts": time.time()}
+        await self._publish_record()
         if entry.outcome not in ("activated", "unchanged"):
             log.error("fleet %s: this member cannot run the desired scenario %s (%s); it keeps %s",
                       self.settings.name, short_hash(desired.hash), entry.outcome,
                       short_hash(loaded.hash) if loaded is not None else "nothing running")
+
+    async def _publish_record(self) -> None:
+        """Rewrite this member's record now: what it just ran (or refused to) reaches the others'
+        views a heartbeat sooner (a heartbeat is member TTL/3), so `status --fleet` on another member
+        does not show its previous answer for that long."""
+        if self.membership is None:
+            return
+        try:
+            await self.membership.beat()
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:  # the heartbeat retries and reports it
+            log.debug("fleet %s: publishing this member's record failed: %s", self.settings.name, exc)
 
     # ---- status ----
 
