@@ -271,3 +271,37 @@ def test_status_fleet_says_pending_for_a_member_that_has_not_answered_the_desire
     assert rows["m4"].endswith(f"pending sha256:{new[:12]}")
     assert "pending" not in render_fleet({"name": "demo", "member": "m1", "desired": None, "members": [
         {"member": "m1", "fleet_sync": {"hash": old, "outcome": "activated"}}]})
+
+
+async def test_leave_ends_the_heartbeat_even_when_a_kv_call_swallows_its_cancel(tmp_path: Path) -> None:
+    """A cancel that lands inside a KV call can be swallowed (Python 3.11's wait_for); the heartbeat
+    loop then ran on and leave() waited for it forever: the member never exited after SIGTERM."""
+    from fluxmix.fleet.member import FleetMember, FleetSettings
+
+    class SwallowingMembership:
+        beat_every = 0.01
+
+        async def beat(self) -> None:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass  # what wait_for does when its inner future finished as the cancel arrived
+
+        async def refresh(self) -> dict[str, object]:
+            return {}
+
+        async def leave(self) -> None:
+            pass
+
+    member = FleetMember(FleetSettings("demo", member="m1"), ["nats://127.0.0.1:1"], {}, replicas=1,
+                         home=tmp_path, store=None)
+    member.membership = SwallowingMembership()  # type: ignore[assignment]
+
+    async def no_leases() -> list[dict[str, object]]:
+        return []
+
+    member._read_leases = no_leases  # type: ignore[method-assign]
+    member._tasks = [asyncio.create_task(member._beat_loop())]
+    await asyncio.sleep(0.02)
+    await asyncio.wait_for(member.leave(), 10)
+    assert all(task.done() for task in member._tasks)
