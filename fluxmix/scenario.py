@@ -15,7 +15,7 @@ from fluxmix.refs import GEAR_NAME_PATTERN, PORT_PATTERN
 
 TRANSPORTS = ("standard", "memory")
 DEFAULT_TRANSPORT = "standard"
-WIRE_OPTION_KEYS = ("queue_size", "max_deliver", "retry_delay", "backlog")
+WIRE_OPTION_KEYS = ("queue_size", "max_deliver", "retry_delay", "backlog", "chain")
 
 
 @dataclass(frozen=True, slots=True)

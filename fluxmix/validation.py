@@ -32,7 +32,7 @@ from fluxmix.suggest import Suggester, did_you_mean
 
 SCENARIO_KEYS = ("name", "version", "spec", "description", "gears", "wires", "tests", "expect", "globals")
 GEAR_KEYS = ("name", "type", "config")
-WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay", "backlog")
+WIRE_KEYS = ("from", "to", "transport", "queue_size", "max_deliver", "retry_delay", "backlog", "chain")
 
 QUEUE_SIZE_RANGE = (1, 1_000_000)
 BACKLOG_RANGE = (1, 100_000_000)  # messages of a standard wire in its stream (issue 17)
@@ -373,6 +373,12 @@ def _check_wire_options(wire: Mapping[str, Any], transport: str | None, base: st
             state.add(f"{base}.backlog", f"applies only to standard wires (a memory wire has queue_size); this wire's transport is {transport}")
         elif not _is_int(value) or not low <= value <= high:
             state.add(f"{base}.backlog", f"must be a whole number of messages from {low} to {high:_}; found {describe(value)}")
+    if "chain" in wire:  # operator chaining (fluxmix.runtime.chaining): memory wires only
+        value = wire["chain"]
+        if transport is not None and transport != "memory":
+            state.add(f"{base}.chain", f"applies only to memory wires; this wire's transport is {transport}")
+        elif not isinstance(value, bool):
+            state.add(f"{base}.chain", f"must be true or false; found {describe(value)}")
     if "max_deliver" in wire:
         value = wire["max_deliver"]
         if not _is_int(value) or value < 1:

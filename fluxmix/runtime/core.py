@@ -28,6 +28,7 @@ from fluxmix.errors import ActivationError, GearError
 from fluxmix.gears.base import Gear
 from fluxmix.gears.catalog import Catalog
 from fluxmix.globals_state import MemoryBackend, ScenarioGlobals, use as use_globals
+from fluxmix.runtime.chaining import chain_wires
 from fluxmix.runtime.context import CheckpointStore, SourceGuard, detail
 from fluxmix.runtime.runner import GearRunner, SinkObserver, drain_wire
 from fluxmix.runtime.wiring import Wiring
@@ -164,11 +165,17 @@ class Runtime:
                 self.wiring.connect(created[wspec.key], self.runners[wspec.source.gear], self.runners[wspec.target.gear])
             for runner in self.runners.values():
                 runner.note_wiring()
+            self.chain_wires()
         except BaseException:
             self.state = "failed"
             await self.wiring.close()
             raise
         self.state = "built"
+
+    def chain_wires(self) -> None:
+        """Decide again which memory wires run their consumer in the sender's task
+        (fluxmix.runtime.chaining); after every change of the wiring."""
+        chain_wires(self.wires.values(), self.runners, self.catalog.origins)
 
     def new_runner(self, spec: GearSpec, *, generation: int = 1, carried: GearCounters | None = None) -> GearRunner:
         """A built (instantiated, not started) runner for `spec`; raises GearError."""

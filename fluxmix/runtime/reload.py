@@ -288,6 +288,7 @@ def _swap(runtime: Runtime, old: list[GearRunner], new: list[GearRunner], retire
         runner.note_wiring()
         runner.observer = runtime.sink_observer  # installed after these were built (the reload stopwatch)
     runtime.order = [runtime.runners[name] for name in topological_order(scenario)]
+    runtime.chain_wires()
 
 
 def _carry_stats(old: Wire, new: Wire, *, undo: bool) -> None:

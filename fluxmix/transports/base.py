@@ -86,6 +86,10 @@ class Wire(abc.ABC):
     # A durable wire keeps what its consumer has not taken (in its stream) for the next consumer,
     # so the runtime may stop its consumer at any moment; a memory wire must be emptied first.
     durable: ClassVar[bool] = False
+    # The transport can run its consumer in the sender's task (operator chaining,
+    # fluxmix.runtime.chaining); the runtime then sets `chained` per wire.
+    chainable: ClassVar[bool] = False
+    chained: bool = False
 
     # Set by the runtime: where a message the transport refused for good goes (the sending gear's
     # `error` port when it has one; returns False when it was dropped and counted instead). A

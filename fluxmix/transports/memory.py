@@ -70,10 +70,19 @@ class MemoryWire(Wire):
     count as queued, so the bound is what it is per message: `queue_size` waiting plus the one
     being handled.
 
+    A chained wire (`chained`, set by the runtime: fluxmix.runtime.chaining) hands a batch sent
+    while its consumer is idle and nothing is queued straight to the consumer's `handle_batch`,
+    in the sending task: no queue hop, no task switch, and the sender waits until the batch is
+    handled (backpressure by construction). Anything else (a batch already in hand, messages
+    queued, the consumer restarting in a partial reload, a stop marker) takes the queue, so
+    per-wire order, retries, drain and detach stay those of the queue path.
+
     Counters: `sent` (accepted into the queue), `received` (finished: handled or dead-lettered),
     `failed` (handling attempts that raised), `redelivered` (retries), `dead_lettered` (messages
     that used up their attempts) and, of those, `dropped` when the gear had no `error` wire.
     """
+
+    chainable: ClassVar[bool] = True
 
     def __init__(self, spec: WireSpec, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         super().__init__(spec)
@@ -90,6 +99,12 @@ class MemoryWire(Wire):
         self._finished = 0  # of the batch in hand
         self._closed = False
         self._stop_pending = False  # the drain marker is queued but not yet taken
+        self.chained = False  # hand batches to an idle consumer in the sender's task (see the class doc)
+        self._delivery: Delivery | None = None  # the live consumer's, for a chained hand-over
+        # Someone is handing messages to the consumer (its own task, or a sender of a chained
+        # wire): the other waits, so the gear sees one batch at a time, in order.
+        self._busy = False
+        self._handing = False  # of which: a chained sender (it counts what it leaves if closed meanwhile)
 
     @property
     def depth(self) -> int:
@@ -122,7 +137,47 @@ class MemoryWire(Wire):
                 self._putters.remove(putter)
             raise
 
+    def _idle_consumer(self) -> Delivery | None:
+        """The consumer's delivery when a sender may hand over in its own task: chained, a
+        consumer attached and idle, nothing queued (order) and nothing in hand."""
+        if self.chained and not self._busy and not self._items and not self._in_hand and not self._closed:
+            return self._delivery
+        return None
+
+    async def _hand_over(self, messages: Sequence[Message], delivery: Delivery) -> None:
+        """Deliver `messages` (at most a batch of them) in this task, as the consumer would.
+
+        Counted as sent and handled as a batch in hand is; if this task is cancelled part-way,
+        what was not finished goes back to the front of the queue for the consumer's task."""
+        batch = messages if type(messages) is list else list(messages)
+        self.stats.sent += len(batch)
+        self._busy = self._handing = True
+        cursor = self._cursor = _Cursor(self)
+        self._in_hand, self._finished = batch, 0
+        try:
+            await self._deliver_batch(batch, cursor, delivery)
+            await self._flush_downstream(delivery)
+        finally:
+            left = len(batch) - self._finished
+            if left and not self._closed:
+                self._items.extendleft(reversed(batch[self._finished:]))
+            elif left:
+                self.stats.dropped += left
+                log.warning("wire %s: closed with %d message(s) not handled; counted as dropped", self.spec.key,
+                            left, extra={"wire": self.spec.key})
+            self._in_hand, self._finished = [], 0
+            self._cursor = _Cursor(self)
+            self._busy = self._handing = False
+            if self._items:
+                self._wake_getter()  # queued meanwhile (or handed back): the consumer's task goes on
+            if self._putters:
+                self._wake_putters()
+
     async def send(self, message: Message) -> None:
+        delivery = self._idle_consumer()
+        if delivery is not None:
+            await self._hand_over((message,), delivery)
+            return
         items = self._items
         # inline _occupied(): this runs once per message per wire
         if self._closed or len(items) + len(self._in_hand) - self._cursor.started >= self.capacity:
@@ -139,9 +194,17 @@ class MemoryWire(Wire):
             getter.set_result(None)
 
     async def send_batch(self, messages: Sequence[Message]) -> None:
-        """As many as there is room for at once, then wait for room for the rest."""
+        """As many as there is room for at once, then wait for room for the rest (chained: handed
+        to the idle consumer in this task, a batch of at most MAX_BATCH / queue_size at a time)."""
         i, n = 0, len(messages)
         while i < n:
+            delivery = self._idle_consumer()
+            if delivery is not None:
+                step = min(MAX_BATCH, self.capacity)
+                part = messages[i:i + step] if (i or step < n) else messages
+                await self._hand_over(part, delivery)
+                i += len(part)
+                continue
             if self._closed:
                 raise TransportError(f"memory wire {self.spec.key} is closed")
             room = self.capacity - self._occupied()
@@ -160,7 +223,7 @@ class MemoryWire(Wire):
     async def _take(self) -> list[Message] | None:
         """What is queued (up to MAX_BATCH), waiting for something; None at the drain marker."""
         items = self._items
-        while not items:
+        while not items or self._busy:  # busy: a chained sender is handing a batch over
             getter = asyncio.get_running_loop().create_future()
             self._getter = getter
             try:
@@ -203,7 +266,15 @@ class MemoryWire(Wire):
         if self._consumer is not None and not self._consumer.done():
             raise TransportError(f"memory wire {self.spec.key} already has a consumer")
         self._consumer = asyncio.current_task()
-        if self._in_hand:
+        self._delivery = delivery
+        try:
+            await self._consume(delivery)
+        finally:
+            if self._delivery is delivery:
+                self._delivery = None
+
+    async def _consume(self, delivery: Delivery) -> None:
+        if self._in_hand and not self._handing:
             # The previous consumer was cancelled mid-batch (a stop abandoned past its timeout):
             # what it had not finished goes first to this one instead of being lost unseen.
             self._items.extendleft(reversed(self._in_hand[self._finished:]))
@@ -215,19 +286,25 @@ class MemoryWire(Wire):
                 return
             cursor = self._cursor = _Cursor(self)
             self._in_hand, self._finished = batch, 0
-            await self._deliver_batch(batch, cursor, delivery)  # cancelled: close() counts what is left
-            self._in_hand, self._finished = [], 0
-            self._cursor = _Cursor(self)
-            if self._putters:
-                self._wake_putters()
-            if not self._items or (self._stop_pending and len(self._items) == 1):
-                # Idle: make what the gear emitted safe downstream (a no-op unless it feeds a
-                # durable wire), without paying for it on every message of a burst.
-                try:
-                    await delivery.flush_downstream()
-                except Exception as exc:
-                    log.warning("wire %s: flushing downstream failed: %s", self.spec.key, exc,
-                                extra={"wire": self.spec.key})
+            self._busy = True
+            try:
+                await self._deliver_batch(batch, cursor, delivery)  # cancelled: close() counts what is left
+                self._in_hand, self._finished = [], 0
+                self._cursor = _Cursor(self)
+                if self._putters:
+                    self._wake_putters()
+                if not self._items or (self._stop_pending and len(self._items) == 1):
+                    await self._flush_downstream(delivery)
+            finally:
+                self._busy = False
+
+    async def _flush_downstream(self, delivery: Delivery) -> None:
+        """Idle: make what the gear emitted safe downstream (a no-op unless it feeds a durable
+        wire), without paying for it on every message of a burst."""
+        try:
+            await delivery.flush_downstream()
+        except Exception as exc:
+            log.warning("wire %s: flushing downstream failed: %s", self.spec.key, exc, extra={"wire": self.spec.key})
 
     async def _deliver_batch(self, batch: list[Message], cursor: _Cursor, delivery: Delivery) -> None:
         """Hand the batch over; a message that fails is retried alone, in its place. Never raises."""
@@ -328,8 +405,9 @@ class MemoryWire(Wire):
             except (asyncio.CancelledError, Exception):
                 pass
         lost = sum(1 for item in self._items if isinstance(item, Message))
-        lost += len(self._in_hand) - self._finished
-        self._in_hand, self._finished = [], 0
+        if not self._handing:  # a chained sender's batch: it counts what it leaves itself
+            lost += len(self._in_hand) - self._finished
+            self._in_hand, self._finished = [], 0
         self._items.clear()
         self._stop_pending = False
         self._wake_putters()  # a sender waiting for room gets "closed" instead of waiting forever
