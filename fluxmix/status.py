@@ -121,6 +121,9 @@ class MemoryWireStatus(WireStatus):
     max_deliver: int = 0
     retry_delay: float = 0.0
     consuming: bool = False
+    # operator chaining (fluxmix.runtime.chaining): batches go to the consumer in the sender's
+    # task while it is idle; in_queue is then the part of the batch in hand not yet started
+    chained: bool = False
 
     @property
     def waiting(self) -> int | None:

@@ -29,7 +29,7 @@ COUNTERS = ["sent", "received", "failed", "redelivered", "dead_lettered", "dropp
 GEAR_KEYS = ["type", "state", "source", "sink", "handled", "errors", "emitted", "dead_lettered", "dropped",
              "restarts", "last_error", "since_start", "up_since", "instance", "restarted_at"]  # the last 4: issue 10
 MEMORY_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "in_queue", "capacity", "max_deliver", "retry_delay",
-                    "consuming"]
+                    "consuming", "chained"]
 DURABLE_WIRE_KEYS = ["from", "to", "transport", *COUNTERS, "stream", "subject", "consumer", "in_flight",
                      "publish_retries", "duplicates", "refused", "last_refusal", "full",
                      "publish_batches"]

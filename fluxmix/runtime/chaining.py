@@ -43,7 +43,12 @@ def may_chain(wire: Wire, source: ChainEnd, target: ChainEnd, origins: Mapping[s
         return False
     if len(source.outputs.get(spec.source.port)) != 1 or len(target.inputs) != 1:
         return False  # fan-out or fan-in: each consumer keeps its own task
-    kind = target.spec.type
+    return runs_inline(target.spec.type, origins)
+
+
+def runs_inline(kind: str, origins: Mapping[str, str]) -> bool:
+    """A gear of type `kind` may be handed batches in its producer's task: a built-in that
+    runs no user code."""
     return origins.get(kind) == "built-in" and kind not in USER_CODE_TYPES
 
 

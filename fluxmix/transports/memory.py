@@ -420,7 +420,7 @@ class MemoryWire(Wire):
         consuming = self._consumer is not None and not self._consumer.done()
         return MemoryWireStatus(**self.status_fields(), in_queue=self.depth, capacity=self.capacity,
                                 max_deliver=self.retry.max_attempts, retry_delay=self.retry.delay,
-                                consuming=consuming)
+                                consuming=consuming, chained=self.chained)
 
 
 class MemoryBroker(Broker):
