@@ -108,7 +108,8 @@ class MemoryWire(Wire):
 
     @property
     def depth(self) -> int:
-        """Messages waiting: queued, plus those of the batch in hand the gear has not started."""
+        """Messages waiting: queued, plus those of the batch in hand the gear has not started (on a
+        chained wire the batch in hand is usually the sender's own, handed over in its task)."""
         waiting = len(self._in_hand) - self._cursor.started
         return len(self._items) - (1 if self._stop_pending else 0) + (waiting if waiting > 0 else 0)
 
